@@ -1,0 +1,1 @@
+"""Rank pre-trained image models for a new labelled image dataset."""

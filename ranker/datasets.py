@@ -1,0 +1,377 @@
+"""Labelled image datasets ("tasks") to rank models on: loaders, few-shot episodes, splits and domain variants.
+
+Every loader returns a :class:`Task` whose ``id`` doubles as a cache key: equal ids mean the same samples, labels and
+order. Derived tasks (subsets, episodes, splits, variants) extend their parent's id with ``/<suffix>``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from numpy._core.multiarray import _reconstruct
+from PIL import Image
+from skimage.data import lfw_subset as _skimage_lfw_subset
+from sklearn.datasets import load_digits
+from timm.data.readers.reader_image_folder import find_images_and_targets
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+ANIMAL_MNIST_CLASSES = ("Bear", "Bird", "Cat", "Cow", "Dog", "Elephant", "Giraffe", "Horse", "Sheep", "Zebra")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` puts the idx files; the ``FASHION_MNIST_DIR`` env var overrides it."""
+
+_FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
+
+
+class DatasetError(ValueError):
+    """A dataset is missing, malformed or unusable for ranking; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A labelled image classification dataset (or an episode, split or variant of one).
+
+    Attributes:
+        id: Stable identifier and cache key: equal ids mean the same samples, labels and order.
+        labels: int64 [N] class ids in 0..C-1; every class occurs at least once.
+        class_names: One name per class id (C of them, C >= 2).
+        images: uint8 pixels held in memory, [N, H, W] for grayscale or [N, H, W, 3] for RGB.
+        paths: Image files, opened on demand. Exactly one of ``images`` and ``paths`` is set.
+    """
+
+    id: str
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    images: np.ndarray | None = None
+    paths: tuple[Path, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.images is None) == (self.paths is None):
+            raise DatasetError(f"dataset {self.id!r} needs exactly one of images and paths; pass one, not both/neither")
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DatasetError(f"dataset {self.id!r} has {labels.dtype} labels of shape {labels.shape}; "
+                               "pass a 1-D integer array with one class id per image")
+        object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+        n = len(self.images) if self.images is not None else len(self.paths)
+        if n != len(labels):
+            raise DatasetError(f"dataset {self.id!r} has {n} images but {len(labels)} labels; give one label per image")
+        pixels = self.images
+        if pixels is not None and (pixels.dtype != np.uint8 or pixels.ndim < 3 or pixels.shape[3:] not in ((), (3,))):
+            raise DatasetError(f"dataset {self.id!r} has {pixels.dtype} images of shape {pixels.shape}; "
+                               "convert them to uint8 [N, H, W] (grayscale) or [N, H, W, 3] (RGB)")
+        if len(self.class_names) < 2:
+            found = f"only one class ({self.class_names[0]!r})" if self.class_names else "no classes"
+            raise DatasetError(f"dataset {self.id!r} has {found}; ranking needs at least two labelled classes")
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DatasetError(f"dataset {self.id!r} has labels outside 0..{self.num_classes - 1}; "
+                               "labels must index class_names")
+        missing = [self.class_names[c] for c in np.flatnonzero(np.bincount(labels, minlength=self.num_classes) == 0)]
+        if missing:
+            raise DatasetError(f"dataset {self.id!r} has no samples of class(es) {missing}; drop them from class_names")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def image(self, i: int) -> Image.Image:
+        """Returns sample ``i`` as an RGB image; grayscale pixels are replicated into all three channels."""
+        if self.images is not None:
+            return Image.fromarray(self.images[i]).convert("RGB")
+        with Image.open(self.paths[i]) as im:
+            return im.convert("RGB")
+
+    def subset(self, indices: Sequence[int] | np.ndarray, suffix: str) -> Task:
+        """Returns the samples at ``indices``, in that order, as task ``f"{id}/{suffix}"``.
+
+        The caller must choose a suffix that determines ``indices``, or the id stops being a valid cache key.
+        Labels are re-indexed to 0..C'-1 in the sorted order of the old class ids that remain.
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        kept, labels = np.unique(self.labels[idx], return_inverse=True)
+        return Task(
+            id=f"{self.id}/{suffix}",
+            labels=labels,
+            class_names=tuple(self.class_names[c] for c in kept),
+            images=None if self.images is None else self.images[idx],
+            paths=None if self.paths is None else tuple(self.paths[i] for i in idx),
+        )
+
+
+def load_image_folder(root: str | Path) -> Task:
+    """Loads an ImageFolder tree ``root/<class>/<image>`` of .png/.jpg/.jpeg files, found with timm's reader.
+
+    Class ids follow timm's natural sort of the folder names ("c2" before "c10"). A folder nested inside a class
+    folder is a class of its own, named by its path relative to ``root`` with "/" replaced by "_". Every image is
+    opened once to check it is readable; pixels are read later, on demand. The id hashes each file's relative path,
+    size and mtime, so touching or copying the files gives a new id.
+    """
+    root = Path(root).resolve()
+    if not root.exists():
+        raise DatasetError(f"image folder {root} does not exist; {_FOLDER_LAYOUT}")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; {_FOLDER_LAYOUT} (or an .npz file)")
+    samples, class_to_idx = find_images_and_targets(str(root), leaf_name_only=False)
+    if not samples:
+        raise DatasetError(f"image folder {root} has no .png/.jpg/.jpeg images; {_FOLDER_LAYOUT}")
+    if "" in class_to_idx:
+        raise DatasetError(f"image folder {root} has images directly inside it; move each into a subfolder per class")
+    if len(class_to_idx) < 2:
+        raise DatasetError(f"image folder {root} has only one class ({next(iter(class_to_idx))!r}); "
+                           "ranking needs at least two labelled classes, one subfolder each")
+    paths = tuple(Path(p) for p, _ in samples)
+    bad = [p for p in paths if not _is_readable_image(p)]
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise DatasetError(f"image folder {root} has {len(bad)} unreadable image file(s): {shown}; "
+                           "delete or replace them")
+    stats = sorted((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()])
+    digest = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
+    return Task(
+        id=f"folder:{root.name}:{digest}",
+        labels=np.array([target for _, target in samples], dtype=np.int64),
+        class_names=tuple(sorted(class_to_idx, key=class_to_idx.__getitem__)),
+        paths=paths,
+    )
+
+
+def _is_readable_image(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception:  # PIL signals corrupt files with many exception types (OSError, SyntaxError, struct.error, ...)
+        return False
+    return True
+
+
+def load_npz(path: str | Path) -> Task:
+    """Loads ``images`` (uint8 [N, H, W] or [N, H, W, 3]) and ``labels`` (int [N]) saved with ``numpy.savez``.
+
+    An optional ``class_names`` string array names the classes; otherwise they are "0".."C-1". The file is read
+    without pickle support, so object arrays are refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"npz file {path} does not exist; check the path")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path} is not an .npz archive; save images and labels with numpy.savez")
+    with np.load(path, allow_pickle=False) as npz:
+        keys = sorted(npz.files)
+        if "images" not in keys and "features" in keys:
+            raise DatasetError(f"{path} holds precomputed features, not images; pass it where features are accepted")
+        for key, what in (("images", "uint8 [N, H, W] or [N, H, W, 3] pixels"), ("labels", "one integer per image")):
+            if key not in keys:
+                raise DatasetError(f"{path} has no {key!r} array (it has {keys}); save {what} under {key!r}")
+        images, labels = npz["images"], npz["labels"]
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+        names = npz["class_names"].tolist() if "class_names" in keys else [str(c) for c in range(num_classes)]
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha1").hexdigest()[:12]
+    return Task(id=f"npz:{path.stem}:{digest}", labels=labels, class_names=tuple(names), images=images)
+
+
+def fashion_mnist(split: str = "test") -> Task:
+    """Fashion-MNIST (Zalando Research, MIT licence): 28x28 grayscale clothing photos, 10 balanced classes.
+
+    Reads the standard idx.gz files of ``split`` ("train": 60000 images, "test": 10000) from ``$FASHION_MNIST_DIR``,
+    else from :data:`FASHION_MNIST_DIR`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}")
+    folder = Path(os.environ.get("FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+    prefix = "train" if split == "train" else "t10k"
+    files = [folder / f"{prefix}-{kind}-idx{ndim}-ubyte.gz" for kind, ndim in (("images", 3), ("labels", 1))]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DatasetError(f"Fashion-MNIST file(s) {', '.join(missing)} not found in {folder}; run "
+                           "`apt-get install dataset-fashion-mnist`, or download the standard files into that folder "
+                           "(or set FASHION_MNIST_DIR to where they are)")
+    images, labels = (_read_idx(f) for f in files)
+    return Task(id=f"fashion_mnist:{split}", labels=labels, class_names=FASHION_MNIST_CLASSES, images=images)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parses a gzip'd idx file of unsigned bytes: 0x00 0x00 0x08 <ndim>, ndim big-endian uint32 sizes, raw data."""
+    data = gzip.decompress(path.read_bytes())
+    ndim = data[3] if len(data) > 3 and data[:3] == b"\x00\x00\x08" else 0
+    offset = 4 + 4 * ndim
+    shape = [int(s) for s in np.frombuffer(data, ">u4", ndim, offset=4)] if 0 < ndim and offset <= len(data) else []
+    if not shape or len(data) != offset + math.prod(shape):
+        raise DatasetError(f"{path} is not a complete idx file of unsigned bytes; download it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def animal_mnist() -> Task:
+    """Animal-MNIST ("Animal-Shape", PyPI ``animal-mnist``, MIT): 10000 28x28 animal silhouettes, 1000 per class.
+
+    The package names the classes (Bear .. Zebra) but not which label id is which. A montage of samples per id shows
+    bear, bird, cat, cow, dog, elephant, giraffe, horse, sheep, zebra for ids 0..9, i.e. its alphabetical list. Only
+    the package's data files are read: its own loader imports tensorflow and unpickles without restrictions.
+    """
+    spec = find_spec("animal_mnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("Animal-MNIST is not installed; run `pip install --no-deps animal-mnist`")
+    folder = Path(spec.submodule_search_locations[0]) / "data" / "Animal_MNIST"
+    images = _load_pickled_array(folder / "animal_data_version_3.gz", np.uint8, ndim=3)
+    labels = _load_pickled_array(folder / "animal_label_version_3.gz", np.int64, ndim=1)
+    return Task(id="animal_mnist:all", labels=labels, class_names=ANIMAL_MNIST_CLASSES, images=images)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Rebuilds plain numpy arrays and refuses every other global, so a crafted pickle cannot run code."""
+
+    _ALLOWED: ClassVar[dict[tuple[str, str], object]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # name used by pickles written with numpy < 2
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self._ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name}: only numpy arrays are allowed") from None
+
+
+def _load_pickled_array(path: Path, dtype: type[np.generic], ndim: int) -> np.ndarray:
+    """Reads a gzip'd pickle that must hold a ``dtype`` array with ``ndim`` dimensions."""
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing; run `pip install --no-deps --force-reinstall animal-mnist`")
+    with gzip.open(path, "rb") as f:
+        array = _ArrayUnpickler(f).load()
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != ndim:
+        raise DatasetError(f"{path} does not hold a {ndim}-D {np.dtype(dtype)} array; "
+                           "run `pip install --no-deps --force-reinstall animal-mnist`")
+    return array
+
+
+def digits() -> Task:
+    """scikit-learn's handwritten digits (UCI): 1797 8x8 grayscale images, pixel values scaled from 0..16 to 0..255."""
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)
+    return Task(id="sklearn_digits:all", labels=bunch.target, class_names=tuple("0123456789"), images=images)
+
+
+def lfw_subset() -> Task:
+    """scikit-image's LFW subset: 200 25x25 grayscale crops, faces (first 100) and background non-faces (last 100).
+
+    skimage returns floats in [0, 1] (its docstring says uint8); they are scaled to 0..255.
+    """
+    images = np.round(_skimage_lfw_subset() * 255).astype(np.uint8)
+    return Task(id="lfw_subset:all", labels=np.repeat([0, 1], 100), class_names=("face", "non_face"), images=images)
+
+
+REAL_DATASETS: dict[str, Callable[[], Task]] = {
+    "fashion_mnist": fashion_mnist,
+    "animal_mnist": animal_mnist,
+    "digits": digits,
+    "lfw_subset": lfw_subset,
+}
+
+
+def load_dataset(spec: str) -> Task:
+    """Loads a dataset given a :data:`REAL_DATASETS` name, an .npz file or an ImageFolder directory."""
+    if spec in REAL_DATASETS:
+        return REAL_DATASETS[spec]()
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir():
+        return load_image_folder(path)
+    raise DatasetError(f"unknown dataset {spec!r}; pass one of {', '.join(REAL_DATASETS)}, an .npz file "
+                       "or an image folder")
+
+
+def sample_episode(task: Task, ways: int, shots: int, seed: int) -> Task:
+    """Draws a few-shot episode: ``ways`` random classes, then ``shots`` random samples of each.
+
+    The id suffix ``w{ways}s{shots}-seed{seed}`` follows Model Spider's episode naming. Samples are grouped by class
+    (in class id order), and by their order in ``task`` within a class.
+    """
+    if not 2 <= ways <= task.num_classes:
+        raise DatasetError(f"cannot draw a {ways}-way episode from dataset {task.id!r} with {task.num_classes} "
+                           f"classes; choose ways between 2 and {task.num_classes}")
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1, got {shots}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.sort(rng.choice(task.num_classes, size=ways, replace=False)):
+        members = np.flatnonzero(task.labels == c)
+        if len(members) < shots:
+            raise DatasetError(f"class {task.class_names[c]!r} of dataset {task.id!r} has only {len(members)} "
+                               f"samples, fewer than shots={shots}; lower shots")
+        picked.append(np.sort(rng.choice(members, size=shots, replace=False)))
+    return task.subset(np.concatenate(picked), f"w{ways}s{shots}-seed{seed}")
+
+
+def split(task: Task, test_fraction: float, seed: int) -> tuple[Task, Task]:
+    """Splits ``task`` into (train, test), stratified: every class lands in both parts.
+
+    Each class gives round(n * test_fraction) of its n samples to test, clamped to 1..n-1. Both parts keep the order
+    of ``task``; their id suffixes ``train{test_fraction}-seed{seed}`` and ``test...`` include the fraction so
+    different splits never share an id.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(task), dtype=bool)
+    for c, name in enumerate(task.class_names):
+        members = np.flatnonzero(task.labels == c)
+        if len(members) < 2:
+            raise DatasetError(f"class {name!r} of dataset {task.id!r} has a single sample; a split needs at least "
+                               "two per class (one for train, one for test)")
+        n_test = min(max(1, round(len(members) * test_fraction)), len(members) - 1)
+        is_test[rng.choice(members, size=n_test, replace=False)] = True
+    tag = f"{test_fraction}-seed{seed}"
+    return task.subset(np.flatnonzero(~is_test), f"train{tag}"), task.subset(np.flatnonzero(is_test), f"test{tag}")
+
+
+def _lowres(images: np.ndarray) -> np.ndarray:
+    height, width = images.shape[1:3]
+    small, full = (max(1, width // 4), max(1, height // 4)), (width, height)
+    return np.stack([
+        np.asarray(Image.fromarray(x).resize(small, Image.Resampling.BOX).resize(full, Image.Resampling.NEAREST))
+        for x in images
+    ])
+
+
+VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "invert": lambda images: 255 - images,
+    "rot90": lambda images: np.ascontiguousarray(np.rot90(images, axes=(1, 2))),
+    "lowres": _lowres,
+}
+
+
+def variant(task: Task, name: str) -> Task:
+    """Returns ``task`` with a domain shift applied to every image, as task ``f"{id}/{name}"``.
+
+    Variants: "invert" (255 - x), "rot90" (90 degrees counter-clockwise; height and width swap) and "lowres" (4x BOX
+    downsample, then NEAREST upsample back to the original size, giving blocks of about 4x4 pixels). Path-based tasks
+    are first read into memory as RGB, which needs all their images to have the same size.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    if task.images is not None:
+        images = task.images
+    else:
+        arrays = [np.asarray(task.image(i)) for i in range(len(task))]
+        if len({a.shape for a in arrays}) > 1:
+            raise DatasetError(f"images of dataset {task.id!r} differ in size; resize them to one size for variants")
+        images = np.stack(arrays)
+    return Task(id=f"{task.id}/{name}", labels=task.labels, class_names=task.class_names, images=VARIANTS[name](images))

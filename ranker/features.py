@@ -1,0 +1,130 @@
+"""Batched frozen-feature extraction with an atomic on-disk cache.
+
+A cache file holds the features of one (model, weights, task, transform) and is named by the hash of
+all four, so a change of any of them misses the cache instead of returning stale features. Files are
+written to a temporary name and renamed into place, so a crash never leaves a half-written file under
+a real name; a file that is found damaged anyway (truncated by a full disk, say) is rebuilt.
+
+Examples:
+    >>> from ranker import datasets, features, zoo
+    >>> feats = features.extract(zoo.load_extractor("mobilenetv2_100"), datasets.load_dataset("digits"))
+    >>> feats.shape
+    torch.Size([1797, 1280])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ranker.datasets import Task
+from ranker.zoo import FrozenExtractor
+
+
+def default_cache_dir() -> Path:
+    """``$RANKER_CACHE`` if set, else ``~/.cache/ranker/features``."""
+    return Path(os.environ.get("RANKER_CACHE", Path.home() / ".cache" / "ranker" / "features"))
+
+
+def best_device() -> torch.device:
+    """CUDA when a GPU is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cache_key(extractor: FrozenExtractor, task: Task) -> str:
+    """Hash of everything the features depend on: model name, loaded weights, task samples, transform."""
+    text = "|".join([extractor.entry.name, extractor.weights_sha256, task.id, repr(extractor.transform)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_path(extractor: FrozenExtractor, task: Task, cache_dir: Path) -> Path:
+    """Where the features of (extractor, task) live: ``<cache>/<model>/<readable task id>-<key>.safetensors``."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", task.id)[:80]
+    return cache_dir / extractor.entry.name / f"{readable}-{cache_key(extractor, task)[:20]}.safetensors"
+
+
+class _Images(Dataset):
+    def __init__(self, task: Task, transform) -> None:
+        self.task, self.transform = task, transform
+
+    def __len__(self) -> int:
+        return len(self.task)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.task.image(i))
+
+
+def _read_cached(path: Path, n: int, dim: int) -> torch.Tensor | None:
+    """The cached features, or None when the file is absent or damaged (a damaged file is deleted)."""
+    if not path.exists():
+        return None
+    try:
+        feats = load_file(path)["features"]
+        if feats.shape != (n, dim):
+            raise ValueError(f"shape {tuple(feats.shape)}, expected {(n, dim)}")
+        return feats
+    except (SafetensorError, ValueError, KeyError, OSError) as err:
+        warnings.warn(f"features cache {path} is damaged ({err}); rebuilding it", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write_atomic(path: Path, feats: torch.Tensor, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"features": feats.contiguous()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def extract(
+    extractor: FrozenExtractor,
+    task: Task,
+    *,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features ``[N, D]`` (float32, CPU, in task order) of every sample of ``task``, from cache when possible.
+
+    Args:
+        extractor: a frozen zoo member (``zoo.load_extractor``).
+        task: the images to embed.
+        cache_dir: cache root; None means ``default_cache_dir()``.
+        batch_size: images per forward pass.
+        num_workers: DataLoader worker processes decoding and resizing images (0: in this process).
+        device: where the forward passes run; None picks CUDA when present.
+        progress: show a progress bar.
+    """
+    path = cache_path(extractor, task, Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cached = _read_cached(path, len(task), extractor.entry.feature_dim)
+    if cached is not None:
+        return cached
+    device = device or best_device()
+    extractor.to(device)
+    loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=num_workers)
+    chunks = []
+    bar = tqdm(total=len(task), desc=f"{extractor.entry.name} · {task.id}", unit="img", disable=not progress)
+    with bar:
+        for batch in loader:
+            chunks.append(extractor(batch.to(device, non_blocking=True)).float().cpu())
+            bar.update(len(batch))
+    feats = torch.cat(chunks)
+    meta = {"model": extractor.entry.name, "weights_sha256": extractor.weights_sha256, "task": task.id}
+    _write_atomic(path, feats, meta)
+    return feats

