@@ -80,3 +80,12 @@ def test_features_separate_real_classes(task, tmp_path):
     diff = ~torch.as_tensor(task.labels[:, None] == task.labels[None, :])
     assert float(sims[same].mean()) > float(sims[diff].mean()) + 0.05
     assert np.unique(task.labels).size == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_features_match_cpu(task, tmp_path):
+    extractor = zoo.load_extractor("mobilenetv2_100")
+    on_cpu = features.extract(extractor, task, cache_dir=tmp_path / "cpu", device=torch.device("cpu"), progress=False)
+    on_gpu = features.extract(extractor, task, cache_dir=tmp_path / "gpu", device=torch.device("cuda"), progress=False)
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-3, atol=1e-3)
