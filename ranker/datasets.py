@@ -292,7 +292,7 @@ def load_dataset(spec: str) -> Task:
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path)
-    if path.is_dir():
+    if path.exists() or len(path.parts) > 1:
         return load_image_folder(path)
     raise DatasetError(f"unknown dataset {spec!r}; pass one of {', '.join(REAL_DATASETS)}, an .npz file "
                        "or an image folder")

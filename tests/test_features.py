@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ranker import datasets, features, zoo
 
@@ -54,7 +54,7 @@ def test_truncated_cache_file_is_rebuilt(extractor, task, tmp_path):
     with pytest.warns(UserWarning, match="damaged"):
         rebuilt = features.extract(extractor, task, cache_dir=tmp_path, progress=False)
     assert torch.equal(feats, rebuilt)
-    assert path.read_bytes() == data
+    assert torch.equal(load_file(path)["features"], feats)  # the damaged file was replaced by a whole one
 
 
 class _BrokenTask(datasets.Task):
@@ -72,14 +72,13 @@ def test_failed_extraction_leaves_no_file(extractor, task, tmp_path):
 
 
 def test_features_separate_real_classes(task, tmp_path):
-    """Pre-trained features of real digits are far more class-structured than their pixels' labels allow by chance."""
+    """ImageNet features of real digits are class-structured: same-class pairs are more alike than other pairs."""
     feats = features.extract(zoo.load_extractor("mobilenetv2_100"), task, cache_dir=tmp_path, progress=False)
-    x = torch.nn.functional.normalize(feats, dim=1)
+    x = torch.nn.functional.normalize(feats - feats.mean(0), dim=1)
     sims = x @ x.T
-    same = torch.as_tensor(task.labels[:, None] == task.labels[None, :]) & ~torch.eye(len(x), dtype=torch.bool)
-    diff = ~torch.as_tensor(task.labels[:, None] == task.labels[None, :])
-    assert float(sims[same].mean()) > float(sims[diff].mean()) + 0.05
-    assert np.unique(task.labels).size == 4
+    same_class = torch.as_tensor(task.labels[:, None] == task.labels[None, :])
+    same = same_class & ~torch.eye(len(x), dtype=torch.bool)
+    assert float(sims[same].mean()) > float(sims[~same_class].mean()) + 0.1
 
 
 @pytest.mark.gpu
