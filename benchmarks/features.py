@@ -32,7 +32,7 @@ def main() -> None:
     device, threads = features.best_device(), torch.get_num_threads()
     print(f"{len(task)} images of {source.id}, device {device}, torch threads {threads}")
     columns = "params | dim | load s | img/s | cold s | cached s | ratio"
-    header = f"| {'model':22s} | {'arch':22s} | {'pre-training':34s} | {columns} |"
+    header = f"| {'model':28s} | {'arch':22s} | {'pre-training':34s} | {columns} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     cold_total = cached_total = 0.0
@@ -50,7 +50,7 @@ def main() -> None:
             cold_total, cached_total = cold_total + cold, cached_total + cached
             params = sum(p.numel() for p in extractor.parameters()) / 1e6
             print(
-                f"| {entry.name:22s} | {entry.arch:22s} | {entry.pretraining.split(',')[0][:34]:34s} | {params:5.2f}M "
+                f"| {entry.name:28s} | {entry.arch:22s} | {entry.pretraining.split(',')[0][:34]:34s} | {params:5.2f}M "
                 f"| {entry.feature_dim:4d} | {load:6.2f} | {len(task) / cold:5.0f} | {cold:6.2f} | {cached:8.4f} "
                 f"| {cold / cached:5.0f} |"
             )

@@ -95,7 +95,7 @@ def extract(
     task: Task,
     *,
     cache_dir: str | Path | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     num_workers: int = 0,
     device: torch.device | None = None,
     progress: bool = True,
@@ -106,7 +106,8 @@ def extract(
         extractor: a frozen zoo member (``zoo.load_extractor``).
         task: the images to embed.
         cache_dir: cache root; None means ``default_cache_dir()``.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass. None: 256 on a GPU; on the CPU about 2^18 input pixels per batch,
+            between 8 and 256 images (at 224 px, batches of 8 ran 1.5-3x faster than 128 on 2 cores).
         num_workers: DataLoader worker processes decoding and resizing images (0: in this process).
         device: where the forward passes run; None picks CUDA when present.
         progress: show a progress bar.
@@ -116,6 +117,8 @@ def extract(
     if cached is not None:
         return cached
     device = device or best_device()
+    if batch_size is None:
+        batch_size = 256 if device.type == "cuda" else min(256, max(8, 2**18 // extractor.entry.input_size**2))
     extractor.to(device)
     loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=num_workers)
     chunks = []

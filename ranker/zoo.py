@@ -214,7 +214,7 @@ class FrozenExtractor(nn.Module):
         super().__init__()
         self.entry = entry
         self.weights_sha256 = weights_sha256
-        self.trunk = trunk.eval().requires_grad_(False)
+        self.trunk = trunk.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.pool = entry.trunk_layers is not None
         self.transform = entry_transform(entry)
 
@@ -224,7 +224,7 @@ class FrozenExtractor(nn.Module):
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.trunk(images)
+        out = self.trunk(images.contiguous(memory_format=torch.channels_last))  # 1.5-2x faster convs on CPU
         return out.mean(dim=(2, 3)) if self.pool else out
 
 
