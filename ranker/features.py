@@ -96,7 +96,6 @@ def extract(
     *,
     cache_dir: str | Path | None = None,
     batch_size: int | None = None,
-    num_workers: int = 0,
     device: torch.device | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
@@ -108,7 +107,6 @@ def extract(
         cache_dir: cache root; None means ``default_cache_dir()``.
         batch_size: images per forward pass. None: 256 on a GPU; on the CPU about 2^18 input pixels per batch,
             between 8 and 256 images (at 224 px, batches of 8 ran 1.5-3x faster than 128 on 2 cores).
-        num_workers: DataLoader worker processes decoding and resizing images (0: in this process).
         device: where the forward passes run; None picks CUDA when present.
         progress: show a progress bar.
     """
@@ -119,8 +117,10 @@ def extract(
     device = device or best_device()
     if batch_size is None:
         batch_size = 256 if device.type == "cuda" else min(256, max(8, 2**18 // extractor.entry.input_size**2))
+    # A GPU outruns one process decoding and resizing images; on the CPU, workers would take the forward's cores.
+    workers = min(8, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
     extractor.to(device)
-    loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=num_workers)
+    loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=workers)
     chunks = []
     bar = tqdm(total=len(task), desc=f"{extractor.entry.name} · {task.id}", unit="img", disable=not progress)
     with bar:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import timm
 import torch
 from omegaconf import OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import nn
@@ -55,7 +57,7 @@ class ZooEntry:
     num_classes: int = 0  # classes of the head stored with the weights (1000 for ImageNet); 0: none stored
     arch_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (img_size, patch_size)
     trunk_layers: int | None = None  # VGG trunks: keep features[:trunk_layers], then global average pooling
-    weights_sha256: str | None = None  # state_sha256 of the loaded weights; checked on every load
+    weights_sha256: str | None = None  # state_sha256 of the loaded weights, checked on every load; None: unchecked
     install: str = ""  # the command that provides the weights, shown when they are missing
     pretrain: dict | None = None  # self-pretrained members: the recipe data/pretrain_zoo.py ran
 
@@ -150,10 +152,16 @@ def _weights_path(entry: ZooEntry) -> Path:
     return path
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _read_weights(path: Path, entry: ZooEntry) -> dict[str, torch.Tensor]:
+    """Tensors only: safetensors, or torch.load restricted to tensors and containers (weights_only)."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, SafetensorError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ZooError(f"weights file {path} of '{entry.name}' cannot be read ({reason}); "
+                       f"reinstall it: {entry.install or 'see the manifest'}") from None
     return state.get("state_dict", state)
 
 
@@ -168,7 +176,7 @@ def _build(entry: ZooEntry) -> nn.Module:
         if entry.key_map not in KEY_MAPS:
             raise ZooError(f"model '{entry.name}' has unknown key_map '{entry.key_map}'; use one of {list(KEY_MAPS)}")
         target = model.state_dict()
-        state = KEY_MAPS[entry.key_map](_read_weights(_weights_path(entry)), target)
+        state = KEY_MAPS[entry.key_map](_read_weights(_weights_path(entry), entry), target)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:

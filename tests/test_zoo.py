@@ -72,3 +72,11 @@ def test_manifest_with_repeated_names_is_refused(tmp_path):
                     "feature_dim: 96, input_size: 32}\n")
     with pytest.raises(zoo.ZooError, match="repeats"):
         zoo.load_manifest(path)
+
+
+def test_unreadable_weights_file_is_a_zoo_error(tmp_path):
+    entry = next(m for m in MANIFEST.models if m.name == "mobilenetv2_100")
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(zoo.ZooError, match="cannot be read"):
+        zoo.load_extractor(dataclasses.replace(entry, weights_package=None, weights_file=str(broken)))
