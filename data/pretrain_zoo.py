@@ -163,6 +163,9 @@ def main() -> None:
     args = parser.parse_args()
     entries = [e for e in zoo.load_manifest(args.manifest).models if e.pretrain is not None]
     if args.only:
+        unknown = set(args.only) - {e.name for e in entries}
+        if unknown:
+            parser.error(f"no pre-training recipe for {sorted(unknown)}; members with one: {[e.name for e in entries]}")
         entries = [e for e in entries if e.name in args.only]
     for entry in entries:
         if not args.force and is_done(entry):
