@@ -122,7 +122,8 @@ def extract(
     extractor.to(device)
     loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=workers)
     chunks = []
-    bar = tqdm(total=len(task), desc=f"{extractor.entry.name} · {task.id}", unit="img", disable=not progress)
+    desc = f"{extractor.entry.name} · {task.id}"
+    bar = tqdm(total=len(task), desc=desc, unit="img", disable=not progress, leave=False)
     with bar:
         for batch in loader:
             chunks.append(extractor(batch.to(device, non_blocking=True)).float().cpu())
