@@ -115,10 +115,11 @@ def extract(
     if cached is not None:
         return cached
     device = device or best_device()
+    on_gpu = device.type == "cuda"
     if batch_size is None:
-        batch_size = 256 if device.type == "cuda" else min(256, max(8, 2**18 // extractor.entry.input_size**2))
+        batch_size = 256 if on_gpu else min(256, max(8, 2**18 // extractor.entry.input_size**2))
     # A GPU outruns one process decoding and resizing images; on the CPU, workers would take the forward's cores.
-    workers = min(8, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
+    workers = min(8, (os.cpu_count() or 1) - 1) if on_gpu else 0
     extractor.to(device)
     loader = DataLoader(_Images(task, extractor.transform), batch_size=batch_size, num_workers=workers)
     chunks = []

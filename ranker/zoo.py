@@ -152,8 +152,9 @@ def _weights_path(entry: ZooEntry) -> Path:
     return path
 
 
-def _read_weights(path: Path, entry: ZooEntry) -> dict[str, torch.Tensor]:
+def _read_weights(entry: ZooEntry) -> dict[str, torch.Tensor]:
     """Tensors only: safetensors, or torch.load restricted to tensors and containers (weights_only)."""
+    path = _weights_path(entry)
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
@@ -176,7 +177,7 @@ def _build(entry: ZooEntry) -> nn.Module:
         if entry.key_map not in KEY_MAPS:
             raise ZooError(f"model '{entry.name}' has unknown key_map '{entry.key_map}'; use one of {list(KEY_MAPS)}")
         target = model.state_dict()
-        state = KEY_MAPS[entry.key_map](_read_weights(_weights_path(entry), entry), target)
+        state = KEY_MAPS[entry.key_map](_read_weights(entry), target)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
