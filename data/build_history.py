@@ -1,0 +1,250 @@
+"""Builds a benchmark's history: fine-tuning and linear-probe accuracy of every zoo model on every task.
+
+Kinds (``--kind``):
+    stats         general-encoder class prototypes + summary of every task's training part, and every zoo
+                  model's own class prototypes (float16), into stats.safetensors / model_stats.safetensors
+    linear_probe  logistic regression on frozen features (native input size), accuracy on the held-out part
+    finetune      the recipe ``FINETUNE`` below, with Lightning, on CUDA when present
+
+Every (task, model) result is written as soon as it is measured (an atomic rewrite of a CSV), and pairs
+already in the benchmark's history.csv or in any shard file are skipped, so a stopped run resumes. With
+``--shard i/n`` a run takes every n-th pair from the i-th (0-based) and writes ``parts/<kind>-<i>of<n>.csv``;
+``--merge`` folds all parts into history.csv (run it once all shards ended). Without --shard the run writes
+history.csv directly.
+
+Run (the embedded default; costs in data/benchmarks/offline/README.md):
+    python -m data.build_history --kind stats
+    python -m data.build_history --kind linear_probe
+    python -m data.build_history --kind finetune --role test
+    python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
+    python -m data.build_history --merge
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from ranker import benchmark as bm
+from ranker import features, stats, zoo
+from ranker.history import HistoryStore, Record
+
+FINETUNE = {
+    "name": "finetune-v1",
+    "steps": 40,  # optimizer steps whatever the task size (as VTAB-1k fixes steps, not epochs)
+    "batch_size": 16,  # or the whole training part when it is smaller
+    "lr": 2e-4,  # AdamW, backbone; the new linear head gets 10x; cosine decay to 0, no warm-up
+    "head_lr_mult": 10,
+    "weight_decay": 0.01,
+    "max_input_size": 64,  # images are resized to min(native, 64) px: the CPU budget (see the benchmark README)
+    "seed": 0,
+}
+"""The one fine-tuning recipe: every parameter trained, no augmentation, cross-entropy, accuracy on held-out."""
+
+LINEAR_PROBE = {"name": "linear_probe-v1", "C": 1.0, "max_iter": 2000}
+"""Standardized frozen features (native input size) → scikit-learn multinomial LogisticRegression (lbfgs)."""
+
+
+def part_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart, cache_dir: Path | None = None) -> torch.Tensor:
+    """Frozen features of a task part: its pool's features (extracted once, cached), rows ``part.indices``."""
+    return features.extract(extractor, part.pool, cache_dir=cache_dir)[torch.as_tensor(part.indices)]
+
+
+def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray) -> float:
+    """Held-out accuracy (percent) of the LINEAR_PROBE recipe."""
+    scaler = StandardScaler().fit(train_x.numpy())
+    clf = LogisticRegression(C=LINEAR_PROBE["C"], max_iter=LINEAR_PROBE["max_iter"])
+    clf.fit(scaler.transform(train_x.numpy()), train_y)
+    return 100.0 * float((clf.predict(scaler.transform(test_x.numpy())) == test_y).mean())
+
+
+class FinetuneModule(L.LightningModule):
+    """A zoo member's trunk, unfrozen, with a new linear head; trained with the FINETUNE recipe."""
+
+    def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int) -> None:
+        super().__init__()
+        self.trunk = extractor.trunk.train().requires_grad_(True)
+        self.pool = extractor.pool
+        self.head = nn.Linear(extractor.entry.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.trunk(x.contiguous(memory_format=torch.channels_last))
+        return self.head(out.mean(dim=(2, 3)) if self.pool else out)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        lr, steps = FINETUNE["lr"], FINETUNE["steps"]
+        opt = torch.optim.AdamW(
+            [{"params": self.trunk.parameters(), "lr": lr},
+             {"params": self.head.parameters(), "lr": lr * FINETUNE["head_lr_mult"]}],
+            weight_decay=FINETUNE["weight_decay"],
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+
+def _tensors(part: bm.TaskPart, transform) -> TensorDataset:
+    task = part.task
+    images = torch.stack([transform(task.image(i)) for i in range(len(task))])
+    return TensorDataset(images, torch.as_tensor(task.labels))
+
+
+def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart) -> tuple[float, int, str]:
+    """Fine-tunes one zoo member on ``train``; returns (held-out accuracy in percent, input size, device)."""
+    L.seed_everything(FINETUNE["seed"], workers=True, verbose=False)
+    size = min(entry.input_size, FINETUNE["max_input_size"])
+    extractor = zoo.load_extractor(entry)
+    transform = zoo.entry_transform(dataclasses.replace(entry, input_size=size))
+    module = FinetuneModule(extractor, len(train.class_names))
+    data = _tensors(train, transform)
+    trainer = L.Trainer(
+        max_steps=FINETUNE["steps"], max_epochs=-1, accelerator="auto", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=min(FINETUNE["batch_size"], len(data)), shuffle=True))
+    device = trainer.strategy.root_device
+    module.to(device).eval()
+    correct = 0
+    with torch.inference_mode():
+        for x, y in DataLoader(_tensors(test, transform), batch_size=64):
+            correct += int((module(x.to(device)).argmax(1).cpu() == y).sum())
+    return 100.0 * correct / len(test.indices), size, str(device)
+
+
+def _pairs(bench: bm.Benchmark, kind: str, role: str, models: list[str]) -> list[tuple[bm.TaskSpec, str]]:
+    specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
+    return [(spec, m) for spec in specs for m in models]
+
+
+def _done_store(root: Path) -> HistoryStore:
+    store = HistoryStore.load(root / "history.csv") if (root / "history.csv").is_file() else HistoryStore()
+    for part in sorted((root / "parts").glob("*.csv")):
+        store.merge(HistoryStore.load(part))
+    return store
+
+
+def build_records(bench: bm.Benchmark, kind: str, role: str, models: list[str], shard: tuple[int, int],
+                  out: Path) -> int:
+    """Measures every missing (task, model) pair of this shard, saving ``out`` after each; returns pairs measured."""
+    done = _done_store(bench.root)
+    own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+    index, count = shard
+    todo = [(s, m) for s, m in _pairs(bench, kind, role, models)[index::count] if (s.id, m, kind) not in done]
+    # Model-major order: each extractor is built once and its pools' features are read once.
+    todo.sort(key=lambda pair: models.index(pair[1]))
+    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    extractor = None
+    for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):
+        bar.set_postfix_str(f"{model} · {spec.id}")
+        train, test = bm.task_parts(spec, bench.config)
+        start = time.time()
+        if kind == "linear_probe":
+            if extractor is None or extractor.entry.name != model:
+                extractor = zoo.load_extractor(entries[model])
+            value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
+                                 test.labels)
+            size, device, recipe = entries[model].input_size, str(features.best_device()), LINEAR_PROBE
+            epochs, lr = 0, math.nan
+        else:
+            value, size, device = finetune(entries[model], train, test)
+            n = len(train.indices)
+            epochs = math.ceil(FINETUNE["steps"] * min(FINETUNE["batch_size"], n) / n)  # passes over the data
+            recipe, lr = FINETUNE, FINETUNE["lr"]
+        own.add(Record(
+            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=recipe["name"],
+            epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
+            seed=spec.seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
+        ))
+        own.save(out)
+    return len(todo)
+
+
+def build_stats(bench: bm.Benchmark, models: list[str]) -> None:
+    """Writes stats.safetensors (general encoder) and model_stats.safetensors (every model), training parts only."""
+    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    parts = [(spec.id, bm.task_parts(spec, bench.config)[0]) for spec in bench.config.tasks]
+    if bench.config.general_encoder not in models:
+        raise ValueError(f"stats need the general encoder {bench.config.general_encoder}; include it in --models")
+    general, per_model, general_sha = {}, {}, ""
+    for model in tqdm(models, desc="stats", unit="model"):
+        extractor = zoo.load_extractor(entries[model])
+        for task_id, part in parts:
+            protos = stats.class_prototypes(part_features(extractor, part), torch.as_tensor(part.labels),
+                                            len(part.class_names))
+            per_model[f"{task_id}/{model}"] = protos.half()
+            if model == bench.config.general_encoder:
+                general_sha = extractor.weights_sha256
+                general[f"{task_id}/prototypes"] = protos
+                general[f"{task_id}/summary"] = stats.summary_vector(protos)
+    meta = {"general_encoder": bench.config.general_encoder, "manifest": bench.config.manifest,
+            "general_encoder_sha256": general_sha}
+    save_file(general, bench.root / "stats.safetensors", metadata=meta)
+    save_file(per_model, bench.root / "model_stats.safetensors", metadata=meta)
+
+
+def merge_parts(root: Path) -> int:
+    """Folds every ``parts/*.csv`` into history.csv, then deletes the parts; returns the record count."""
+    store = _done_store(root)
+    store.save(root / "history.csv")
+    for part in (root / "parts").glob("*.csv"):
+        part.unlink()
+    return len(store)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, count = (int(x) for x in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
+    parser.add_argument("--kind", choices=["stats", "linear_probe", "finetune"])
+    parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
+    parser.add_argument("--models", nargs="*", help="zoo members to measure; default: the whole zoo")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
+    parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
+    args = parser.parse_args()
+    bench = bm.load_benchmark(args.benchmark)
+    if args.merge:
+        print(f"history.csv: {merge_parts(bench.root)} records")
+        return
+    if args.kind is None:
+        parser.error("pass --kind stats, linear_probe or finetune (or --merge)")
+    zoo_names = [e.name for e in zoo.load_manifest(bench.manifest_path).models]
+    models = args.models or zoo_names
+    unknown = sorted(set(models) - set(zoo_names))
+    if unknown:
+        parser.error(f"models {unknown} are not in {bench.config.manifest}")
+    if args.kind == "stats":
+        build_stats(bench, models)
+        return
+    index, count = args.shard
+    out = bench.root / "history.csv" if count == 1 else bench.root / "parts" / f"{args.kind}-{index}of{count}.csv"
+    n = build_records(bench, args.kind, args.role, models, args.shard, out)
+    print(f"{n} pairs measured; {out}")
+
+
+if __name__ == "__main__":
+    main()

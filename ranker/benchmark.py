@@ -1,0 +1,168 @@
+"""Benchmark definitions: which zoo, which tasks (training or test role), where their history and statistics live.
+
+A benchmark is a folder ``data/benchmarks/<name>/`` holding ``benchmark.yaml`` (a :class:`BenchmarkConfig`),
+``history.csv`` (a :class:`~ranker.history.HistoryStore`) and ``stats.safetensors`` (per-task statistics of the
+general encoder, see :mod:`ranker.stats`). Tasks are drawn from datasets in two steps so that features are
+extracted once per dataset rather than once per task: each (dataset, variant) is first cut to a fixed *pool*
+(``pool_per_class`` images of every class, seed 0), then every task takes its classes and its per-class train
+and test counts from that pool.
+
+Examples:
+    >>> bench = load_benchmark("offline")
+    >>> [t.id for t in bench.config.tasks if t.role == "test"][:2]
+    >>> train, test = task_parts(bench.config.tasks[0], bench.config)   # pools + indices + labels
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ranker import datasets
+from ranker.history import HistoryStore
+from ranker.zoo import REPO_ROOT
+
+BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
+DEFAULT_BENCHMARK = "offline"
+
+
+@dataclass
+class TaskSpec:
+    """One benchmark task: a class subset of a dataset pool, split into a training part and a held-out part."""
+
+    id: str  # short unique name, the task id of every history record
+    role: str  # "train": the ranker may learn from it; "test": only for evaluation
+    dataset: str  # a ranker.datasets.load_dataset spec, or "animal_mnist_heldout" (the 30% kept out of pre-training)
+    variant: str = "none"  # domain shift applied to every image: none, invert, rot90, lowres
+    classes: list[int] = field(default_factory=list)  # class ids of the dataset to keep; empty: all
+    n_train: int = 0  # training images per class (what a user would fine-tune on); 0: half the pool (all of it
+    # when test_dataset is set)
+    n_test: int = 0  # held-out images per class the accuracy is measured on; 0: the rest of the pool
+    seed: int = 0  # seed of the per-class draw
+    test_dataset: str | None = None  # a separate held-out dataset (e.g. an official test folder); then n_test: all
+
+
+@dataclass
+class BenchmarkConfig:
+    """``benchmark.yaml``: the zoo, the general encoder and the tasks."""
+
+    name: str  # folder name under data/benchmarks/
+    manifest: str  # zoo manifest, relative to the repository root
+    general_encoder: str  # zoo member whose features give every task's statistics (ranker.stats)
+    pool_per_class: int = 100  # images per class kept from each (dataset, variant); 0: keep all
+    tasks: list[TaskSpec] = field(default_factory=list)  # training and test tasks
+
+
+@dataclass
+class Benchmark:
+    """A loaded benchmark: its config, its folder and its history."""
+
+    config: BenchmarkConfig
+    root: Path
+    history: HistoryStore
+
+    def task_ids(self, role: str) -> list[str]:
+        return [t.id for t in self.config.tasks if t.role == role]
+
+    @property
+    def manifest_path(self) -> Path:
+        return REPO_ROOT / self.config.manifest
+
+
+def load_config(path: str | Path) -> BenchmarkConfig:
+    """Reads and type-checks a ``benchmark.yaml``; task ids must be unique and roles train or test."""
+    config: BenchmarkConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(BenchmarkConfig), OmegaConf.load(path))
+    )
+    ids = [t.id for t in config.tasks]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path} repeats task ids; make each id unique")
+    bad = [t.id for t in config.tasks if t.role not in ("train", "test")]
+    if bad:
+        raise ValueError(f"{path}: tasks {bad} have a role other than train or test")
+    return config
+
+
+def load_benchmark(name_or_dir: str | Path = DEFAULT_BENCHMARK) -> Benchmark:
+    """Loads ``data/benchmarks/<name>/`` (or a folder path): config and history (empty if not built yet)."""
+    root = Path(name_or_dir)
+    if not root.is_dir():
+        root = BENCHMARKS_DIR / str(name_or_dir)
+    if not (root / "benchmark.yaml").is_file():
+        known = sorted(p.name for p in BENCHMARKS_DIR.iterdir() if (p / "benchmark.yaml").is_file())
+        raise ValueError(f"no benchmark {name_or_dir!r}; pass one of {known} or a folder with a benchmark.yaml")
+    history_path = root / "history.csv"
+    history = HistoryStore.load(history_path) if history_path.is_file() else HistoryStore()
+    return Benchmark(load_config(root / "benchmark.yaml"), root, history)
+
+
+def _base(dataset: str) -> datasets.Task:
+    if dataset == "animal_mnist_heldout":
+        return datasets.split(datasets.animal_mnist(), test_fraction=0.3, seed=0)[1]
+    return datasets.load_dataset(dataset)
+
+
+@functools.lru_cache(maxsize=16)
+def pool(dataset: str, variant: str, per_class: int) -> datasets.Task:
+    """The images every task of (dataset, variant) draws from: ``per_class`` per class (seed 0), then the variant.
+
+    Cached in memory: pools are rebuilt from the datasets, which takes seconds, and shared by many tasks.
+    """
+    task = _base(dataset)
+    if per_class:
+        task = datasets.sample_episode(task, task.num_classes, min(per_class, np.bincount(task.labels).min()), 0)
+    return task if variant == "none" else datasets.variant(task, variant)
+
+
+@dataclass
+class TaskPart:
+    """The images of one part (training or held-out) of a task: a pool and indices into it, with 0..C-1 labels."""
+
+    name: str  # "<task id>/train" or "<task id>/test"
+    pool: datasets.Task
+    indices: np.ndarray  # int64 pool indices, grouped by class
+    labels: np.ndarray  # int64 task labels: position of the pool class in the task's sorted class list
+    class_names: tuple[str, ...]
+
+    @property
+    def task(self) -> datasets.Task:
+        """The part as a Task of its own, with a cache-safe id (what fine-tuning feeds the model)."""
+        return datasets.Task(f"{self.pool.id}/{self.name}", self.labels, self.class_names,
+                             images=None if self.pool.images is None else self.pool.images[self.indices],
+                             paths=None if self.pool.paths is None else tuple(self.pool.paths[i] for i in self.indices))
+
+
+def task_parts(spec: TaskSpec, config: BenchmarkConfig) -> tuple[TaskPart, TaskPart]:
+    """The (training, held-out) parts of ``spec``: per class, ``n_train`` then ``n_test`` random pool images.
+
+    With ``test_dataset`` the held-out part is every image of that dataset's pool of the task's classes.
+    """
+    train_pool = pool(spec.dataset, spec.variant, config.pool_per_class)
+    test_pool = pool(spec.test_dataset, spec.variant, 0) if spec.test_dataset else train_pool
+    if test_pool.class_names != train_pool.class_names:
+        raise ValueError(f"task {spec.id}: the classes of {spec.test_dataset} differ from those of {spec.dataset}; "
+                         "give both folders the same class sub-folders")
+    classes = sorted(spec.classes) or list(range(train_pool.num_classes))
+    rng = np.random.default_rng(spec.seed)
+    train, test = [], []
+    for c in classes:
+        members = rng.permutation(np.flatnonzero(train_pool.labels == c))
+        n_train = spec.n_train or (len(members) if spec.test_dataset else len(members) // 2)
+        n_test = 0 if spec.test_dataset else spec.n_test or len(members) - n_train
+        if n_train + n_test > len(members):
+            raise ValueError(f"task {spec.id}: class {c} has {len(members)} pool images, fewer than "
+                             f"n_train + n_test = {n_train + n_test}")
+        train.append(np.sort(members[:n_train]))
+        test.append(np.sort(members[n_train : n_train + n_test]) if not spec.test_dataset
+                    else np.flatnonzero(test_pool.labels == c))
+
+    def part(name: str, source: datasets.Task, chunks: list[np.ndarray]) -> TaskPart:
+        idx = np.concatenate(chunks)
+        names = tuple(source.class_names[c] for c in classes)
+        return TaskPart(f"{spec.id}/{name}", source, idx, np.searchsorted(classes, source.labels[idx]), names)
+
+    return part("train", train_pool, train), part("test", test_pool, test)

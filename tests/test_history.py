@@ -1,0 +1,138 @@
+"""HistoryStore semantics, and the history builder on a tiny zoo of real models and real data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from data import build_history
+from ranker import benchmark as bm
+from ranker import zoo
+from ranker.history import COLUMNS, HistoryError, HistoryStore, Record
+
+TINY_ZOO = ("tiny_resnet_fmnist", "tiny_convnext_amnist")
+
+
+def _rec(task: str, model: str, value: float, kind: str = "finetune", metric: str = "top1_accuracy", **kw) -> Record:
+    return Record(task=task, model=model, kind=kind, metric=metric, value=value, **kw)
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    records = [
+        _rec("a", "m1", 87.5, recipe="finetune-v1", epochs=3, lr=2e-4, input_size=64, n_train=60, n_test=90,
+             seed=1, wall_s=12.25, device="cpu", source="test, with a comma"),
+        _rec("a", "m1", 80.0, kind="linear_probe"),
+        _rec("b", "m2", -0.125, kind="proxy", metric="proxy_score"),
+    ]
+    HistoryStore(records).save(tmp_path / "h.csv")
+    loaded = HistoryStore.load(tmp_path / "h.csv")
+
+    def plain(r: Record) -> tuple:  # NaN != NaN, so compare NaN fields by their text
+        return tuple("nan" if isinstance(v, float) and math.isnan(v) else v for v in dataclasses.astuple(r))
+
+    assert [plain(r) for r in loaded.records()] == [plain(r) for r in records]
+    assert math.isnan(loaded.get("a", "m1", "linear_probe").lr)
+
+
+def test_last_added_record_wins_and_merge_prefers_the_other_store() -> None:
+    store = HistoryStore([_rec("a", "m1", 1.0), _rec("a", "m1", 2.0)])
+    assert len(store) == 1 and store.get("a", "m1", "finetune").value == 2.0
+    other = HistoryStore([_rec("a", "m1", 3.0), _rec("b", "m1", 4.0)])
+    store.merge(other)
+    assert [(r.task, r.value) for r in store.records()] == [("a", 3.0), ("b", 4.0)]
+
+
+def test_matrix_has_nan_for_missing_pairs_and_follows_the_requested_order() -> None:
+    store = HistoryStore([_rec("t1", "m1", 1.0), _rec("t1", "m2", 2.0), _rec("t2", "m2", 3.0),
+                          _rec("t2", "m1", 9.0, kind="linear_probe")])
+    tasks, models, values = store.matrix("finetune")
+    assert (tasks, models) == (["t1", "t2"], ["m1", "m2"])
+    np.testing.assert_array_equal(values, [[1.0, 2.0], [np.nan, 3.0]])
+    _, _, values = store.matrix("finetune", tasks=["t2", "t3"], models=["m2", "m1"])
+    np.testing.assert_array_equal(values, [[3.0, np.nan], [np.nan, np.nan]])
+
+
+def test_malformed_files_and_records_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "cols.csv").write_text("task,model,kind,value\na,m,finetune,1\n")
+    with pytest.raises(HistoryError, match="lacks column"):
+        HistoryStore.load(tmp_path / "cols.csv")
+    row = dict.fromkeys(COLUMNS, "0") | {"task": "a", "model": "m", "kind": "finetune", "value": "high"}
+    (tmp_path / "value.csv").write_text(",".join(COLUMNS) + "\n" + ",".join(row[c] for c in COLUMNS) + "\n")
+    with pytest.raises(HistoryError, match="column value"):
+        HistoryStore.load(tmp_path / "value.csv")
+    with pytest.raises(HistoryError, match="kind"):
+        _rec("a", "m", 1.0, kind="zero_shot")
+    with pytest.raises(HistoryError, match="finite"):
+        _rec("a", "m", float("nan"))
+
+
+@pytest.fixture
+def tiny_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bm.Benchmark:
+    """Two real zoo members × two scikit-learn digits tasks (20 images per class in the pool)."""
+    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
+    full = zoo.load_manifest()
+    manifest = tmp_path / "zoo.yaml"
+    lines = ["name: tiny", "models:"]
+    for entry in (e for e in full.models if e.name in TINY_ZOO):
+        lines.append(f"  - {{name: {entry.name}, arch: {entry.arch}, pretraining: x, feature_dim: {entry.feature_dim}, "
+                     f"input_size: {entry.input_size}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], "
+                     f"weights_file: {entry.weights_file}, arch_kwargs: {dict(entry.arch_kwargs)}, "
+                     f"weights_sha256: {entry.weights_sha256}}}")
+    manifest.write_text("\n".join(lines) + "\n")
+    root = tmp_path / "bench"
+    root.mkdir()
+    (root / "benchmark.yaml").write_text(
+        f"name: tiny\nmanifest: {manifest}\ngeneral_encoder: tiny_resnet_fmnist\npool_per_class: 20\ntasks:\n"
+        "  - {id: d3, role: train, dataset: digits, classes: [1, 2, 3], n_train: 5, n_test: 10}\n"
+        "  - {id: d2-inv, role: test, dataset: digits, variant: invert, classes: [0, 8], n_train: 8, n_test: 12}\n"
+    )
+    return bm.load_benchmark(root)
+
+
+def _values(path: Path) -> dict[tuple[str, str, str], float]:
+    return {r.key: r.value for r in HistoryStore.load(path).records()}
+
+
+def test_builder_resumes_and_shards_merge_to_the_unsharded_result(tiny_bench: bm.Benchmark, tmp_path: Path) -> None:
+    root = tiny_bench.root
+    out = root / "history.csv"
+    shard0 = root / "parts" / "linear_probe-0of2.csv"
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 2), shard0) == 2
+    # An unsharded run skips what the shard measured: this is how a stopped run resumes.
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 2
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 0
+    assert build_history.merge_parts(root) == 4 and not shard0.exists()
+    merged = _values(out)
+    assert set(merged) == {(t, m, "linear_probe") for t in ("d3", "d2-inv") for m in TINY_ZOO}
+    assert all(0 <= v <= 100 for v in merged.values())
+
+    # The same pairs measured in one run give the same values: shards change who measures, not what.
+    (root / "history.csv").rename(tmp_path / "sharded.csv")
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 4
+    assert _values(out) == merged
+
+
+def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> None:
+    out = tiny_bench.root / "history.csv"
+    assert build_history.build_records(tiny_bench, "finetune", "test", ["tiny_resnet_fmnist"], (0, 1), out) == 1
+    (record,) = HistoryStore.load(out).records()
+    recipe = build_history.FINETUNE
+    assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune")
+    assert (record.recipe, record.input_size, record.n_train, record.n_test) == (recipe["name"], 32, 16, 24)
+    assert record.epochs == math.ceil(recipe["steps"] * recipe["batch_size"] / 16) and record.device == "cpu"
+    assert 50.0 <= record.value <= 100.0  # a pre-trained model beats chance (50%) on 2 classes
+
+
+def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:
+    build_history.build_stats(tiny_bench, list(TINY_ZOO))
+    with safe_open(tiny_bench.root / "stats.safetensors", "pt") as f:
+        assert f.metadata()["general_encoder"] == "tiny_resnet_fmnist"
+        assert f.get_tensor("d3/prototypes").shape == (3, 96)
+        assert f.get_tensor("d2-inv/summary").shape == (192,)
+    with safe_open(tiny_bench.root / "model_stats.safetensors", "pt") as f:
+        assert f.get_tensor("d2-inv/tiny_convnext_amnist").shape == (2, 64)
