@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from ranker import datasets
 from ranker.history import HistoryStore
-from ranker.zoo import REPO_ROOT
+from ranker.zoo import REPO_ROOT, list_models
 
 BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
 DEFAULT_BENCHMARK = "offline"
@@ -71,6 +71,11 @@ class Benchmark:
     @property
     def manifest_path(self) -> Path:
         return REPO_ROOT / self.config.manifest
+
+    @property
+    def models(self) -> list[str]:
+        """The zoo's model names, in manifest order."""
+        return list_models(self.manifest_path)
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:

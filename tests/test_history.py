@@ -12,10 +12,7 @@ from safetensors import safe_open
 
 from data import build_history
 from ranker import benchmark as bm
-from ranker import zoo
 from ranker.history import COLUMNS, HistoryError, HistoryStore, Record
-
-TINY_ZOO = ("tiny_resnet_fmnist", "tiny_convnext_amnist")
 
 
 def _rec(task: str, model: str, value: float, kind: str = "finetune", metric: str = "top1_accuracy", **kw) -> Record:
@@ -71,29 +68,6 @@ def test_malformed_files_and_records_are_refused(tmp_path: Path) -> None:
         _rec("a", "m", float("nan"))
 
 
-@pytest.fixture
-def tiny_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bm.Benchmark:
-    """Two real zoo members × two scikit-learn digits tasks (20 images per class in the pool)."""
-    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
-    full = zoo.load_manifest()
-    manifest = tmp_path / "zoo.yaml"
-    lines = ["name: tiny", "models:"]
-    for entry in (e for e in full.models if e.name in TINY_ZOO):
-        lines.append(f"  - {{name: {entry.name}, arch: {entry.arch}, pretraining: x, feature_dim: {entry.feature_dim}, "
-                     f"input_size: {entry.input_size}, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], "
-                     f"weights_file: {entry.weights_file}, arch_kwargs: {dict(entry.arch_kwargs)}, "
-                     f"weights_sha256: {entry.weights_sha256}}}")
-    manifest.write_text("\n".join(lines) + "\n")
-    root = tmp_path / "bench"
-    root.mkdir()
-    (root / "benchmark.yaml").write_text(
-        f"name: tiny\nmanifest: {manifest}\ngeneral_encoder: tiny_resnet_fmnist\npool_per_class: 20\ntasks:\n"
-        "  - {id: d3, role: train, dataset: digits, classes: [1, 2, 3], n_train: 5, n_test: 10}\n"
-        "  - {id: d2-inv, role: test, dataset: digits, variant: invert, classes: [0, 8], n_train: 8, n_test: 12}\n"
-    )
-    return bm.load_benchmark(root)
-
-
 def _values(path: Path) -> dict[tuple[str, str, str], float]:
     return {r.key: r.value for r in HistoryStore.load(path).records()}
 
@@ -102,18 +76,18 @@ def test_builder_resumes_and_shards_merge_to_the_unsharded_result(tiny_bench: bm
     root = tiny_bench.root
     out = root / "history.csv"
     shard0 = root / "parts" / "linear_probe-0of2.csv"
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 2), shard0) == 2
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 2), shard0) == 2
     # An unsharded run skips what the shard measured: this is how a stopped run resumes.
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 2
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 0
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 2
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 0
     assert build_history.merge_parts(root) == 4 and not shard0.exists()
     merged = _values(out)
-    assert set(merged) == {(t, m, "linear_probe") for t in ("d3", "d2-inv") for m in TINY_ZOO}
+    assert set(merged) == {(t, m, "linear_probe") for t in ("d3", "d2-inv") for m in tiny_bench.models}
     assert all(0 <= v <= 100 for v in merged.values())
 
     # The same pairs measured in one run give the same values: shards change who measures, not what.
     (root / "history.csv").rename(tmp_path / "sharded.csv")
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", list(TINY_ZOO), (0, 1), out) == 4
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 4
     assert _values(out) == merged
 
 
@@ -129,7 +103,7 @@ def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> Non
 
 
 def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:
-    build_history.build_stats(tiny_bench, list(TINY_ZOO))
+    build_history.build_stats(tiny_bench, tiny_bench.models)
     with safe_open(tiny_bench.root / "stats.safetensors", "pt") as f:
         assert f.metadata()["general_encoder"] == "tiny_resnet_fmnist"
         assert f.get_tensor("d3/prototypes").shape == (3, 96)

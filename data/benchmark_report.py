@@ -1,0 +1,135 @@
+"""Writes a benchmark's REPORT.md and heatmap.png from its history.csv: spreads, probe-vs-finetune agreement, cost.
+
+Per task it reports the ground-truth spread (max - min accuracy over the zoo; a task where every model ties
+teaches a ranker nothing) and, where both kinds exist, the weighted Kendall tau between the linear-probe and
+the fine-tuning rankings, in both scipy variants: ``weightedtau(finetune, probe, rank=None)`` (Model Spider's
+table) and scipy's default symmetric weighting.
+
+Run:
+    python -m data.benchmark_report                       # data/benchmarks/offline/REPORT.md + heatmap.png
+    python -m data.benchmark_report --benchmark imagenet10
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.stats import weightedtau  # noqa: E402
+
+from ranker import benchmark as bm  # noqa: E402
+from ranker.zoo import load_manifest  # noqa: E402
+
+
+def _wtau(gt: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    keep = ~(np.isnan(gt) | np.isnan(score))
+    return (float(weightedtau(gt[keep], score[keep], rank=None)[0]), float(weightedtau(gt[keep], score[keep])[0]))
+
+
+def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
+    kinds = [k for k in ("finetune", "linear_probe") if bench.history.records(k)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 0.22 * len(bench.config.tasks) + 3),
+                             squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        tasks = [t.id for t in bench.config.tasks if bench.history.get(t.id, models[0], kind) or
+                 any(bench.history.get(t.id, m, kind) for m in models)]
+        _, _, values = bench.history.matrix(kind, tasks, models)
+        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=np.nanmin(values), vmax=100)
+        ax.set_xticks(range(len(models)), models, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tasks)), [f"{t} ({'test' if t in bench.task_ids('test') else 'train'})"
+                                          for t in tasks], fontsize=7)
+        ax.set_title(f"{kind} accuracy (%)")
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(bench: bm.Benchmark, load_seconds: float) -> str:
+    """The REPORT.md text (and writes heatmap.png beside it)."""
+    models = [e.name for e in load_manifest(bench.manifest_path).models]
+    history = bench.history
+    ft_tasks, _, ft = history.matrix("finetune", models=models)
+    lp_tasks, _, lp = history.matrix("linear_probe", models=models)
+    lp_row = {t: lp[i] for i, t in enumerate(lp_tasks)}
+    lines = [
+        f"# {bench.config.name}: benchmark report",
+        "",
+        f"Regenerate: `python -m data.benchmark_report --benchmark {bench.config.name}` (from `history.csv`). "
+        f"Loading the shipped benchmark (config, history, statistics) took {load_seconds:.2f} s.",
+        "",
+        f"- zoo: {len(models)} models ({bench.config.manifest}); tasks: {len(bench.task_ids('train'))} training, "
+        f"{len(bench.task_ids('test'))} test",
+    ]
+    for kind in ("finetune", "linear_probe", "proxy"):
+        records = history.records(kind)
+        if records:
+            tasks = {r.task for r in records}
+            seconds = sum(r.wall_s for r in records if np.isfinite(r.wall_s))
+            devices = sorted({r.device for r in records})
+            lines.append(f"- `{kind}`: {len(records)} pairs over {len(tasks)} tasks; measured in {seconds / 60:.1f} "
+                         f"min of wall time in all (sum of per-pair seconds) on {', '.join(devices)}")
+    lines += ["", "## Ground truth per task", "",
+              "Spread: max - min accuracy over the zoo (points). Agreement: weighted tau between the probe and the "
+              "fine-tuning rankings (`rank=None` / symmetric).", "",
+              "| task | role | classes | train / test imgs | finetune best (acc) | finetune spread | probe spread "
+              "| probe vs finetune wtau |",
+              "|---|---|---|---|---|---|---|---|"]
+    ft_row = {t: ft[i] for i, t in enumerate(ft_tasks)}
+    spreads, taus = {"test": [], "train": []}, []
+    for spec in bench.config.tasks:
+        f, p = ft_row.get(spec.id), lp_row.get(spec.id)
+        some = next((r for r in history.records() if r.task == spec.id and r.kind != "proxy"), None)
+        sizes = f"{some.n_train} / {some.n_test}" if some else "-"
+        best = f"{models[int(np.nanargmax(f))]} ({np.nanmax(f):.1f})" if f is not None else "-"
+        f_spread = np.nanmax(f) - np.nanmin(f) if f is not None else np.nan
+        p_spread = np.nanmax(p) - np.nanmin(p) if p is not None else np.nan
+        if f is not None:
+            spreads[spec.role].append(f_spread)
+        tau = _wtau(f, p) if f is not None and p is not None else None
+        if tau:
+            taus.append(tau)
+        n_classes = len(spec.classes) or "all"
+        lines.append(f"| {spec.id} | {spec.role} | {n_classes} | {sizes} | {best} | "
+                     f"{'-' if np.isnan(f_spread) else f'{f_spread:.1f}'} | "
+                     f"{'-' if np.isnan(p_spread) else f'{p_spread:.1f}'} | "
+                     f"{f'{tau[0]:.3f} / {tau[1]:.3f}' if tau else '-'} |")
+    lines += ["", "## Summary", ""]
+    for role in ("test", "train"):
+        if spreads[role]:
+            lines.append(f"- median finetune spread over the {len(spreads[role])} {role} tasks with ground truth: "
+                         f"**{np.median(spreads[role]):.1f}** points (min {min(spreads[role]):.1f}, "
+                         f"max {max(spreads[role]):.1f})")
+    probe_spreads = [np.nanmax(r) - np.nanmin(r) for r in lp]
+    if probe_spreads:
+        lines.append(f"- median linear-probe spread over {len(probe_spreads)} tasks: "
+                     f"{np.median(probe_spreads):.1f} points")
+    if taus:
+        mean = np.mean(taus, axis=0)
+        lines.append(f"- probe vs finetune ranking agreement, mean over {len(taus)} tasks: weighted tau "
+                     f"{mean[0]:.3f} (`rank=None`), {mean[1]:.3f} (symmetric)")
+    if history.records("finetune") or history.records("linear_probe"):
+        _heatmap(bench, models, bench.root / "heatmap.png")
+        lines += ["", "## Task × model accuracy", "", "![task x model heatmap](heatmap.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    bench = bm.load_benchmark(args.benchmark)
+    load_seconds = time.perf_counter() - start
+    text = report(bench, load_seconds)
+    (bench.root / "REPORT.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Ranking metrics against scipy and the field's published numbers; the evaluation harness on a tiny benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import weightedtau
+
+from ranker import benchmark as bm
+from ranker import evaluate, transfer
+from ranker.history import Record
+from ranker.metrics import top1_regret, weighted_tau
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "published"
+
+
+def test_weighted_tau_variants_match_scipy_and_differ() -> None:
+    rng = np.random.default_rng(0)
+    gt, score = rng.normal(size=10), rng.normal(size=10)
+    assert weighted_tau(gt, score, "rank_none") == pytest.approx(weightedtau(gt, score, rank=None)[0])
+    assert weighted_tau(gt, score, "symmetric") == pytest.approx(weightedtau(gt, score)[0])
+    assert weighted_tau(gt, score, "rank_none") != pytest.approx(weighted_tau(gt, score, "symmetric"))
+    assert weighted_tau(gt, gt * 3 + 1) == pytest.approx(1.0)
+
+
+def test_nan_ground_truth_is_skipped_and_nan_scores_are_refused() -> None:
+    gt = np.array([70.0, np.nan, 80.0, 90.0])
+    assert weighted_tau(gt, np.array([1.0, np.nan, 2.0, 3.0])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        weighted_tau(gt, np.array([1.0, 5.0, np.nan, 3.0]))
+    assert weighted_tau(gt, np.ones(4)) == 0.0  # a constant score ranks nothing
+    with pytest.raises(ValueError, match="not all equal"):
+        weighted_tau(np.full(3, 80.0), np.arange(3.0))
+
+
+def test_top1_regret_is_the_accuracy_lost_by_trusting_the_top_score() -> None:
+    gt = np.array([70.0, 85.0, 90.0])
+    assert top1_regret(gt, np.array([0.1, 0.9, 0.2])) == pytest.approx(5.0)
+    assert top1_regret(gt, np.array([0.1, 0.2, 0.3])) == 0.0
+
+
+def test_metric_reproduces_model_spiders_published_table() -> None:
+    """H-score 0.648 and NCE 0.666: the mean rank=None weighted tau over the 8 classification datasets."""
+    with (PUBLISHED / "imagenet10_finetune.csv").open() as f:
+        gt = {(r["dataset"], r["model"]): float(r["value"]) for r in csv.DictReader(f)}
+    with (PUBLISHED / "imagenet10_estimator_scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    datasets = ["Aircraft", "Caltech101", "Cars", "CIFAR10", "CIFAR100", "DTD", "Pet", "SUN397"]
+    for column, published in (("H-Score", 0.648), ("NCE", 0.666)):
+        taus = []
+        for name in datasets:
+            mine = [r for r in rows if r["Dataset"] == name]
+            taus.append(weighted_tau(np.array([gt[name, r["Model"]] for r in mine]),
+                                     np.array([float(r[column]) for r in mine])))
+        assert np.mean(taus) == pytest.approx(published, abs=5e-4)
+
+
+def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Benchmark, tmp_path: Path) -> None:
+    history = tiny_bench.history
+    for model, ft, lp in (("tiny_resnet_fmnist", 90.0, 80.0), ("tiny_convnext_amnist", 70.0, 60.0)):
+        history.add(Record("d2-inv", model, "finetune", "top1_accuracy", ft))
+        history.add(Record("d3", model, "linear_probe", "top1_accuracy", lp))
+    history.save(tiny_bench.root / "history.csv")
+    result = evaluate.evaluate(str(tiny_bench.root))
+    assert result["n_test_tasks"] == 1
+    assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
+    assert set(result["skipped"]) == {"leep", "nce"}
+    # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
+    assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)
+    for m in result["methods"].values():
+        assert -1 <= m["wtau"] <= 1 and m["regret"] in (0.0, 20.0) and m["seconds_per_task"] >= 0
+    json.dumps(result)  # the JSON contract: plain numbers and strings only
+    assert "| prior |" in evaluate.markdown(result)
+
+
+def test_evaluate_refuses_test_tasks_without_ground_truth(tiny_bench: bm.Benchmark) -> None:
+    with pytest.raises(ValueError, match="no finetune ground truth"):
+        evaluate.evaluate(str(tiny_bench.root))
