@@ -5,6 +5,8 @@ Kinds (``--kind``):
                   model's own class prototypes (float16), into stats.safetensors / model_stats.safetensors
     linear_probe  logistic regression on frozen features (native input size), accuracy on the held-out part
     finetune      the recipe ``FINETUNE`` below, with Lightning, on CUDA when present
+    proxy         normalized mean rank (``ranker.transfer.aggregate``) of the PROXY_ESTIMATORS' scores over the
+                  zoo on each task's training part: a label that costs no training
 
 Every (task, model) result is written as soon as it is measured (an atomic rewrite of a CSV), and pairs
 already in the benchmark's history.csv or in any shard file are skipped, so a stopped run resumes. With
@@ -16,6 +18,7 @@ Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind stats
     python -m data.build_history --kind linear_probe
     python -m data.build_history --kind finetune --role test
+    python -m data.build_history --kind proxy
     python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
     python -m data.build_history --merge
 """
@@ -40,7 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from ranker import benchmark as bm
-from ranker import features, stats, zoo
+from ranker import features, stats, transfer, zoo
 from ranker.history import HistoryStore, Record
 
 FINETUNE = {
@@ -54,6 +57,9 @@ FINETUNE = {
     "seed": 0,
 }
 """The one fine-tuning recipe: every parameter trained, no augmentation, cross-entropy, accuracy on held-out."""
+
+PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
+"""Every feature-based estimator: LEEP and NCE need source heads that most of the offline zoo lacks."""
 
 LINEAR_PROBE = {"name": "linear_probe-v1", "C": 1.0, "max_iter": 2000}
 """Standardized frozen features (native input size) → scikit-learn multinomial LogisticRegression (lbfgs)."""
@@ -178,6 +184,39 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, models: list[str], 
     return len(todo)
 
 
+def build_proxy(bench: bm.Benchmark, role: str, models: list[str], out: Path) -> int:
+    """Adds ``proxy`` records for every task of ``role`` not yet fully scored; saves ``out`` after each task."""
+    done = _done_store(bench.root)
+    own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+    specs = [t for t in bench.config.tasks if (role == "all" or t.role == role)
+             and any((t.id, m, "proxy") not in done for m in models)]
+    if not specs:
+        return 0
+    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    extractors = {m: zoo.load_extractor(entries[m]) for m in models}
+    for spec in tqdm(specs, desc="proxy", unit="task"):
+        train = bm.task_parts(spec, bench.config)[0]
+        labels = torch.as_tensor(train.labels)
+        start = time.time()
+        scores = {name: np.full(len(models), np.nan) for name in PROXY_ESTIMATORS}
+        for j, model in enumerate(models):
+            feats = part_features(extractors[model], train)
+            for name in PROXY_ESTIMATORS:
+                try:
+                    scores[name][j] = transfer.get(name)(feats, labels)
+                except ValueError as err:  # a degenerate case of one estimator: the others still rank the model
+                    tqdm.write(f"{spec.id} · {model}: {name} skipped ({err})")
+        value = transfer.aggregate(scores)
+        seconds = (time.time() - start) / len(models)
+        own.add(Record(
+            task=spec.id, model=model, kind="proxy", metric="proxy_score", value=float(v), recipe="proxy-v1",
+            input_size=entries[model].input_size, n_train=len(train.indices), seed=spec.seed, wall_s=seconds,
+            device=str(features.best_device()), source="normalized mean rank of " + " ".join(PROXY_ESTIMATORS),
+        ) for model, v in zip(models, value, strict=True))
+        own.save(out)
+    return len(specs) * len(models)
+
+
 def build_stats(bench: bm.Benchmark, models: list[str]) -> None:
     """Writes stats.safetensors (general encoder) and model_stats.safetensors (every model), training parts only."""
     entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
@@ -220,7 +259,7 @@ def _shard(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
-    parser.add_argument("--kind", choices=["stats", "linear_probe", "finetune"])
+    parser.add_argument("--kind", choices=["stats", "linear_probe", "finetune", "proxy"])
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
     parser.add_argument("--models", nargs="*", help="zoo members to measure; default: the whole zoo")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
@@ -231,7 +270,7 @@ def main() -> None:
         print(f"history.csv: {merge_parts(bench.root)} records")
         return
     if args.kind is None:
-        parser.error("pass --kind stats, linear_probe or finetune (or --merge)")
+        parser.error("pass --kind stats, linear_probe, finetune or proxy (or --merge)")
     zoo_names = [e.name for e in zoo.load_manifest(bench.manifest_path).models]
     models = args.models or zoo_names
     unknown = sorted(set(models) - set(zoo_names))
@@ -242,7 +281,12 @@ def main() -> None:
         return
     index, count = args.shard
     out = bench.root / "history.csv" if count == 1 else bench.root / "parts" / f"{args.kind}-{index}of{count}.csv"
-    n = build_records(bench, args.kind, args.role, models, args.shard, out)
+    if args.kind == "proxy":
+        if args.shard != (0, 1):
+            parser.error("--kind proxy scores whole tasks in one run; it takes no --shard")
+        n = build_proxy(bench, args.role, models, out)
+    else:
+        n = build_records(bench, args.kind, args.role, models, args.shard, out)
     print(f"{n} pairs measured; {out}")
 
 

@@ -110,3 +110,13 @@ def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: 
         assert f.get_tensor("d2-inv/summary").shape == (192,)
     with safe_open(tiny_bench.root / "model_stats.safetensors", "pt") as f:
         assert f.get_tensor("d2-inv/tiny_convnext_amnist").shape == (2, 64)
+
+
+def test_proxy_labels_rank_the_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:
+    out = tiny_bench.root / "history.csv"
+    assert build_history.build_proxy(tiny_bench, "all", tiny_bench.models, out) == 4
+    tasks, models, values = HistoryStore.load(out).matrix("proxy")
+    assert sorted(tasks) == ["d2-inv", "d3"] and models == tiny_bench.models
+    # Two models: each estimator puts one at 0 and the other at 1, so the two proxies of a task sum to 1.
+    np.testing.assert_allclose(values.sum(1), 1.0)
+    assert build_history.build_proxy(tiny_bench, "all", tiny_bench.models, out) == 0  # resumes
