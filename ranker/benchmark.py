@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from ranker import datasets
 from ranker.history import HistoryStore
@@ -71,6 +73,15 @@ class Benchmark:
     @property
     def manifest_path(self) -> Path:
         return REPO_ROOT / self.config.manifest
+
+    def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part."""
+        path = self.root / "stats.safetensors"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; build it with `python -m data.build_history --benchmark "
+                             f"{self.config.name} --kind stats`")
+        tensors = load_file(path)
+        return {t.id: (tensors[f"{t.id}/prototypes"], tensors[f"{t.id}/summary"]) for t in self.config.tasks}
 
     @property
     def models(self) -> list[str]:
