@@ -14,8 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from data.build_history import FINETUNE
 from ranker import zoo
+from ranker.benchmark import FinetuneRecipe
 
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100", "craft_vgg16_bn")
 
@@ -39,7 +39,7 @@ def images_per_second(name: str, size: int, steps: int = 3, batch: int = 16) -> 
 
 
 def main() -> None:
-    cap = FINETUNE["max_input_size"]
+    cap = FinetuneRecipe().max_input_size
     print(f"torch threads: {torch.get_num_threads()}")
     print(f"| model | native px | img/s native | img/s at {cap} px | ratio |")
     print("|---|---|---|---|---|")

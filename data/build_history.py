@@ -4,7 +4,7 @@ Kinds (``--kind``):
     stats         general-encoder class prototypes + summary of every task's training part, and every zoo
                   model's own class prototypes (float16), into stats.safetensors / model_stats.safetensors
     linear_probe  logistic regression on frozen features (native input size), accuracy on the held-out part
-    finetune      the recipe ``FINETUNE`` below, with Lightning, on CUDA when present
+    finetune      the benchmark's ``finetune`` recipe (ranker.benchmark.FinetuneRecipe), Lightning, CUDA when present
     proxy         normalized mean rank (``ranker.transfer.aggregate``) of the PROXY_ESTIMATORS' scores over the
                   zoo on each task's training part: a label that costs no training
 
@@ -46,18 +46,6 @@ from ranker import benchmark as bm
 from ranker import features, stats, transfer, zoo
 from ranker.history import HistoryStore, Record
 
-FINETUNE = {
-    "name": "finetune-v1",
-    "steps": 40,  # optimizer steps whatever the task size (as VTAB-1k fixes steps, not epochs)
-    "batch_size": 16,  # or the whole training part when it is smaller
-    "lr": 2e-4,  # AdamW, backbone; the new linear head gets 10x; cosine decay to 0, no warm-up
-    "head_lr_mult": 10,
-    "weight_decay": 0.01,
-    "max_input_size": 64,  # images are resized to min(native, 64) px: the CPU budget (see the benchmark README)
-    "seed": 0,
-}
-"""The one fine-tuning recipe: every parameter trained, no augmentation, cross-entropy, accuracy on held-out."""
-
 PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
 """Every feature-based estimator: LEEP and NCE need source heads that most of the offline zoo lacks."""
 
@@ -79,10 +67,11 @@ def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tenso
 
 
 class FinetuneModule(L.LightningModule):
-    """A zoo member's trunk, unfrozen, with a new linear head; trained with the FINETUNE recipe."""
+    """A zoo member's trunk, unfrozen, with a new linear head; trained with a FinetuneRecipe."""
 
-    def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int) -> None:
+    def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int, recipe: bm.FinetuneRecipe) -> None:
         super().__init__()
+        self.recipe = recipe
         self.trunk = extractor.trunk.train().requires_grad_(True)
         self.pool = extractor.pool
         self.head = nn.Linear(extractor.entry.feature_dim, num_classes)
@@ -98,11 +87,11 @@ class FinetuneModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        lr, steps = FINETUNE["lr"], FINETUNE["steps"]
+        lr, steps = self.recipe.lr, self.recipe.steps
         opt = torch.optim.AdamW(
             [{"params": self.trunk.parameters(), "lr": lr},
-             {"params": self.head.parameters(), "lr": lr * FINETUNE["head_lr_mult"]}],
-            weight_decay=FINETUNE["weight_decay"],
+             {"params": self.head.parameters(), "lr": lr * self.recipe.head_lr_mult}],
+            weight_decay=self.recipe.weight_decay,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
         return [opt], [{"scheduler": sched, "interval": "step"}]
@@ -114,19 +103,20 @@ def _tensors(part: bm.TaskPart, transform) -> TensorDataset:
     return TensorDataset(images, torch.as_tensor(task.labels))
 
 
-def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart) -> tuple[float, int, str]:
+def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
+             recipe: bm.FinetuneRecipe) -> tuple[float, int, str]:
     """Fine-tunes one zoo member on ``train``; returns (held-out accuracy in percent, input size, device)."""
-    L.seed_everything(FINETUNE["seed"], workers=True, verbose=False)
-    size = min(entry.input_size, FINETUNE["max_input_size"])
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    size = min(entry.input_size, recipe.max_input_size or entry.input_size)
     extractor = zoo.load_extractor(entry)
     transform = zoo.entry_transform(dataclasses.replace(entry, input_size=size))
-    module = FinetuneModule(extractor, len(train.class_names))
+    module = FinetuneModule(extractor, len(train.class_names), recipe)
     data = _tensors(train, transform)
     trainer = L.Trainer(
-        max_steps=FINETUNE["steps"], max_epochs=-1, accelerator="auto", devices=1, logger=False,
+        max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True,
     )
-    trainer.fit(module, DataLoader(data, batch_size=min(FINETUNE["batch_size"], len(data)), shuffle=True))
+    trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
     device = trainer.strategy.root_device
     module.to(device).eval()
     correct = 0
@@ -168,15 +158,16 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, models: list[str], 
                 extractor = zoo.load_extractor(entries[model])
             value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
                                  test.labels)
-            size, device, recipe = entries[model].input_size, str(features.best_device()), LINEAR_PROBE
+            size, device, recipe = entries[model].input_size, str(features.best_device()), LINEAR_PROBE["name"]
             epochs, lr = 0, math.nan
         else:
-            value, size, device = finetune(entries[model], train, test)
+            ft = bench.config.finetune
+            value, size, device = finetune(entries[model], train, test, ft)
             n = len(train.indices)
-            epochs = math.ceil(FINETUNE["steps"] * min(FINETUNE["batch_size"], n) / n)  # passes over the data
-            recipe, lr = FINETUNE, FINETUNE["lr"]
+            epochs = math.ceil(ft.steps * min(ft.batch_size, n) / n)  # passes over the data
+            recipe, lr = ft.name, ft.lr
         own.add(Record(
-            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=recipe["name"],
+            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=recipe,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
             seed=spec.seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
         ))

@@ -49,6 +49,24 @@ class TaskSpec:
 
 
 @dataclass
+class FinetuneRecipe:
+    """The one fine-tuning recipe of a benchmark's ground truth (data/build_history.py runs it).
+
+    Every parameter is trained with a new linear head, cross-entropy, no augmentation, AdamW with cosine decay
+    to 0 and no warm-up, a fixed number of steps whatever the task size (as VTAB-1k fixes steps, not epochs).
+    """
+
+    name: str = "finetune-v1"  # recorded in every record's `recipe` column; change it when any value changes
+    steps: int = 40  # optimizer steps
+    batch_size: int = 16  # or the whole training part when it is smaller
+    lr: float = 2e-4  # backbone learning rate
+    head_lr_mult: float = 10.0  # the new head's learning rate is lr x this
+    weight_decay: float = 0.01
+    max_input_size: int = 64  # images resized to min(native, this) px; 0: native size
+    seed: int = 0
+
+
+@dataclass
 class BenchmarkConfig:
     """``benchmark.yaml``: the zoo, the general encoder and the tasks."""
 
@@ -56,6 +74,7 @@ class BenchmarkConfig:
     manifest: str  # zoo manifest, relative to the repository root
     general_encoder: str  # zoo member whose features give every task's statistics (ranker.stats)
     pool_per_class: int = 100  # images per class kept from each (dataset, variant); 0: keep all
+    finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)  # the ground truth's fine-tuning recipe
     tasks: list[TaskSpec] = field(default_factory=list)  # training and test tasks
 
 

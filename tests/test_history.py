@@ -95,10 +95,10 @@ def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> Non
     out = tiny_bench.root / "history.csv"
     assert build_history.build_records(tiny_bench, "finetune", "test", ["tiny_resnet_fmnist"], (0, 1), out) == 1
     (record,) = HistoryStore.load(out).records()
-    recipe = build_history.FINETUNE
+    recipe = tiny_bench.config.finetune
     assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune")
-    assert (record.recipe, record.input_size, record.n_train, record.n_test) == (recipe["name"], 32, 16, 24)
-    assert record.epochs == math.ceil(recipe["steps"] * recipe["batch_size"] / 16) and record.device == "cpu"
+    assert (record.recipe, record.input_size, record.n_train, record.n_test) == (recipe.name, 32, 16, 24)
+    assert record.epochs == math.ceil(recipe.steps * recipe.batch_size / 16) and record.device == "cpu"
     assert 50.0 <= record.value <= 100.0  # a pre-trained model beats chance (50%) on 2 classes
 
 
