@@ -10,7 +10,8 @@ LEEP and NCE need the source model's class probabilities, so they are evaluated 
 ships a classification head; otherwise the JSON says why they were skipped.
 
 Run:
-    python -m ranker.evaluate --json runs/eval.json --report data/benchmarks/offline/EVALUATION.md
+    python -m ranker.evaluate --json runs/eval.json --report data/benchmarks/offline/EVALUATION.md \
+        --plot data/benchmarks/offline/evaluation.png
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def markdown(result: dict) -> str:
         f"# Evaluation on `{result['benchmark']}`: {result['n_test_tasks']} test tasks x {result['n_models']} models",
         "",
         "Regenerate: `python -m ranker.evaluate --json runs/eval.json --report "
-        f"data/benchmarks/{result['benchmark']}/EVALUATION.md`. Ground truth: `finetune` accuracy. "
+        f"data/benchmarks/{result['benchmark']}/EVALUATION.md --plot data/benchmarks/{result['benchmark']}/"
+        "evaluation.png`. Ground truth: `finetune` accuracy. "
         "wtau: mean over tasks of `scipy.stats.weightedtau(gt, score, rank=None)` (Model Spider's table); "
         "wtau_sym: scipy's default weighting; regret: best accuracy minus that of the top-ranked model (points).",
         "",
@@ -120,7 +122,29 @@ def markdown(result: dict) -> str:
                      f"{m['seconds_per_task']:.3f} | {m['seconds_per_task_with_features']:.2f} |")
     for name, why in result["skipped"].items():
         lines.append(f"\n- `{name}` not evaluated: {why}.")
+    lines.append("\n![weighted tau per method](evaluation.png)")
     return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Horizontal bars of both weighted-tau variants per method, best first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(result["methods"].items(), key=lambda item: item[1]["wtau"])
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
+    ax.barh(y + 0.2, [m["wtau"] for _, m in rows], height=0.4, label="wtau (rank=None, Model Spider)")
+    ax.barh(y - 0.2, [m["wtau_sym"] for _, m in rows], height=0.4, label="wtau (symmetric, scipy default)")
+    ax.set_yticks(y, [name for name, _ in rows])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"mean weighted Kendall tau vs fine-tuning, {result['n_test_tasks']} test tasks")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -128,6 +152,7 @@ def main() -> None:
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
     parser.add_argument("--json", type=Path, help="write the result JSON here")
     parser.add_argument("--report", type=Path, help="write the markdown table here")
+    parser.add_argument("--plot", type=Path, help="write a bar chart (PNG) of both tau variants here")
     parser.add_argument("--estimators", nargs="*", help="registry names; default: all")
     args = parser.parse_args()
     result = evaluate(args.benchmark, args.estimators)
@@ -136,6 +161,8 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2))
     if args.report:
         args.report.write_text(markdown(result))
+    if args.plot:
+        plot(result, args.plot)
     print(markdown(result))
 
 

@@ -56,6 +56,8 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
         assert -1 <= m["wtau"] <= 1 and m["regret"] in (0.0, 20.0) and m["seconds_per_task"] >= 0
     json.dumps(result)  # the JSON contract: plain numbers and strings only
     assert "| prior |" in evaluate.markdown(result)
+    evaluate.plot(result, tmp_path / "eval.png")
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_refuses_test_tasks_without_ground_truth(tiny_bench: bm.Benchmark) -> None:
