@@ -20,15 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import weightedtau  # noqa: E402
 
 from ranker import benchmark as bm  # noqa: E402
-from ranker.zoo import load_manifest  # noqa: E402
-
-
-def _wtau(gt: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    keep = ~(np.isnan(gt) | np.isnan(score))
-    return (float(weightedtau(gt[keep], score[keep], rank=None)[0]), float(weightedtau(gt[keep], score[keep])[0]))
+from ranker.metrics import weighted_tau  # noqa: E402
 
 
 def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
@@ -36,8 +30,7 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 0.22 * len(bench.config.tasks) + 3),
                              squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
-        tasks = [t.id for t in bench.config.tasks if bench.history.get(t.id, models[0], kind) or
-                 any(bench.history.get(t.id, m, kind) for m in models)]
+        tasks = [t.id for t in bench.config.tasks if any(bench.history.get(t.id, m, kind) for m in models)]
         _, _, values = bench.history.matrix(kind, tasks, models)
         image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=np.nanmin(values), vmax=100)
         ax.set_xticks(range(len(models)), models, rotation=90, fontsize=7)
@@ -52,7 +45,7 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
 
 def report(bench: bm.Benchmark, load_seconds: float) -> str:
     """The REPORT.md text (and writes heatmap.png beside it)."""
-    models = [e.name for e in load_manifest(bench.manifest_path).models]
+    models = bench.models
     history = bench.history
     ft_tasks, _, ft = history.matrix("finetune", models=models)
     lp_tasks, _, lp = history.matrix("linear_probe", models=models)
@@ -70,10 +63,10 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
         records = history.records(kind)
         if records:
             tasks = {r.task for r in records}
-            seconds = sum(r.wall_s for r in records if np.isfinite(r.wall_s))
-            devices = sorted({r.device for r in records})
-            lines.append(f"- `{kind}`: {len(records)} pairs over {len(tasks)} tasks; measured in {seconds / 60:.1f} "
-                         f"min of wall time in all (sum of per-pair seconds) on {', '.join(devices)}")
+            timed = [r.wall_s for r in records if np.isfinite(r.wall_s)]
+            devices = ", ".join(sorted({r.device for r in records}))
+            cost = (f"; {sum(timed) / 60:.1f} min of wall time in all (sum of per-pair seconds)" if timed else "")
+            lines.append(f"- `{kind}`: {len(records)} pairs over {len(tasks)} tasks{cost}; device: {devices}")
     lines += ["", "## Ground truth per task", "",
               "Spread: max - min accuracy over the zoo (points). Agreement: weighted tau between the probe and the "
               "fine-tuning rankings (`rank=None` / symmetric).", "",
@@ -85,13 +78,13 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
     for spec in bench.config.tasks:
         f, p = ft_row.get(spec.id), lp_row.get(spec.id)
         some = next((r for r in history.records() if r.task == spec.id and r.kind != "proxy"), None)
-        sizes = f"{some.n_train} / {some.n_test}" if some else "-"
+        sizes = f"{some.n_train} / {some.n_test}" if some and some.n_train else "-"
         best = f"{models[int(np.nanargmax(f))]} ({np.nanmax(f):.1f})" if f is not None else "-"
         f_spread = np.nanmax(f) - np.nanmin(f) if f is not None else np.nan
         p_spread = np.nanmax(p) - np.nanmin(p) if p is not None else np.nan
         if f is not None:
             spreads[spec.role].append(f_spread)
-        tau = _wtau(f, p) if f is not None and p is not None else None
+        tau = (weighted_tau(f, p), weighted_tau(f, p, "symmetric")) if f is not None and p is not None else None
         if tau:
             taus.append(tau)
         n_classes = len(spec.classes) or "all"
@@ -125,6 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     bench = bm.load_benchmark(args.benchmark)
+    if (bench.root / "stats.safetensors").is_file():
+        bench.task_stats()
     load_seconds = time.perf_counter() - start
     text = report(bench, load_seconds)
     (bench.root / "REPORT.md").write_text(text)

@@ -8,17 +8,19 @@ Kinds (``--kind``):
     proxy         normalized mean rank (``ranker.transfer.aggregate``) of the PROXY_ESTIMATORS' scores over the
                   zoo on each task's training part: a label that costs no training
 
-Every (task, model) result is written as soon as it is measured (an atomic rewrite of a CSV), and pairs
-already in the benchmark's history.csv or in any shard file are skipped, so a stopped run resumes. With
-``--shard i/n`` a run takes every n-th pair from the i-th (0-based) and writes ``parts/<kind>-<i>of<n>.csv``;
-``--merge`` folds all parts into history.csv (run it once all shards ended). Without --shard the run writes
-history.csv directly.
+Every (task, model) result is written as soon as it is measured, by an atomic rewrite of the run's own file
+``parts/<kind>-<i>of<n>.csv`` (``0of1`` without --shard); a pair already in history.csv or in any part is
+skipped (checked again just before it is measured), so a stopped run resumes and concurrent runs rarely
+repeat work. With ``--shard i/n`` a run takes every n-th pair from the i-th (0-based) of the task-major list
+of all (task, model) pairs of the chosen role and the whole zoo. Only ``--merge`` writes history.csv: it folds
+every part into it and deletes the parts; run it once every builder has ended.
 
 Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind stats
     python -m data.build_history --kind linear_probe
     python -m data.build_history --kind finetune --role test
     python -m data.build_history --kind proxy
+    python -m data.build_history --merge
     python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
     python -m data.build_history --merge
 """
@@ -28,6 +30,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -53,9 +57,9 @@ LINEAR_PROBE = {"name": "linear_probe-v1", "C": 1.0, "max_iter": 2000}
 """Standardized frozen features (native input size) → scikit-learn multinomial LogisticRegression (lbfgs)."""
 
 
-def part_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart, cache_dir: Path | None = None) -> torch.Tensor:
+def part_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart) -> torch.Tensor:
     """Frozen features of a task part: its pool's features (extracted once, cached), rows ``part.indices``."""
-    return features.extract(extractor, part.pool, cache_dir=cache_dir)[torch.as_tensor(part.indices)]
+    return features.extract(extractor, part.pool)[torch.as_tensor(part.indices)]
 
 
 def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray) -> float:
@@ -114,7 +118,8 @@ def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
     data = _tensors(train, transform)
     trainer = L.Trainer(
         max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        deterministic="warn",  # bit-reproducible on the CPU; on CUDA, ops without deterministic kernels only warn
     )
     trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
     device = trainer.strategy.root_device
@@ -126,9 +131,9 @@ def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
     return 100.0 * correct / len(test.indices), size, str(device)
 
 
-def _pairs(bench: bm.Benchmark, kind: str, role: str, models: list[str]) -> list[tuple[bm.TaskSpec, str]]:
-    specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
-    return [(spec, m) for spec in specs for m in models]
+def part_path(root: Path, kind: str, shard: tuple[int, int]) -> Path:
+    """The file a builder run of ``kind`` and ``shard`` (index, count) writes its records to."""
+    return root / "parts" / f"{kind}-{shard[0]}of{shard[1]}.csv"
 
 
 def _done_store(root: Path) -> HistoryStore:
@@ -138,18 +143,27 @@ def _done_store(root: Path) -> HistoryStore:
     return store
 
 
-def build_records(bench: bm.Benchmark, kind: str, role: str, models: list[str], shard: tuple[int, int],
-                  out: Path) -> int:
-    """Measures every missing (task, model) pair of this shard, saving ``out`` after each; returns pairs measured."""
-    done = _done_store(bench.root)
+def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
+                  models: list[str] | None = None) -> int:
+    """Measures the missing (task, model) pairs of this shard (of ``models`` only, when given) into its part file.
+
+    Returns:
+        The number of pairs measured.
+    """
+    out = part_path(bench.root, kind, shard)
     own = HistoryStore.load(out) if out.is_file() else HistoryStore()
     index, count = shard
-    todo = [(s, m) for s, m in _pairs(bench, kind, role, models)[index::count] if (s.id, m, kind) not in done]
+    specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
+    mine = [(s, m) for s in specs for m in bench.models][index::count]
+    done = _done_store(bench.root)
+    todo = [(s, m) for s, m in mine if (s.id, m, kind) not in done and (models is None or m in models)]
     # Model-major order: each extractor is built once and its pools' features are read once.
-    todo.sort(key=lambda pair: models.index(pair[1]))
+    todo.sort(key=lambda pair: bench.models.index(pair[1]))
     entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
-    extractor = None
+    extractor, measured = None, 0
     for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):
+        if (spec.id, model, kind) in _done_store(bench.root):  # another run measured it meanwhile
+            continue
         bar.set_postfix_str(f"{model} · {spec.id}")
         train, test = bm.task_parts(spec, bench.config)
         start = time.time()
@@ -159,26 +173,32 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, models: list[str], 
             value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
                                  test.labels)
             size, device, recipe = entries[model].input_size, str(features.best_device()), LINEAR_PROBE["name"]
-            epochs, lr = 0, math.nan
+            epochs, lr, seed = 0, math.nan, 0
         else:
             ft = bench.config.finetune
             value, size, device = finetune(entries[model], train, test, ft)
             n = len(train.indices)
             epochs = math.ceil(ft.steps * min(ft.batch_size, n) / n)  # passes over the data
-            recipe, lr = ft.name, ft.lr
+            recipe, lr, seed = ft.name, ft.lr, ft.seed
         own.add(Record(
             task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=recipe,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
-            seed=spec.seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
+            seed=seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
         ))
         own.save(out)
-    return len(todo)
+        measured += 1
+    return measured
 
 
-def build_proxy(bench: bm.Benchmark, role: str, models: list[str], out: Path) -> int:
-    """Adds ``proxy`` records for every task of ``role`` not yet fully scored; saves ``out`` after each task."""
+def build_proxy(bench: bm.Benchmark, role: str) -> int:
+    """Adds ``proxy`` records over the whole zoo for every task of ``role`` not yet fully scored; returns records.
+
+    Always the whole zoo: a proxy is a rank among the models scored together.
+    """
+    out = part_path(bench.root, "proxy", (0, 1))
     done = _done_store(bench.root)
     own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+    models = bench.models
     specs = [t for t in bench.config.tasks if (role == "all" or t.role == role)
              and any((t.id, m, "proxy") not in done for m in models)]
     if not specs:
@@ -201,21 +221,25 @@ def build_proxy(bench: bm.Benchmark, role: str, models: list[str], out: Path) ->
         seconds = (time.time() - start) / len(models)
         own.add(Record(
             task=spec.id, model=model, kind="proxy", metric="proxy_score", value=float(v), recipe="proxy-v1",
-            input_size=entries[model].input_size, n_train=len(train.indices), seed=spec.seed, wall_s=seconds,
+            input_size=entries[model].input_size, n_train=len(train.indices), wall_s=seconds,
             device=str(features.best_device()), source="normalized mean rank of " + " ".join(PROXY_ESTIMATORS),
         ) for model, v in zip(models, value, strict=True))
         own.save(out)
     return len(specs) * len(models)
 
 
-def build_stats(bench: bm.Benchmark, models: list[str]) -> None:
-    """Writes stats.safetensors (general encoder) and model_stats.safetensors (every model), training parts only."""
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def build_stats(bench: bm.Benchmark) -> None:
+    """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), training parts only."""
     entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
     parts = [(spec.id, bm.task_parts(spec, bench.config)[0]) for spec in bench.config.tasks]
-    if bench.config.general_encoder not in models:
-        raise ValueError(f"stats need the general encoder {bench.config.general_encoder}; include it in --models")
     general, per_model, general_sha = {}, {}, ""
-    for model in tqdm(models, desc="stats", unit="model"):
+    for model in tqdm(bench.models, desc="stats", unit="model"):
         extractor = zoo.load_extractor(entries[model])
         for task_id, part in parts:
             protos = stats.class_prototypes(part_features(extractor, part), torch.as_tensor(part.labels),
@@ -227,8 +251,8 @@ def build_stats(bench: bm.Benchmark, models: list[str]) -> None:
                 general[f"{task_id}/summary"] = stats.summary_vector(protos)
     meta = {"general_encoder": bench.config.general_encoder, "manifest": bench.config.manifest,
             "general_encoder_sha256": general_sha}
-    save_file(general, bench.root / "stats.safetensors", metadata=meta)
-    save_file(per_model, bench.root / "model_stats.safetensors", metadata=meta)
+    _save_atomic(general, bench.root / "stats.safetensors", meta)
+    _save_atomic(per_model, bench.root / "model_stats.safetensors", meta)
 
 
 def merge_parts(root: Path) -> int:
@@ -252,33 +276,33 @@ def main() -> None:
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
     parser.add_argument("--kind", choices=["stats", "linear_probe", "finetune", "proxy"])
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
-    parser.add_argument("--models", nargs="*", help="zoo members to measure; default: the whole zoo")
+    parser.add_argument("--models", nargs="*", help="linear_probe/finetune: only these zoo members")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     args = parser.parse_args()
-    bench = bm.load_benchmark(args.benchmark)
-    if args.merge:
-        print(f"history.csv: {merge_parts(bench.root)} records")
-        return
-    if args.kind is None:
-        parser.error("pass --kind stats, linear_probe, finetune or proxy (or --merge)")
-    zoo_names = [e.name for e in zoo.load_manifest(bench.manifest_path).models]
-    models = args.models or zoo_names
-    unknown = sorted(set(models) - set(zoo_names))
-    if unknown:
-        parser.error(f"models {unknown} are not in {bench.config.manifest}")
-    if args.kind == "stats":
-        build_stats(bench, models)
-        return
-    index, count = args.shard
-    out = bench.root / "history.csv" if count == 1 else bench.root / "parts" / f"{args.kind}-{index}of{count}.csv"
-    if args.kind == "proxy":
-        if args.shard != (0, 1):
-            parser.error("--kind proxy scores whole tasks in one run; it takes no --shard")
-        n = build_proxy(bench, args.role, models, out)
-    else:
-        n = build_records(bench, args.kind, args.role, models, args.shard, out)
-    print(f"{n} pairs measured; {out}")
+    try:
+        bench = bm.load_benchmark(args.benchmark)
+        if args.merge:
+            print(f"history.csv: {merge_parts(bench.root)} records")
+            return
+        if args.kind is None:
+            raise ValueError("pass --kind stats, linear_probe, finetune or proxy (or --merge)")
+        unknown = sorted(set(args.models or ()) - set(bench.models))
+        if unknown:
+            raise ValueError(f"models {unknown} are not in {bench.config.manifest}; see its model names")
+        if args.kind in ("stats", "proxy") and (args.models or args.shard != (0, 1)):
+            raise ValueError(f"--kind {args.kind} covers the whole zoo in one run; drop --models and --shard")
+        if args.kind == "stats":
+            build_stats(bench)
+            return
+        if args.kind == "proxy":
+            n = build_proxy(bench, args.role)
+        else:
+            n = build_records(bench, args.kind, args.role, args.shard, args.models)
+    except ValueError as err:  # ZooError, HistoryError and DatasetError included: a problem the user can fix
+        print(f"build_history: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{n} measured into {part_path(bench.root, args.kind, args.shard)}; fold it in with --merge")
 
 
 if __name__ == "__main__":

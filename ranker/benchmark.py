@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def pool(dataset: str, variant: str, per_class: int) -> datasets.Task:
 class TaskPart:
     """The images of one part (training or held-out) of a task: a pool and indices into it, with 0..C-1 labels."""
 
-    name: str  # "<task id>/train" or "<task id>/test"
+    name: str  # "<task id>-<spec hash>/train" or ".../test"
     pool: datasets.Task
     indices: np.ndarray  # int64 pool indices, grouped by class
     labels: np.ndarray  # int64 task labels: position of the pool class in the task's sorted class list
@@ -195,9 +196,12 @@ def task_parts(spec: TaskSpec, config: BenchmarkConfig) -> tuple[TaskPart, TaskP
         test.append(np.sort(members[n_train : n_train + n_test]) if not spec.test_dataset
                     else np.flatnonzero(test_pool.labels == c))
 
+    # The spec's hash keeps part ids valid cache keys when benchmark.yaml changes a task under the same id.
+    digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:8]
+
     def part(name: str, source: datasets.Task, chunks: list[np.ndarray]) -> TaskPart:
         idx = np.concatenate(chunks)
         names = tuple(source.class_names[c] for c in classes)
-        return TaskPart(f"{spec.id}/{name}", source, idx, np.searchsorted(classes, source.labels[idx]), names)
+        return TaskPart(f"{spec.id}-{digest}/{name}", source, idx, np.searchsorted(classes, source.labels[idx]), names)
 
     return part("train", train_pool, train), part("test", test_pool, test)

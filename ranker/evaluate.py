@@ -4,10 +4,13 @@ For each test task the training part is embedded by every zoo model (timed, in a
 extraction cost is real), every transferability estimator scores every model on those features, and the
 scores over the zoo are compared with the fine-tuning accuracies: weighted Kendall tau in both variants
 (``ranker.metrics``) and top-1 regret, averaged over tasks. ``prior`` ranks by mean linear-probe accuracy on
-the training tasks (the same ranking for every task); it is the floor a learned ranker must beat.
+the training tasks (the same ranking for every task); it is the floor a learned ranker must beat. An estimator
+that raises on a degenerate (task, model) is listed under ``failures`` and that task is left out of its means
+(``n_tasks`` says over how many tasks each method was averaged).
 
 LEEP and NCE need the source model's class probabilities, so they are evaluated only when every zoo model
-ships a classification head; otherwise the JSON says why they were skipped.
+ships a classification head (their seconds include that head's forward pass); otherwise the JSON says why
+they were skipped.
 
 Run:
     python -m ranker.evaluate --json runs/eval.json --report data/benchmarks/offline/EVALUATION.md \
@@ -17,7 +20,10 @@ Run:
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,11 +39,25 @@ from ranker.metrics import top1_regret, weighted_tau
 NEEDS_SOURCE_HEAD = ("leep", "nce")
 
 
+@torch.inference_mode()
+def source_probs(entry: zoo.ZooEntry, task) -> torch.Tensor:
+    """Class probabilities ``[N, Z]`` of the member's own (source) classification head on every image of ``task``."""
+    classifier = zoo.load_classifier(entry).to(features.best_device())
+    transform = zoo.entry_transform(entry)
+    device = next(classifier.parameters()).device
+    chunks = []
+    for start in range(0, len(task), 32):
+        batch = torch.stack([transform(task.image(i)) for i in range(start, min(start + 32, len(task)))])
+        chunks.append(classifier(batch.to(device)).softmax(-1).double().cpu())
+    return torch.cat(chunks)
+
+
 def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: list[str], test: list[bm.TaskSpec]):
-    """Scores ``[T, M]`` per estimator, estimator seconds ``[T]`` per estimator, extraction seconds ``[T]``."""
+    """Per estimator: scores ``[T, M]`` (NaN where it failed) and seconds ``[T]``; extraction seconds ``[T]``;
+    the failures as "task · model: message" lines."""
     scores = {n: np.full((len(test), len(entries)), np.nan) for n in names}
     seconds = {n: np.zeros(len(test)) for n in names}
-    extraction = np.zeros(len(test))
+    extraction, failures = np.zeros(len(test)), []
     parts = [bm.task_parts(spec, bench.config)[0] for spec in test]
     with tempfile.TemporaryDirectory() as cache:
         for j, entry in enumerate(tqdm(entries, desc="models", unit="model")):
@@ -47,57 +67,85 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
                 feats = features.extract(extractor, part.task, cache_dir=cache, progress=False)
                 extraction[i] += time.perf_counter() - start
                 labels = torch.as_tensor(part.labels)
-                for name in names:
+                probs, probs_seconds = None, 0.0
+                if any(n in NEEDS_SOURCE_HEAD for n in names):
                     start = time.perf_counter()
-                    scores[name][i, j] = transfer.get(name)(feats, labels)
-                    seconds[name][i] += time.perf_counter() - start
-    return scores, seconds, extraction
+                    probs = source_probs(entry, part.task)
+                    probs_seconds = time.perf_counter() - start  # a forward pass of its own: charged to LEEP/NCE
+                for name in names:
+                    extra = {"source_probs": probs} if name in NEEDS_SOURCE_HEAD else {}
+                    start = time.perf_counter()
+                    try:
+                        scores[name][i, j] = transfer.get(name)(feats, labels, **extra)
+                    except ValueError as err:  # a degenerate case of this estimator: reported, task left out
+                        failures.append(f"{name}: {test[i].id} · {entry.name}: {err}")
+                    seconds[name][i] += time.perf_counter() - start + (probs_seconds if extra else 0.0)
+    return scores, seconds, extraction, failures
 
 
-def _summary(gt: np.ndarray, scores: np.ndarray, seconds: np.ndarray) -> dict[str, float]:
+def _summary(gt: np.ndarray, scores: np.ndarray, seconds: np.ndarray, extraction: np.ndarray) -> dict[str, float]:
+    """Means over the tasks where the method scored every model (``n_tasks`` of them)."""
+    ok = ~np.isnan(scores).any(axis=1)
+    if not ok.any():
+        raise ValueError("the method failed on every test task")
+    gt, scores = gt[ok], scores[ok]
     return {
         "wtau": float(np.mean([weighted_tau(g, s, "rank_none") for g, s in zip(gt, scores, strict=True)])),
         "wtau_sym": float(np.mean([weighted_tau(g, s, "symmetric") for g, s in zip(gt, scores, strict=True)])),
         "regret": float(np.mean([top1_regret(g, s) for g, s in zip(gt, scores, strict=True)])),
-        "seconds_per_task": float(np.mean(seconds)),
+        "seconds_per_task": float(np.mean(seconds[ok])),
+        "seconds_per_task_with_features": float(np.mean(seconds[ok] + extraction[ok])),
+        "n_tasks": int(ok.sum()),
     }
 
 
 def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None) -> dict:
-    """The evaluation JSON (see DESIGN.md's contract); per-task values are under ``per_task``."""
+    """The evaluation JSON (see DESIGN.md's contract); per-task values are under ``per_task``.
+
+    Raises:
+        ValueError: unknown estimator, or test tasks without finetune ground truth.
+    """
     bench = bm.load_benchmark(benchmark)
     entries = zoo.load_manifest(bench.manifest_path).models
     models = bench.models
+    names = estimators or transfer.names()
+    for name in names:
+        transfer.get(name)  # an unknown name fails here, before any extraction
     test = [t for t in bench.config.tasks if t.role == "test"]
     _, _, gt = bench.history.matrix("finetune", [t.id for t in test], models)
-    if np.isnan(gt).all(axis=1).any():
-        missing = [t.id for t, row in zip(test, gt, strict=True) if np.isnan(row).all()]
+    missing = [t.id for t, row in zip(test, gt, strict=True) if np.isnan(row).all()]
+    if missing:
         raise ValueError(f"test tasks {missing} have no finetune ground truth; build it with "
-                         "`python -m data.build_history --kind finetune --role test`")
-    names = estimators or transfer.names()
-    heads = all(e.num_classes and e.trunk_layers is None for e in entries)
-    skipped = {} if heads else {
-        n: "needs the source model's class probabilities; some zoo members ship no classification head"
-        for n in names if n in NEEDS_SOURCE_HEAD
-    }
+                         f"`python -m data.build_history --benchmark {bench.config.name} --kind finetune --role test`")
+    skipped = {}
+    if not all(e.num_classes for e in entries):  # load_classifier's rule: a stored head has num_classes > 0
+        skipped = {n: "needs the source model's class probabilities; some zoo members ship no classification head"
+                   for n in names if n in NEEDS_SOURCE_HEAD}
     names = [n for n in names if n not in skipped]
-    scores, seconds, extraction = _estimator_runs(bench, entries, names, test)
+    scores, seconds, extraction, failures = _estimator_runs(bench, entries, names, test)
     methods = {}
     for name in names:
-        methods[name] = _summary(gt, scores[name], seconds[name])
-        methods[name]["seconds_per_task_with_features"] = float(np.mean(seconds[name] + extraction))
+        try:
+            methods[name] = _summary(gt, scores[name], seconds[name], extraction)
+        except ValueError as err:
+            skipped[name] = str(err)
     _, _, probe = bench.history.matrix("linear_probe", bench.task_ids("train"), models)
-    prior = np.nanmean(probe, axis=0)
-    methods["prior"] = _summary(gt, np.tile(prior, (len(test), 1)), np.zeros(len(test)))
-    methods["prior"]["seconds_per_task_with_features"] = 0.0
+    if probe.size and not np.isnan(probe).all(axis=0).any():
+        prior = np.tile(np.nanmean(probe, axis=0), (len(test), 1))
+        methods["prior"] = _summary(gt, prior, np.zeros(len(test)), np.zeros(len(test)))
+    else:
+        skipped["prior"] = "needs linear-probe history of every model on training tasks"
     return {
         "benchmark": bench.config.name,
         "n_test_tasks": len(test),
         "n_models": len(models),
         "methods": methods,
         "skipped": skipped,
+        "failures": failures,
         "per_task": {
-            name: {t.id: weighted_tau(g, s) for t, g, s in zip(test, gt, scores[name], strict=True)} for name in names
+            name: {t.id: weighted_tau(g, s) for t, g, s in zip(test, gt, scores[name], strict=True)
+                   if not np.isnan(s).any()}
+            for name in methods if name != "prior"
         },
     }
 
@@ -114,19 +162,23 @@ def markdown(result: dict) -> str:
         "wtau: mean over tasks of `scipy.stats.weightedtau(gt, score, rank=None)` (Model Spider's table); "
         "wtau_sym: scipy's default weighting; regret: best accuracy minus that of the top-ranked model (points).",
         "",
-        "| method | wtau | wtau_sym | regret | s/task (features given) | s/task (incl. extraction, all models) |",
-        "|---|---|---|---|---|---|",
+        "| method | wtau | wtau_sym | regret | s/task (features given) | s/task (incl. extraction, all models) "
+        "| tasks |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in rows:
         lines.append(f"| {name} | {m['wtau']:.3f} | {m['wtau_sym']:.3f} | {m['regret']:.2f} | "
-                     f"{m['seconds_per_task']:.3f} | {m['seconds_per_task_with_features']:.2f} |")
+                     f"{m['seconds_per_task']:.3f} | {m['seconds_per_task_with_features']:.2f} | {m['n_tasks']} |")
     for name, why in result["skipped"].items():
         lines.append(f"\n- `{name}` not evaluated: {why}.")
+    if result["failures"]:
+        lines += ["", f"Estimator failures ({len(result['failures'])}; those tasks are out of that method's means):"]
+        lines += [f"- {f}" for f in result["failures"]]
     lines.append("\n![weighted tau per method](evaluation.png)")
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, out: Path | io.BytesIO) -> None:
     """Horizontal bars of both weighted-tau variants per method, best first."""
     import matplotlib
 
@@ -143,7 +195,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlabel(f"mean weighted Kendall tau vs fine-tuning, {result['n_test_tasks']} test tasks")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(out, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -155,15 +207,27 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG) of both tau variants here")
     parser.add_argument("--estimators", nargs="*", help="registry names; default: all")
     args = parser.parse_args()
-    result = evaluate(args.benchmark, args.estimators)
+    try:
+        result = evaluate(args.benchmark, args.estimators)
+    except ValueError as err:  # unknown benchmark or estimator, missing ground truth: the message says the fix
+        print(f"evaluate: {err}", file=sys.stderr)
+        sys.exit(2)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        _write_atomic(args.json, json.dumps(result, indent=2).encode())
     if args.report:
-        args.report.write_text(markdown(result))
+        _write_atomic(args.report, markdown(result).encode())
     if args.plot:
-        plot(result, args.plot)
+        buffer = io.BytesIO()
+        plot(result, buffer)
+        _write_atomic(args.plot, buffer.getvalue())
     print(markdown(result))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

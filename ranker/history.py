@@ -42,7 +42,7 @@ class Record:
     Fields a kind does not use keep their defaults (e.g. ``epochs`` of a linear probe is 0).
     """
 
-    task: str  # task id (ranker.datasets.Task.id of the task's training part)
+    task: str  # task id: the benchmark's TaskSpec.id
     model: str  # zoo model name
     kind: str  # one of KINDS
     metric: str  # what value measures, e.g. top1_accuracy (percent) or proxy_score
@@ -53,7 +53,7 @@ class Record:
     input_size: int = 0  # square input resolution the model was fed
     n_train: int = 0  # samples the model was trained or fitted on
     n_test: int = 0  # held-out samples the accuracy was measured on
-    seed: int = 0  # seed of the run
+    seed: int = 0  # seed of the run (0 for deterministic kinds)
     wall_s: float = math.nan  # wall-clock seconds of the measurement
     device: str = ""  # where it ran: cpu, cuda:0, ... ("published" for numbers taken from a paper)
     source: str = ""  # free text: who measured it, or the citation of a published number

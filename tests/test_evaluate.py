@@ -40,12 +40,17 @@ def test_top1_regret_is_the_accuracy_lost_by_trusting_the_top_score() -> None:
     assert top1_regret(gt, np.array([0.1, 0.2, 0.3])) == 0.0
 
 
+def _ground_truth(bench: bm.Benchmark, probe: bool = True) -> None:
+    """Planted history: the first model fine-tunes better (90 vs 70) and probes better on the training task."""
+    for model, ft, lp in zip(bench.models, (90.0, 70.0), (80.0, 60.0), strict=True):
+        bench.history.add(Record("d2-inv", model, "finetune", "top1_accuracy", ft))
+        if probe:
+            bench.history.add(Record("d3", model, "linear_probe", "top1_accuracy", lp))
+    bench.history.save(bench.root / "history.csv")
+
+
 def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Benchmark, tmp_path: Path) -> None:
-    history = tiny_bench.history
-    for model, ft, lp in (("tiny_resnet_fmnist", 90.0, 80.0), ("tiny_convnext_amnist", 70.0, 60.0)):
-        history.add(Record("d2-inv", model, "finetune", "top1_accuracy", ft))
-        history.add(Record("d3", model, "linear_probe", "top1_accuracy", lp))
-    history.save(tiny_bench.root / "history.csv")
+    _ground_truth(tiny_bench)
     result = evaluate.evaluate(str(tiny_bench.root))
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
@@ -54,12 +59,24 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)
     for m in result["methods"].values():
         assert -1 <= m["wtau"] <= 1 and m["regret"] in (0.0, 20.0) and m["seconds_per_task"] >= 0
+        assert m["n_tasks"] == 1
     json.dumps(result)  # the JSON contract: plain numbers and strings only
     assert "| prior |" in evaluate.markdown(result)
     evaluate.plot(result, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluate_refuses_test_tasks_without_ground_truth(tiny_bench: bm.Benchmark) -> None:
+def test_leep_and_nce_run_on_a_zoo_whose_members_ship_heads(headed_bench: bm.Benchmark) -> None:
+    _ground_truth(headed_bench, probe=False)
+    result = evaluate.evaluate(str(headed_bench.root), ["leep", "nce", "logme"])
+    assert set(result["methods"]) == {"leep", "nce", "logme"}
+    assert result["skipped"] == {"prior": "needs linear-probe history of every model on training tasks"}
+    for name in ("leep", "nce"):
+        assert result["methods"][name]["seconds_per_task"] > 0 and result["methods"][name]["n_tasks"] == 1
+
+
+def test_evaluate_refuses_test_tasks_without_ground_truth_and_unknown_estimators(tiny_bench: bm.Benchmark) -> None:
     with pytest.raises(ValueError, match="no finetune ground truth"):
         evaluate.evaluate(str(tiny_bench.root))
+    with pytest.raises(ValueError, match="unknown transferability estimator"):
+        evaluate.evaluate(str(tiny_bench.root), ["logme", "oracle"])

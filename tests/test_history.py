@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 
 from data import build_history
@@ -72,29 +73,36 @@ def _values(path: Path) -> dict[tuple[str, str, str], float]:
     return {r.key: r.value for r in HistoryStore.load(path).records()}
 
 
-def test_builder_resumes_and_shards_merge_to_the_unsharded_result(tiny_bench: bm.Benchmark, tmp_path: Path) -> None:
+def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_bench: bm.Benchmark,
+                                                                          tmp_path: Path) -> None:
     root = tiny_bench.root
-    out = root / "history.csv"
-    shard0 = root / "parts" / "linear_probe-0of2.csv"
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 2), shard0) == 2
-    # An unsharded run skips what the shard measured: this is how a stopped run resumes.
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 2
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 0
-    assert build_history.merge_parts(root) == 4 and not shard0.exists()
-    merged = _values(out)
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", (0, 2)) == 2
+    assert build_history.build_records(tiny_bench, "linear_probe", "all", (1, 2)) == 2
+    # A later run (or a restarted shard) finds nothing left: finished pairs are skipped, so a stopped run resumes.
+    assert build_history.build_records(tiny_bench, "linear_probe", "all") == 0
+    assert not (root / "history.csv").exists()  # only --merge writes history.csv
+    assert build_history.merge_parts(root) == 4 and not list((root / "parts").glob("*.csv"))
+    merged = _values(root / "history.csv")
     assert set(merged) == {(t, m, "linear_probe") for t in ("d3", "d2-inv") for m in tiny_bench.models}
     assert all(0 <= v <= 100 for v in merged.values())
 
     # The same pairs measured in one run give the same values: shards change who measures, not what.
     (root / "history.csv").rename(tmp_path / "sharded.csv")
-    assert build_history.build_records(tiny_bench, "linear_probe", "all", tiny_bench.models, (0, 1), out) == 4
-    assert _values(out) == merged
+    assert build_history.build_records(tiny_bench, "linear_probe", "all") == 4
+    build_history.merge_parts(root)
+    assert _values(root / "history.csv") == merged
+
+
+def test_a_stopped_run_resumes_where_it_stopped(tiny_bench: bm.Benchmark) -> None:
+    first = tiny_bench.models[:1]
+    assert build_history.build_records(tiny_bench, "linear_probe", "test", models=first) == 1  # "stopped" here
+    assert build_history.build_records(tiny_bench, "linear_probe", "test") == 1  # only the missing pair
 
 
 def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> None:
-    out = tiny_bench.root / "history.csv"
-    assert build_history.build_records(tiny_bench, "finetune", "test", ["tiny_resnet_fmnist"], (0, 1), out) == 1
-    (record,) = HistoryStore.load(out).records()
+    assert build_history.build_records(tiny_bench, "finetune", "test", models=["tiny_resnet_fmnist"]) == 1
+    build_history.merge_parts(tiny_bench.root)
+    (record,) = HistoryStore.load(tiny_bench.root / "history.csv").records()
     recipe = tiny_bench.config.finetune
     assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune")
     assert (record.recipe, record.input_size, record.n_train, record.n_test) == (recipe.name, 32, 16, 24)
@@ -103,20 +111,30 @@ def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> Non
 
 
 def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:
-    build_history.build_stats(tiny_bench, tiny_bench.models)
+    build_history.build_stats(tiny_bench)
     with safe_open(tiny_bench.root / "stats.safetensors", "pt") as f:
         assert f.metadata()["general_encoder"] == "tiny_resnet_fmnist"
         assert f.get_tensor("d3/prototypes").shape == (3, 96)
         assert f.get_tensor("d2-inv/summary").shape == (192,)
     with safe_open(tiny_bench.root / "model_stats.safetensors", "pt") as f:
         assert f.get_tensor("d2-inv/tiny_convnext_amnist").shape == (2, 64)
+    prototypes, summary = tiny_bench.task_stats()["d3"]
+    assert summary.shape == (192,) and torch.allclose(summary[:96], prototypes.mean(0))
 
 
-def test_proxy_labels_rank_the_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:
-    out = tiny_bench.root / "history.csv"
-    assert build_history.build_proxy(tiny_bench, "all", tiny_bench.models, out) == 4
-    tasks, models, values = HistoryStore.load(out).matrix("proxy")
+def test_proxy_labels_rank_the_whole_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:
+    assert build_history.build_proxy(tiny_bench, "all") == 4
+    build_history.merge_parts(tiny_bench.root)
+    tasks, models, values = HistoryStore.load(tiny_bench.root / "history.csv").matrix("proxy")
     assert sorted(tasks) == ["d2-inv", "d3"] and models == tiny_bench.models
-    # Two models: each estimator puts one at 0 and the other at 1, so the two proxies of a task sum to 1.
+    # Two models: each estimator puts one at 0 and the other at 1 (or both at 0.5), so a task's proxies sum to 1.
     np.testing.assert_allclose(values.sum(1), 1.0)
-    assert build_history.build_proxy(tiny_bench, "all", tiny_bench.models, out) == 0  # resumes
+    assert build_history.build_proxy(tiny_bench, "all") == 0  # resumes
+
+
+def test_cli_reports_bad_input_in_one_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["build_history", "--kind", "finetune", "--models", "resnet9000"])
+    with pytest.raises(SystemExit) as stop:
+        build_history.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "resnet9000" in err
