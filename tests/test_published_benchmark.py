@@ -59,7 +59,7 @@ def test_finetune_matrix_complete(bench, finetune):
     tasks, models, acc = finetune
     assert acc.shape == (8, 10) and not np.isnan(acc).any()
     records = bench.history.records("finetune")
-    assert len(records) == 80 and len(bench.history) == 80  # nothing but the 80 finetune records
+    assert len(records) == 80  # a user's own linear_probe or proxy records may sit beside them
     for r in records:
         assert r.metric == "top1_accuracy" and r.device == "published" and r.recipe == "published"
         assert "Model-Spider" in r.source and "LogME" in r.source
