@@ -20,6 +20,8 @@ from ranker.metrics import weighted_tau
 from ranker.zoo import REPO_ROOT, load_manifest
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "published"
+needs_shared = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"the published source files are not at {PUBLISHED} "
+                                  "(CI puts ../shared beside the repository)")
 BENCH_DIR = REPO_ROOT / "data" / "benchmarks" / "imagenet10"
 DATASETS = ("Aircraft", "Caltech101", "Cars", "CIFAR10", "CIFAR100", "DTD", "Pet", "SUN397")  # published names
 
@@ -65,6 +67,7 @@ def test_finetune_matrix_complete(bench, finetune):
         assert "Model-Spider" in r.source and "LogME" in r.source
 
 
+@needs_shared
 def test_finetune_matches_published_csv(finetune):
     tasks, models, acc = finetune
     with (PUBLISHED / "imagenet10_finetune.csv").open(newline="") as f:
@@ -92,6 +95,7 @@ def test_manifest_names_and_timm_archs(bench):
         assert tuple(e.mean) == tuple(cfg.mean) and tuple(e.std) == tuple(cfg.std), e.name
 
 
+@needs_shared
 def test_estimator_scores_are_the_published_file():
     shipped = (BENCH_DIR / "estimator_scores.csv").read_bytes()
     assert shipped == (PUBLISHED / "imagenet10_estimator_scores.csv").read_bytes()  # a verbatim copy
