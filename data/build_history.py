@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,6 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -159,7 +157,7 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     todo = [(s, m) for s, m in mine if (s.id, m, kind) not in done and (models is None or m in models)]
     # Model-major order: each extractor is built once and its pools' features are read once.
     todo.sort(key=lambda pair: bench.models.index(pair[1]))
-    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    entries = bench.entries
     extractor, measured = None, 0
     for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):
         if (spec.id, model, kind) in _done_store(bench.root):  # another run measured it meanwhile
@@ -203,7 +201,7 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
              and any((t.id, m, "proxy") not in done for m in models)]
     if not specs:
         return 0
-    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    entries = bench.entries
     extractors = {m: zoo.load_extractor(entries[m]) for m in models}
     for spec in tqdm(specs, desc="proxy", unit="task"):
         train = bm.task_parts(spec, bench.config)[0]
@@ -228,15 +226,9 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
     return len(specs) * len(models)
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
 def build_stats(bench: bm.Benchmark) -> None:
     """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), training parts only."""
-    entries = {e.name: e for e in zoo.load_manifest(bench.manifest_path).models}
+    entries = bench.entries
     parts = [(spec.id, bm.task_parts(spec, bench.config)[0]) for spec in bench.config.tasks]
     general, per_model, general_sha = {}, {}, ""
     for model in tqdm(bench.models, desc="stats", unit="model"):
@@ -251,8 +243,8 @@ def build_stats(bench: bm.Benchmark) -> None:
                 general[f"{task_id}/summary"] = stats.summary_vector(protos)
     meta = {"general_encoder": bench.config.general_encoder, "manifest": bench.config.manifest,
             "general_encoder_sha256": general_sha}
-    _save_atomic(general, bench.root / "stats.safetensors", meta)
-    _save_atomic(per_model, bench.root / "model_stats.safetensors", meta)
+    features.save_atomic(general, bench.root / "stats.safetensors", meta)
+    features.save_atomic(per_model, bench.root / "model_stats.safetensors", meta)
 
 
 def merge_parts(root: Path) -> int:

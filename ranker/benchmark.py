@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from ranker import datasets
 from ranker.history import HistoryStore
-from ranker.zoo import REPO_ROOT, list_models
+from ranker.zoo import REPO_ROOT, ZooEntry, load_manifest
 
 BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
 DEFAULT_BENCHMARK = "offline"
@@ -103,10 +103,15 @@ class Benchmark:
         tensors = load_file(path)
         return {t.id: (tensors[f"{t.id}/prototypes"], tensors[f"{t.id}/summary"]) for t in self.config.tasks}
 
+    @functools.cached_property
+    def entries(self) -> dict[str, ZooEntry]:
+        """The zoo's manifest entries by name, in manifest order (read once)."""
+        return {e.name: e for e in load_manifest(self.manifest_path).models}
+
     @property
     def models(self) -> list[str]:
         """The zoo's model names, in manifest order."""
-        return list_models(self.manifest_path)
+        return list(self.entries)
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:

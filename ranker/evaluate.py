@@ -106,7 +106,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         ValueError: unknown estimator, or test tasks without finetune ground truth.
     """
     bench = bm.load_benchmark(benchmark)
-    entries = zoo.load_manifest(bench.manifest_path).models
+    entries = list(bench.entries.values())
     models = bench.models
     names = estimators or transfer.names()
     for name in names:

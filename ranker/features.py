@@ -79,12 +79,13 @@ def _read_cached(path: Path, n: int, dim: int) -> torch.Tensor | None:
         return None
 
 
-def _write_atomic(path: Path, feats: torch.Tensor, metadata: dict[str, str]) -> None:
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Writes a safetensors file under a temporary name, then renames it: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file({"features": feats.contiguous()}, tmp, metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -131,5 +132,5 @@ def extract(
             bar.update(len(batch))
     feats = torch.cat(chunks)
     meta = {"model": extractor.entry.name, "weights_sha256": extractor.weights_sha256, "task": task.id}
-    _write_atomic(path, feats, meta)
+    save_atomic({"features": feats}, path, meta)
     return feats
