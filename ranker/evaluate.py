@@ -40,10 +40,8 @@ NEEDS_SOURCE_HEAD = ("leep", "nce")
 
 
 @torch.inference_mode()
-def source_probs(entry: zoo.ZooEntry, task) -> torch.Tensor:
-    """Class probabilities ``[N, Z]`` of the member's own (source) classification head on every image of ``task``."""
-    classifier = zoo.load_classifier(entry).to(features.best_device())
-    transform = zoo.entry_transform(entry)
+def source_probs(classifier: torch.nn.Module, transform, task) -> torch.Tensor:
+    """Class probabilities ``[N, Z]`` of a member's own (source) head (``zoo.load_classifier``) on ``task``'s images."""
     device = next(classifier.parameters()).device
     chunks = []
     for start in range(0, len(task), 32):
@@ -62,15 +60,19 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
     with tempfile.TemporaryDirectory() as cache:
         for j, entry in enumerate(tqdm(entries, desc="models", unit="model")):
             extractor = zoo.load_extractor(entry)
+            needs_probs = any(n in NEEDS_SOURCE_HEAD for n in names)
+            if needs_probs:
+                classifier = zoo.load_classifier(entry).to(features.best_device())
+                transform = zoo.entry_transform(entry)
             for i, part in enumerate(parts):
                 start = time.perf_counter()
                 feats = features.extract(extractor, part.task, cache_dir=cache, progress=False)
                 extraction[i] += time.perf_counter() - start
                 labels = torch.as_tensor(part.labels)
                 probs, probs_seconds = None, 0.0
-                if any(n in NEEDS_SOURCE_HEAD for n in names):
+                if needs_probs:
                     start = time.perf_counter()
-                    probs = source_probs(entry, part.task)
+                    probs = source_probs(classifier, transform, part.task)
                     probs_seconds = time.perf_counter() - start  # a forward pass of its own: charged to LEEP/NCE
                 for name in names:
                     extra = {"source_probs": probs} if name in NEEDS_SOURCE_HEAD else {}
