@@ -10,7 +10,7 @@ Recipe (every member): AdamW (weight decay 0.05), the entry's lr with cosine dec
 linear warm-up, batch 256, label smoothing 0.1, random 2-px shifts and horizontal flips, seed 0;
 5% of the source held out to report accuracy. Sources:
     fashion_mnist               Fashion-MNIST train split (the test split is left for benchmark tasks)
-    animal_mnist                Animal-MNIST, the 70% part of ``pretrain_split`` (the 30% is left for tasks)
+    animal_mnist                Animal-MNIST, the 70% part of ``datasets.animal_mnist_split`` (30% left for tasks)
     fashion_mnist+animal_mnist  both, 20 classes
 
 Run (all members, ~15 min on 2 CPU cores; seconds on a GPU):
@@ -41,14 +41,12 @@ from ranker import datasets, zoo
 LOG = zoo.REPO_ROOT / "checkpoints" / "zoo" / "pretrain_log.csv"
 
 
-def pretrain_split() -> tuple[datasets.Task, datasets.Task]:
-    """Animal-MNIST cut into (pre-training part, part kept for benchmark tasks), 70/30, seed 0."""
-    return datasets.split(datasets.animal_mnist(), test_fraction=0.3, seed=0)
-
-
 def source_task(source: str) -> tuple[list[datasets.Task], int]:
     """The tasks a recipe's ``source`` names and the total class count (labels of later tasks are offset)."""
-    parts = {"fashion_mnist": lambda: datasets.fashion_mnist("train"), "animal_mnist": lambda: pretrain_split()[0]}
+    parts = {
+        "fashion_mnist": lambda: datasets.fashion_mnist("train"),
+        "animal_mnist": lambda: datasets.animal_mnist_split()[0],
+    }
     tasks = [parts[name]() for name in source.split("+")]
     return tasks, sum(t.num_classes for t in tasks)
 

@@ -141,19 +141,13 @@ def load_benchmark(name_or_dir: str | Path = DEFAULT_BENCHMARK) -> Benchmark:
     return Benchmark(load_config(root / "benchmark.yaml"), root, history)
 
 
-def _base(dataset: str) -> datasets.Task:
-    if dataset == "animal_mnist_heldout":
-        return datasets.split(datasets.animal_mnist(), test_fraction=0.3, seed=0)[1]
-    return datasets.load_dataset(dataset)
-
-
 @functools.lru_cache(maxsize=16)
 def pool(dataset: str, variant: str, per_class: int) -> datasets.Task:
     """The images every task of (dataset, variant) draws from: ``per_class`` per class (seed 0), then the variant.
 
     Cached in memory: pools are rebuilt from the datasets, which takes seconds, and shared by many tasks.
     """
-    task = _base(dataset)
+    task = datasets.animal_mnist_split()[1] if dataset == "animal_mnist_heldout" else datasets.load_dataset(dataset)
     if per_class:
         task = datasets.sample_episode(task, task.num_classes, min(per_class, np.bincount(task.labels).min()), 0)
     return task if variant == "none" else datasets.variant(task, variant)

@@ -277,6 +277,12 @@ def lfw_subset() -> Task:
     return Task(id="lfw_subset:all", labels=np.repeat([0, 1], 100), class_names=("face", "non_face"), images=images)
 
 
+def animal_mnist_split() -> tuple[Task, Task]:
+    """Animal-MNIST cut 70/30 per class (seed 0): the zoo pre-trains on the first part (``data/pretrain_zoo.py``);
+    the second, which no zoo member saw, is what benchmark tasks draw from."""
+    return split(animal_mnist(), test_fraction=0.3, seed=0)
+
+
 REAL_DATASETS: dict[str, Callable[[], Task]] = {
     "fashion_mnist": fashion_mnist,
     "animal_mnist": animal_mnist,

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 
 from data import pretrain_zoo
+from ranker import datasets as ds
 from ranker import zoo
 
 
@@ -31,7 +32,7 @@ def test_pretrain_records_a_hash_that_loads(tmp_path):
 
 
 def test_animal_mnist_is_cut_70_30_per_class_for_pretraining_and_tasks():
-    pretraining, left = pretrain_zoo.pretrain_split()
+    pretraining, left = ds.animal_mnist_split()
     assert np.bincount(pretraining.labels).tolist() == [700] * 10
     assert np.bincount(left.labels).tolist() == [300] * 10
     assert pretraining.id != left.id
