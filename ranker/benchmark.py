@@ -94,14 +94,23 @@ class Benchmark:
     def manifest_path(self) -> Path:
         return REPO_ROOT / self.config.manifest
 
-    def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part."""
-        path = self.root / "stats.safetensors"
+    def _stats_file(self, name: str) -> dict[str, torch.Tensor]:
+        path = self.root / name
         if not path.is_file():
             raise ValueError(f"{path} is missing; build it with `python -m data.build_history --benchmark "
                              f"{self.config.name} --kind stats`")
-        tensors = load_file(path)
+        return load_file(path)
+
+    def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part."""
+        tensors = self._stats_file("stats.safetensors")
         return {t.id: (tensors[f"{t.id}/prototypes"], tensors[f"{t.id}/summary"]) for t in self.config.tasks}
+
+    def model_stats(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Task id -> model -> that model's own class prototypes ``[C, D_m]`` (float16) of the training part."""
+        tensors = self._stats_file("model_stats.safetensors")
+        return {t.id: {m: tensors[f"{t.id}/{m}"] for m in self.models if f"{t.id}/{m}" in tensors}
+                for t in self.config.tasks}
 
     @functools.cached_property
     def entries(self) -> dict[str, ZooEntry]:

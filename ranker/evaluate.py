@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker import benchmark as bm
-from ranker import features, transfer, zoo
+from ranker import export, features, lit, transfer, zoo
 from ranker.metrics import top1_regret, weighted_tau
 
 NEEDS_SOURCE_HEAD = ("leep", "nce")
@@ -51,11 +51,11 @@ def source_probs(classifier: torch.nn.Module, transform, task) -> torch.Tensor:
 
 
 def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: list[str], test: list[bm.TaskSpec]):
-    """Per estimator: scores ``[T, M]`` (NaN where it failed) and seconds ``[T]``; extraction seconds ``[T]``;
+    """Per estimator: scores ``[T, M]`` (NaN where it failed) and seconds ``[T]``; extraction seconds ``[T, M]``;
     the failures as "task · model: message" lines."""
     scores = {n: np.full((len(test), len(entries)), np.nan) for n in names}
     seconds = {n: np.zeros(len(test)) for n in names}
-    extraction, failures = np.zeros(len(test)), []
+    extraction, failures = np.zeros((len(test), len(entries))), []
     parts = [bm.task_parts(spec, bench.config)[0] for spec in test]
     with tempfile.TemporaryDirectory() as cache:
         for j, entry in enumerate(tqdm(entries, desc="models", unit="model")):
@@ -67,7 +67,7 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
             for i, part in enumerate(parts):
                 start = time.perf_counter()
                 feats = features.extract(extractor, part.task, cache_dir=cache, progress=False)
-                extraction[i] += time.perf_counter() - start
+                extraction[i, j] = time.perf_counter() - start
                 labels = torch.as_tensor(part.labels)
                 probs, probs_seconds = None, 0.0
                 if needs_probs:
@@ -86,7 +86,8 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
 
 
 def _summary(gt: np.ndarray, scores: np.ndarray, seconds: np.ndarray, extraction: np.ndarray) -> dict[str, float]:
-    """Means over the tasks where the method scored every model (``n_tasks`` of them)."""
+    """Means over the tasks where the method scored every model (``n_tasks`` of them); ``extraction`` ``[T]`` is
+    the seconds of feature extraction the method needed per task."""
     ok = ~np.isnan(scores).any(axis=1)
     if not ok.any():
         raise ValueError("the method failed on every test task")
@@ -101,7 +102,32 @@ def _summary(gt: np.ndarray, scores: np.ndarray, seconds: np.ndarray, extraction
     }
 
 
-def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None) -> dict:
+def _ranker_runs(bench: bm.Benchmark, exported: export.Exported, test: list[bm.TaskSpec], extraction: np.ndarray
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``ranker`` and ``ranker_rerank``: scores ``[T, M]``, scoring seconds ``[T]`` and the seconds ``[T]`` of
+    the extraction they need (the general encoder; re-ranking adds the top-k models' own features, measured by
+    ``_estimator_runs`` as ``extraction`` ``[T, M]``). Task statistics come from the benchmark's stats files,
+    which hold the same general-encoder and per-model prototypes of each task's training part."""
+    episodes = lit.load_episodes(bench, [t.id for t in test], ["finetune"])  # the targets stay unread here
+    general = bench.models.index(exported.config.general_encoder)
+    k = exported.config.rerank_k
+    out = {}
+    for name, depth in (("ranker", 0), ("ranker_rerank", k)):
+        scores, seconds, needed = np.zeros(extraction.shape), np.zeros(len(test)), np.zeros(len(test))
+        for i, episode in enumerate(episodes):
+            batch = lit.collate([episode])
+            start = time.perf_counter()
+            ranked = exported.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth)[0]
+            seconds[i] = time.perf_counter() - start
+            scores[i] = ranked.numpy()
+            plain_top = set(exported.net(batch["prototypes"], batch["class_mask"])[0].topk(depth).indices.tolist())
+            needed[i] = extraction[i, sorted(plain_top | {general})].sum()
+        out[name] = (scores, seconds, needed)
+    return out
+
+
+def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None,
+             checkpoint: str | Path = export.DEFAULT_CHECKPOINT) -> dict:
     """The evaluation JSON (see DESIGN.md's contract); per-task values are under ``per_task``.
 
     Raises:
@@ -128,9 +154,22 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
     methods = {}
     for name in names:
         try:
-            methods[name] = _summary(gt, scores[name], seconds[name], extraction)
+            methods[name] = _summary(gt, scores[name], seconds[name], extraction.sum(1))
         except ValueError as err:
             skipped[name] = str(err)
+    try:
+        exported = export.load(checkpoint, bench.manifest_path)
+    except export.ExportError as err:
+        skipped["ranker"] = skipped["ranker_rerank"] = str(err)
+    else:
+        if exported.config.general_encoder != bench.config.general_encoder:
+            raise ValueError(f"checkpoint {checkpoint} tokenizes tasks with {exported.config.general_encoder}, "
+                             f"benchmark {bench.config.name!r} with {bench.config.general_encoder}; pass a checkpoint "
+                             "trained on this benchmark")
+        runs = _ranker_runs(bench, exported, test, extraction)
+        for name, (ranked, ranked_seconds, ranked_extraction) in runs.items():
+            scores[name] = ranked
+            methods[name] = _summary(gt, ranked, ranked_seconds, ranked_extraction)
     _, _, probe = bench.history.matrix("linear_probe", bench.task_ids("train"), models)
     if probe.size and not np.isnan(probe).all(axis=0).any():
         prior = np.tile(np.nanmean(probe, axis=0), (len(test), 1))
@@ -208,9 +247,11 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="write the markdown table here")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG) of both tau variants here")
     parser.add_argument("--estimators", nargs="*", help="registry names; default: all")
+    parser.add_argument("--checkpoint", type=Path, default=export.DEFAULT_CHECKPOINT,
+                        help="exported ranker evaluated as `ranker` and `ranker_rerank` (skipped if unusable)")
     args = parser.parse_args()
     try:
-        result = evaluate(args.benchmark, args.estimators)
+        result = evaluate(args.benchmark, args.estimators, args.checkpoint)
     except ValueError as err:  # unknown benchmark or estimator, missing ground truth: the message says the fix
         print(f"evaluate: {err}", file=sys.stderr)
         sys.exit(2)

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import weightedtau
 
+from data import build_history
 from ranker import benchmark as bm
-from ranker import evaluate, transfer
+from ranker import evaluate, export, lit, transfer
 from ranker.history import Record
 from ranker.metrics import top1_regret, weighted_tau
+from ranker.model import Ranker
+from ranker.zoo import load_manifest
 
 
 def test_weighted_tau_variants_match_scipy_and_differ() -> None:
@@ -54,7 +58,8 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     result = evaluate.evaluate(str(tiny_bench.root))
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
-    assert set(result["skipped"]) == {"leep", "nce"}
+    assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank"}  # the shipped ranker: another zoo
+    assert "offline-default" in result["skipped"]["ranker"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
     assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)
     for m in result["methods"].values():
@@ -66,11 +71,33 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs(tiny_bench: bm.Benchmark,
+                                                                                 tmp_path: Path) -> None:
+    _ground_truth(tiny_bench)
+    build_history.build_stats(tiny_bench)
+    dims = lit.ranker_dims(tiny_bench)
+    zoo = load_manifest(tiny_bench.manifest_path)
+    config = export.ExportConfig(dims=dims, models=tiny_bench.models, general_encoder=tiny_bench.models[0], rerank_k=1)
+    folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, zoo, [], [], torch.zeros(0, 2),
+                           torch.zeros(0, 2))
+    result = evaluate.evaluate(str(tiny_bench.root), ["logme"], folder)
+    assert {"ranker", "ranker_rerank", "logme", "prior"} == set(result["methods"])
+    ranker, rerank, logme = (result["methods"][n] for n in ("ranker", "ranker_rerank", "logme"))
+    # the ranker needs the general encoder's features; re-ranking adds its top model's (here the same model or
+    # the other one); LogME needs every model's
+    assert 0 < ranker["seconds_per_task_with_features"] - ranker["seconds_per_task"]
+    assert ranker["seconds_per_task_with_features"] - ranker["seconds_per_task"] <= \
+        rerank["seconds_per_task_with_features"] - rerank["seconds_per_task"] + 1e-9
+    assert rerank["seconds_per_task_with_features"] - rerank["seconds_per_task"] <= \
+        logme["seconds_per_task_with_features"] - logme["seconds_per_task"] + 1e-9
+    assert set(result["per_task"]["ranker"]) == {"d2-inv"}
+
+
 def test_leep_and_nce_run_on_a_zoo_whose_members_ship_heads(headed_bench: bm.Benchmark) -> None:
     _ground_truth(headed_bench, probe=False)
     result = evaluate.evaluate(str(headed_bench.root), ["leep", "nce", "logme"])
     assert set(result["methods"]) == {"leep", "nce", "logme"}
-    assert result["skipped"] == {"prior": "needs linear-probe history of every model on training tasks"}
+    assert result["skipped"]["prior"] == "needs linear-probe history of every model on training tasks"
     for name in ("leep", "nce"):
         assert result["methods"][name]["seconds_per_task"] > 0 and result["methods"][name]["n_tasks"] == 1
 

@@ -1,0 +1,82 @@
+"""The training run's one typed config: dataclasses merged as structured defaults + YAML + dotlist.
+
+``python train.py trainer.max_epochs=3 model.dim=128`` overrides fields by their dotted path; an unknown key
+or a value of the wrong type is an error. The resolved config is saved beside every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from ranker.model import ModelConfig
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_TRAIN_CONFIG = CONFIGS_DIR / "train" / "default.yaml"
+
+
+@dataclass
+class DataConfig:
+    """Which history becomes episodes, and how."""
+
+    benchmark: str = "offline"  # name under data/benchmarks/ or a folder with a benchmark.yaml
+    target_kinds: list[str] = field(default_factory=lambda: ["finetune", "linear_probe", "proxy"])  # per task,
+    # the first kind with ground truth for at least two models is its target vector (others are not mixed in)
+    val_tasks: list[str] = field(default_factory=list)  # training-role tasks held out for validation
+    batch_size: int = 16  # episodes (tasks) per step
+
+
+@dataclass
+class OptimConfig:
+    """Adam with cosine decay (Model Spider's recipe)."""
+
+    loss: str = "listmle"  # a name in ranker.losses.LOSSES
+    lr: float = 2.5e-4  # peak learning rate
+    weight_decay: float = 0.0  # Adam's L2 weight decay
+    specific_prob: float = 1.0  # chance that an episode gets PTM-specific tokens for k ~ U[0, M] random models
+
+
+@dataclass
+class TrainerConfig:
+    """What is handed to ``lightning.Trainer`` (multi-GPU and multi-node DDP by these fields alone)."""
+
+    max_epochs: int = 300  # passes over the training episodes
+    accelerator: str = "auto"  # cpu, gpu or auto
+    devices: str = "auto"  # "auto", a count such as "4", or a list such as "[0,1]"
+    num_nodes: int = 1  # machines; under SLURM, srun starts devices x num_nodes processes
+    strategy: str = "auto"  # "auto", or "ddp" for several devices
+    precision: str = "32-true"  # Lightning precision flag
+    log_every_n_steps: int = 10  # CSVLogger row frequency
+    check_val_every_n_epoch: int = 5  # validation frequency (checkpoints follow it)
+
+
+@dataclass
+class RunConfig:
+    """A whole training run."""
+
+    name: str = "offline-default"  # run name: folder under out_dir and the exported checkpoint's name
+    seed: int = 0  # seed_everything: weights, episode order, specific-token draws
+    out_dir: str = "runs"  # run folders (logs, Lightning checkpoints, resolved config) go under here
+    export_dir: str = "checkpoints"  # the exported folder goes to <export_dir>/<name>
+    ckpt_path: str | None = None  # a Lightning .ckpt to resume training from
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrides: list[str] | None = None
+                    ) -> RunConfig:
+    """Structured defaults, then the YAML file (if any), then ``key=value`` overrides; type-checked."""
+    merged = OmegaConf.structured(RunConfig)
+    if yaml_path is not None:
+        merged = OmegaConf.merge(merged, OmegaConf.load(yaml_path))
+    merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
+    return OmegaConf.to_object(merged)
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML (what is saved beside a run and inside an export)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

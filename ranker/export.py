@@ -1,0 +1,139 @@
+"""A self-contained exported ranker: one folder that rank.py and evaluate load without Lightning or pickle.
+
+``checkpoints/<name>/`` holds
+- ``model.safetensors``: the ranker's weights;
+- ``config.yaml``: the resolved training config, the ranker's shape, the zoo's model order, the general
+  encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
+- ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
+- ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
+  rows ``[T, M]`` (what recall over earlier tasks needs); task ids and kinds in its metadata.
+
+Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
+hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
+
+Example:
+    >>> exported = load("checkpoints/offline-default")
+    >>> exported.net(prototypes[None], torch.ones(1, len(prototypes), dtype=torch.bool))  # [1, M] scores
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ranker.config import RunConfig
+from ranker.model import Ranker, RankerDims
+from ranker.zoo import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
+
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
+FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors")
+
+
+class ExportError(ValueError):
+    """An exported folder that cannot be used as asked: missing files, or trained on another zoo."""
+
+
+@dataclass
+class ExportConfig:
+    """``config.yaml`` of an exported folder."""
+
+    dims: RankerDims  # the ranker's shape
+    models: list[str] = field(default_factory=list)  # zoo order of the model tokens and of every score vector
+    general_encoder: str = ""  # zoo member whose features make the task tokens
+    general_encoder_sha256: str = ""  # its weight hash, so task tokens come from the same weights
+    rerank_k: int = 0  # how many top models get PTM-specific tokens, chosen on the validation tasks
+    run: RunConfig = field(default_factory=RunConfig)  # the resolved training config
+
+
+@dataclass
+class Exported:
+    """A loaded export."""
+
+    net: Ranker  # in eval mode
+    config: ExportConfig
+    zoo: Manifest
+    task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
+    task_kinds: list[str]  # history kind of each performance row
+    summary: torch.Tensor  # [T, 2D] general-encoder summary vectors
+    performance: torch.Tensor  # [T, M] ground truth, NaN where unmeasured
+
+
+def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
+           task_kinds: list[str], summary: torch.Tensor, performance: torch.Tensor) -> Path:
+    """Writes the folder atomically (a temporary sibling renamed into place, replacing an older export)."""
+    folder = Path(folder)
+    if [m.name for m in zoo.models] != config.models:
+        raise ExportError("the zoo's model order differs from the config's; export the zoo the ranker was built for")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    (tmp / "zoo.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(zoo)))
+    meta = {"task_ids": json.dumps(task_ids), "task_kinds": json.dumps(task_kinds)}
+    save_file({"summary": summary.float().contiguous(), "performance": performance.float().contiguous()},
+              tmp / "tasks.safetensors", metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.iterdir():  # mkdtemp and safetensors write owner-only; an export is shared like any other file
+        os.chmod(path, 0o666 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _zoo_mismatch(trained: Manifest, given: Manifest) -> str:
+    """Empty when both zoos list the same models, in the same order, with the same weight hashes."""
+    a = [(m.name, m.weights_sha256) for m in trained.models]
+    b = [(m.name, m.weights_sha256) for m in given.models]
+    if a == b:
+        return ""
+    names_a, names_b = [n for n, _ in a], [n for n, _ in b]
+    problems = []
+    if set(names_a) - set(names_b):
+        problems.append(f"missing from the given zoo: {sorted(set(names_a) - set(names_b))}")
+    if set(names_b) - set(names_a):
+        problems.append(f"not in the trained zoo: {sorted(set(names_b) - set(names_a))}")
+    changed = sorted(n for n, h in a if n in names_b and dict(b)[n] != h)
+    if changed:
+        problems.append(f"other weights: {changed}")
+    return "; ".join(problems) or "the same models in another order"
+
+
+def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT_MANIFEST) -> Exported:
+    """Loads an exported folder for the zoo in ``manifest``.
+
+    Raises:
+        ExportError: a file is missing, or the checkpoint was trained on another zoo.
+    """
+    folder = Path(folder)
+    absent = [f for f in FILES if not (folder / f).is_file()]
+    if absent:
+        raise ExportError(f"{folder} is not an exported ranker (missing {absent}); pass a folder written by train.py")
+    config: ExportConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(ExportConfig), OmegaConf.load(folder / "config.yaml")))
+    trained = load_manifest(folder / "zoo.yaml")
+    given = load_manifest(manifest)
+    mismatch = _zoo_mismatch(trained, given)
+    if mismatch:
+        raise ExportError(f"checkpoint {folder} was trained on zoo {trained.name!r}, not on the zoo in {manifest} "
+                          f"({mismatch}); pass a checkpoint trained on this zoo, or train one with train.py")
+    net = Ranker(config.dims, config.run.model)
+    net.load_state_dict(load_file(folder / "model.safetensors"))
+    net.eval()
+    with safe_open(folder / "tasks.safetensors", "pt") as f:
+        meta = f.metadata()
+        summary, performance = f.get_tensor("summary"), f.get_tensor("performance")
+    return Exported(net, config, trained, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]), summary,
+                    performance)

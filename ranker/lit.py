@@ -1,0 +1,195 @@
+"""Lightning glue: episodes of historical tasks (a DataModule) and the listwise training of the ranker.
+
+An episode is one historical task: its general-encoder class prototypes, every zoo model's own prototypes
+(for PTM-specific tokens) and its ground-truth vector over the zoo, taken from the first kind in
+``data.target_kinds`` that measured at least two models of that task (kinds are never mixed within a task:
+probe accuracies, fine-tuning accuracies and proxy scores live on different scales). Unmeasured models are NaN
+and masked out of the loss and the metrics.
+
+In training every episode, with probability ``optim.specific_prob``, gives PTM-specific tokens to k ~ U[0, M]
+random models, so that one network learns both to rank (no specific tokens) and to re-rank (Model Spider).
+Validation scores the held-out tasks without specific tokens (``val/wtau``, the checkpoint monitor) and with
+them for every model (``val/wtau_specific``, the most re-ranking could give).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ranker import benchmark as bm
+from ranker import losses
+from ranker.config import RunConfig
+from ranker.metrics import NDCG, KendallTau, Top1Regret, WeightedTau
+from ranker.model import Ranker, RankerDims
+
+
+@dataclass
+class Episode:
+    """One historical task as the ranker sees it."""
+
+    task: str  # task id in the benchmark
+    kind: str  # history kind of ``target``
+    prototypes: torch.Tensor  # general-encoder class prototypes [C, D] float32
+    specific: torch.Tensor  # each model's own prototypes [M, C, D_max] float16, zero-padded; zero if absent
+    has_specific: torch.Tensor  # [M] bool: the model's prototypes are in the benchmark's model_stats
+    target: torch.Tensor  # ground truth [M] float32 over the zoo, NaN where unmeasured
+
+
+def ranker_dims(bench: bm.Benchmark) -> RankerDims:
+    """The ranker's shape for a benchmark's zoo and general encoder."""
+    prototypes = next(iter(bench.task_stats().values()))[0]
+    return RankerDims(len(bench.models), prototypes.shape[1], [e.feature_dim for e in bench.entries.values()])
+
+
+def load_episodes(bench: bm.Benchmark, task_ids: list[str], target_kinds: list[str]) -> list[Episode]:
+    """Episodes of ``task_ids`` in that order.
+
+    Raises:
+        ValueError: a task has no kind of ``target_kinds`` with ground truth for two models or more.
+    """
+    stats, own, models = bench.task_stats(), bench.model_stats(), bench.models
+    width = max(e.feature_dim for e in bench.entries.values())
+    episodes, missing = [], []
+    for task in task_ids:
+        for kind in target_kinds:
+            _, _, row = bench.history.matrix(kind, [task], models)
+            if np.isfinite(row).sum() >= 2:
+                break
+        else:
+            missing.append(task)
+            continue
+        prototypes = stats[task][0].float()
+        specific = torch.zeros(len(models), prototypes.shape[0], width, dtype=torch.float16)
+        for m, model in enumerate(models):
+            if model in own[task]:
+                specific[m, :, : own[task][model].shape[1]] = own[task][model]
+        has = torch.tensor([model in own[task] for model in models])
+        episodes.append(Episode(task, kind, prototypes, specific, has, torch.as_tensor(row[0], dtype=torch.float32)))
+    if missing:
+        raise ValueError(f"tasks {missing} have no ground truth of kinds {target_kinds} for two models or more; "
+                         f"build it with `python -m data.build_history --benchmark {bench.config.name} --kind ...`")
+    return episodes
+
+
+def collate(episodes: list[Episode]) -> dict[str, torch.Tensor]:
+    """Pads a list of episodes to the batch's largest class count: ``prototypes [B, C, D]``, ``class_mask [B, C]``,
+    ``specific [B, M, C, D_max]`` float32, ``has_specific [B, M]``, ``target [B, M]``."""
+    c = max(e.prototypes.shape[0] for e in episodes)
+    b, (m, _, width), d = len(episodes), episodes[0].specific.shape, episodes[0].prototypes.shape[1]
+    batch = {
+        "prototypes": torch.zeros(b, c, d),
+        "class_mask": torch.zeros(b, c, dtype=torch.bool),
+        "specific": torch.zeros(b, m, c, width),
+        "has_specific": torch.stack([e.has_specific for e in episodes]),
+        "target": torch.stack([e.target for e in episodes]),
+    }
+    for i, e in enumerate(episodes):
+        n = e.prototypes.shape[0]
+        batch["prototypes"][i, :n] = e.prototypes
+        batch["class_mask"][i, :n] = True
+        batch["specific"][i, :, :n] = e.specific.float()
+    return batch
+
+
+class _Padded(torch.utils.data.Dataset):
+    """Episodes padded once (``collate``) to their largest class count; item i is row i of every tensor."""
+
+    def __init__(self, episodes: list[Episode]) -> None:
+        self.tensors = collate(episodes)
+
+    def __len__(self) -> int:
+        return len(self.tensors["target"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+class EpisodeDataModule(L.LightningDataModule):
+    """Training episodes: the benchmark's training-role tasks minus ``data.val_tasks``; validation: those."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.data
+        self.bench = bm.load_benchmark(self.cfg.benchmark)
+        train_ids = self.bench.task_ids("train")
+        wrong = [t for t in self.cfg.val_tasks if t not in train_ids]
+        if wrong:
+            raise ValueError(f"data.val_tasks {wrong} are not training-role tasks of benchmark "
+                             f"{self.bench.config.name!r}; test tasks never take part in training or model choice")
+        self.train_ids = [t for t in train_ids if t not in self.cfg.val_tasks]
+        self.dims = ranker_dims(self.bench)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_episodes = load_episodes(self.bench, self.train_ids, self.cfg.target_kinds)
+        self.val_episodes = load_episodes(self.bench, self.cfg.val_tasks, self.cfg.target_kinds)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Padded(self.train_episodes), batch_size=self.cfg.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Padded(self.val_episodes), batch_size=self.cfg.batch_size)
+
+
+def _metrics(prefix: str) -> torch.nn.ModuleDict:
+    metrics = {"wtau": WeightedTau("rank_none"), "wtau_sym": WeightedTau("symmetric"), "kendall": KendallTau(),
+               "ndcg3": NDCG(k=3), "regret": Top1Regret()}
+    return torch.nn.ModuleDict({prefix + name: metric for name, metric in metrics.items()})
+
+
+class RankerModule(L.LightningModule):
+    """Trains :class:`~ranker.model.Ranker` with a listwise loss on episodes; validates with ranking metrics."""
+
+    def __init__(self, cfg: RunConfig, dims: RankerDims) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = Ranker(dims, cfg.model)
+        self.loss = losses.get(cfg.optim.loss)
+        self.plain_metrics, self.specific_metrics = _metrics(""), _metrics("specific_")
+
+    def _specific_draw(self, has_specific: torch.Tensor) -> torch.Tensor:
+        """Per episode (with probability ``specific_prob``): k ~ U[0, M] random models among those with prototypes."""
+        b, m = has_specific.shape
+        k = torch.randint(0, m + 1, (b, 1), device=has_specific.device)
+        k = k * (torch.rand(b, 1, device=has_specific.device) < self.cfg.optim.specific_prob)
+        order = torch.rand(b, m, device=has_specific.device).argsort(1).argsort(1)  # a random rank per model
+        return (order < k) & has_specific
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        mask = self._specific_draw(batch["has_specific"])
+        scores = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], mask)
+        loss = self.loss(scores, batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        plain = self.net(batch["prototypes"], batch["class_mask"])
+        specific = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], batch["has_specific"])
+        self.log("val/loss", self.loss(plain, batch["target"]), batch_size=len(plain))
+        for metrics, scores in ((self.plain_metrics, plain), (self.specific_metrics, specific)):
+            for name, metric in metrics.items():
+                metric.update(scores, batch["target"])
+                self.log(f"val/{name}", metric, prog_bar=name == "wtau", batch_size=len(scores))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.weight_decay)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@torch.no_grad()
+def rerank_sweep(net: Ranker, episodes: list[Episode]) -> list[float]:
+    """Mean weighted tau (rank=None) over ``episodes`` of the re-ranked scores for each depth k = 0..M."""
+    batch = collate(episodes)
+    metric = WeightedTau("rank_none")
+    taus = []
+    for k in range(batch["target"].shape[1] + 1):
+        metric.reset()
+        metric.update(net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k), batch["target"])
+        taus.append(float(metric.compute()))
+    return taus

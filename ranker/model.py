@@ -1,0 +1,172 @@
+"""The learned ranker (plain torch): model tokens, a transformer task tokenizer and an attention fitness head.
+
+After Model Spider (Zhang et al., NeurIPS 2023): every PTM of the zoo has a learned token; a task is tokenized
+from the class prototypes of a frozen general encoder (projected to the token width, then a transformer encoder
+lets classes see each other); one attention block lets each PTM token attend over [itself; the task tokens;
+optionally its PTM-specific tokens] and a LayerNorm + linear layer reads the score off the PTM token.
+PTM-specific tokens are that PTM's own class prototypes through a linear map of its own: they cost a forward
+pass of the PTM over the data, so at inference only the top-k models get them (re-ranking).
+
+Shapes: B tasks, C classes (padded to the batch's largest task), M zoo models, D the general encoder's width,
+D_m model m's width (padded to the widest member; the padding is zeros and meets zero weights).
+
+Example:
+    >>> net = Ranker(RankerDims(num_models=18, general_dim=1280, model_dims=[64] * 18))
+    >>> net(torch.randn(2, 5, 1280), torch.ones(2, 5, dtype=torch.bool)).shape
+    torch.Size([2, 18])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Widths and depths of the ranker; the defaults train on 2 CPU cores in minutes."""
+
+    dim: int = 64  # token width shared by model tokens, task tokens and PTM-specific tokens
+    tokenizer_depth: int = 1  # transformer encoder layers of the task tokenizer
+    tokenizer_heads: int = 2  # attention heads of each tokenizer layer (must divide dim)
+    head_heads: int = 1  # attention heads of the fitness head (Model Spider: 1)
+    dropout: float = 0.1  # dropout in the tokenizer and on the fitness head's attention
+
+
+@dataclass
+class RankerDims:
+    """What the weights' shapes depend on besides ModelConfig: the zoo and the general encoder."""
+
+    num_models: int  # zoo size M
+    general_dim: int  # width D of the general encoder's features
+    model_dims: list[int] = field(default_factory=list)  # width D_m of each zoo member's features, in zoo order
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Scales each vector to unit L2 norm (zero padding does not change a norm), so widths and scales compare."""
+    return F.normalize(x, dim=-1, eps=1e-8)
+
+
+class ModelTokens(nn.Module):
+    """One learned token per zoo member."""
+
+    def __init__(self, num_models: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_models, dim) * 0.02)
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+class TaskTokenizer(nn.Module):
+    """Class prototypes ``[B, C, D]`` → task tokens ``[B, C, dim]``: unit-normalize, project, transformer encoder.
+
+    Padded classes (``class_mask`` False) are masked out of attention; their output tokens are meaningless.
+    """
+
+    def __init__(self, general_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.project = nn.Linear(general_dim, cfg.dim)
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.tokenizer_heads, dim_feedforward=2 * cfg.dim,
+                                           dropout=cfg.dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.tokenizer_depth, enable_nested_tensor=False)
+
+    def forward(self, prototypes: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.project(_unit(prototypes)), src_key_padding_mask=~class_mask)
+
+
+class SpecificProjection(nn.Module):
+    """A linear map per zoo member from its own width to ``dim``: ``[B, M, C, D_max]`` → ``[B, M, C, dim]``.
+
+    Member m reads only the first ``model_dims[m]`` features of its slot (the rest is padding).
+    """
+
+    def __init__(self, model_dims: list[int], dim: int) -> None:
+        super().__init__()
+        self.maps = nn.ModuleList(nn.Linear(d, dim) for d in model_dims)
+
+    def forward(self, prototypes: torch.Tensor) -> torch.Tensor:
+        prototypes = _unit(prototypes)
+        return torch.stack([f(prototypes[:, m, :, : f.in_features]) for m, f in enumerate(self.maps)], 1)
+
+
+class FitnessHead(nn.Module):
+    """One attention block (no feed-forward): each model token attends over [itself; task tokens; its specific
+    tokens], then LayerNorm of the residual and a linear layer give one score per (task, model)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(cfg.dim, cfg.head_heads, dropout=cfg.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.score = nn.Linear(cfg.dim, 1)
+
+    def forward(self, model_tokens: torch.Tensor, task_tokens: torch.Tensor, class_mask: torch.Tensor,
+                specific: torch.Tensor | None = None, specific_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, M]``.
+
+        Args:
+            model_tokens: ``[M, dim]``.
+            task_tokens: ``[B, C, dim]``; ``class_mask`` ``[B, C]`` is True for real classes.
+            specific: ``[B, M, C, dim]`` projected PTM-specific prototypes, or None.
+            specific_mask: ``[B, M]``, True where model m has specific tokens for task b.
+        """
+        (b, c, dim), m = task_tokens.shape, model_tokens.shape[0]
+        query = model_tokens.expand(b, m, dim).reshape(b * m, 1, dim)
+        keys = [query, task_tokens[:, None].expand(b, m, c, dim).reshape(b * m, c, dim)]
+        valid = [torch.ones(b * m, 1, dtype=torch.bool, device=query.device),
+                 class_mask[:, None].expand(b, m, c).reshape(b * m, c)]
+        if specific is not None:
+            keys.append(specific.reshape(b * m, c, dim))
+            valid.append((class_mask[:, None] & specific_mask[..., None]).reshape(b * m, c))
+        keys = torch.cat(keys, 1)
+        attended, _ = self.attention(query, keys, keys, key_padding_mask=~torch.cat(valid, 1), need_weights=False)
+        return self.score(self.norm(query + attended)).view(b, m)
+
+
+class Ranker(nn.Module):
+    """Scores every zoo model for a batch of tasks in one call."""
+
+    def __init__(self, dims: RankerDims, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or ModelConfig()
+        if len(dims.model_dims) != dims.num_models:
+            raise ValueError(f"model_dims has {len(dims.model_dims)} widths for {dims.num_models} models")
+        self.dims, self.cfg = dims, cfg
+        self.tokens = ModelTokens(dims.num_models, cfg.dim)
+        self.tokenizer = TaskTokenizer(dims.general_dim, cfg)
+        self.specific = SpecificProjection(dims.model_dims, cfg.dim)
+        self.head = FitnessHead(cfg)
+
+    def forward(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor | None = None,
+                specific_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, M]`` (higher = better).
+
+        Args:
+            prototypes: general-encoder class prototypes ``[B, C, D]``.
+            class_mask: ``[B, C]``, True for real (not padded) classes.
+            specific: each model's own class prototypes ``[B, M, C, D_max]`` (zero where absent), or None.
+            specific_mask: ``[B, M]``, True where ``specific`` holds model m's prototypes for task b.
+        """
+        task_tokens = self.tokenizer(prototypes, class_mask)
+        projected = None if specific is None else self.specific(specific)
+        return self.head(self.tokens(), task_tokens, class_mask, projected, specific_mask)
+
+    @torch.no_grad()
+    def rerank(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor,
+               k: int) -> torch.Tensor:
+        """Final scores ``[B, M]`` after re-ranking: the top ``k`` models by the plain score are re-scored with
+        their specific tokens and keep the top ``k`` places in that new order; the others keep their plain
+        order below them. Only the top ``k`` models' entries of ``specific`` are read (a caller computes just
+        those). The returned values are comparable within a task only."""
+        plain = self(prototypes, class_mask)
+        if k == 0:
+            return plain
+        top = plain.topk(min(k, plain.shape[1]), dim=1).indices
+        specific_mask = torch.zeros_like(plain, dtype=torch.bool).scatter_(1, top, True)
+        rescored = self(prototypes, class_mask, specific * specific_mask[..., None, None], specific_mask)
+        # top-k first, ordered by the re-scored value; the rest below the lowest of them, in their plain order
+        floor = rescored.masked_fill(~specific_mask, float("inf")).min(1, keepdim=True).values
+        return torch.where(specific_mask, rescored, floor - 1 - (plain.max(1, keepdim=True).values - plain))

@@ -1,0 +1,153 @@
+"""The learned ranker: model invariances, training on the embedded benchmark, export round trip, zoo checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import train
+from ranker import export, lit, losses
+from ranker.config import CONFIGS_DIR, RunConfig, load_run_config
+from ranker.model import ModelConfig, Ranker, RankerDims
+from ranker.zoo import DEFAULT_MANIFEST, load_manifest
+
+
+def _net(models: int = 4, dims: tuple[int, ...] = (8, 16, 8, 12), general: int = 10) -> Ranker:
+    torch.manual_seed(0)
+    return Ranker(RankerDims(models, general, list(dims)), ModelConfig(dim=16, dropout=0.0)).eval()
+
+
+def test_scores_ignore_class_order_and_padding() -> None:
+    net = _net()
+    protos = torch.randn(1, 3, 10)
+    scores = net(protos, torch.ones(1, 3, dtype=torch.bool))
+    shuffled = net(protos[:, [2, 0, 1]], torch.ones(1, 3, dtype=torch.bool))
+    padded = net(torch.cat([protos, torch.randn(1, 2, 10)], 1), torch.tensor([[True, True, True, False, False]]))
+    assert scores.shape == (1, 4)
+    torch.testing.assert_close(shuffled, scores)
+    torch.testing.assert_close(padded, scores)
+
+
+def test_specific_tokens_change_only_their_models_score() -> None:
+    net = _net()
+    protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
+    specific = torch.randn(2, 4, 3, 16)
+    has = torch.tensor([[False, True, False, False], [False, False, False, False]])
+    plain, enriched = net(protos, mask), net(protos, mask, specific, has)
+    changed = (plain - enriched).abs() > 1e-6
+    assert changed.tolist() == has.tolist()
+
+
+def test_rerank_reorders_only_the_top_k() -> None:
+    net = _net(models=6, dims=(8,) * 6)
+    protos, mask = torch.randn(3, 4, 10), torch.ones(3, 4, dtype=torch.bool)
+    specific = torch.randn(3, 6, 4, 8)
+    with torch.no_grad():  # as rerank runs (eval mode without autograd takes PyTorch's fused attention path)
+        plain = net(protos, mask)
+        full = net(protos, mask, specific, torch.ones(3, 6, dtype=torch.bool))
+    assert torch.equal(net.rerank(protos, mask, specific, 0), plain)
+    final = net.rerank(protos, mask, specific, 2)
+    for b in range(3):
+        top = plain[b].topk(2).indices
+        order = final[b].argsort(descending=True)
+        assert set(order[:2].tolist()) == set(top.tolist())  # the same two models stay on top ...
+        assert order[0] == top[full[b, top].argmax()]  # ... in the order their specific tokens give
+        rest = [i for i in plain[b].argsort(descending=True).tolist() if i not in top.tolist()]
+        assert order[2:].tolist() == rest  # the others keep their plain order
+
+
+def test_every_shipped_train_yaml_matches_the_config_classes() -> None:
+    for path in sorted((CONFIGS_DIR / "train").glob("*.yaml")):
+        cfg = load_run_config(path, ["model.dim=32", "trainer.max_epochs=2"])
+        assert isinstance(cfg, RunConfig) and cfg.model.dim == 32 and cfg.trainer.max_epochs == 2
+    with pytest.raises(Exception, match="nonexistent"):
+        load_run_config(overrides=["model.nonexistent=1"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, float, float]:
+    """A short run of train.py's fit on the embedded benchmark: config, export folder, loss before and after."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = load_run_config(overrides=[f"out_dir={root}/runs", f"export_dir={root}/ckpt", "name=t",
+                                     "trainer.max_epochs=16", "trainer.check_val_every_n_epoch=8", "optim.lr=3e-3",
+                                     "trainer.accelerator=cpu"])
+    data = lit.EpisodeDataModule(cfg)
+    data.setup()
+    batch = lit.collate(data.train_episodes)
+
+    def loss(net: Ranker) -> float:
+        with torch.no_grad():
+            return float(losses.get(cfg.optim.loss)(net.eval()(batch["prototypes"], batch["class_mask"]),
+                                                    batch["target"]))
+
+    train.L.seed_everything(cfg.seed)  # fit seeds the same way before it builds the module
+    before = loss(lit.RankerModule(cfg, data.dims).net)
+    folder = train.fit(cfg, data)
+    after = loss(export.load(folder).net)
+    return cfg, folder, before, after
+
+
+def test_training_on_the_benchmark_lowers_the_loss_and_exports(trained) -> None:
+    cfg, folder, before, after = trained
+    assert after < before - 0.5, (before, after)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(export.FILES)
+    saved = OmegaConf.load(Path(cfg.out_dir) / cfg.name / "config.yaml")
+    assert saved.trainer.max_epochs == 16 and saved.optim.lr == 3e-3  # the resolved config beside the run
+    exported = export.load(folder)
+    assert 0 <= exported.config.rerank_k <= len(exported.config.models)
+    assert exported.task_ids == lit.EpisodeDataModule(cfg).train_ids + cfg.data.val_tasks
+    assert exported.summary.shape[0] == exported.performance.shape[0] == len(exported.task_ids)
+
+
+def test_export_then_load_gives_identical_scores(tmp_path: Path) -> None:
+    zoo = load_manifest(DEFAULT_MANIFEST)
+    dims = RankerDims(len(zoo.models), 24, [m.feature_dim for m in zoo.models])
+    torch.manual_seed(1)
+    net = Ranker(dims, ModelConfig(dim=16)).eval()
+    config = export.ExportConfig(dims=dims, models=[m.name for m in zoo.models], general_encoder="mobilenetv2_100",
+                                 rerank_k=3, run=RunConfig(model=ModelConfig(dim=16)))
+    folder = export.export(tmp_path / "ck", net, config, zoo, ["a", "b"], ["linear_probe"] * 2, torch.randn(2, 48),
+                           torch.randn(2, len(zoo.models)))
+    loaded = export.load(folder)
+    protos, mask = torch.randn(2, 5, 24), torch.ones(2, 5, dtype=torch.bool)
+    specific = torch.randn(2, len(zoo.models), 5, max(dims.model_dims))
+    with torch.no_grad():
+        assert torch.equal(loaded.net(protos, mask), net(protos, mask))
+        assert torch.equal(loaded.net.rerank(protos, mask, specific, 3), net.rerank(protos, mask, specific, 3))
+    assert loaded.task_ids == ["a", "b"] and loaded.config.rerank_k == 3
+    assert not list(tmp_path.glob(".ck.*"))  # the temporary folder was renamed into place
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda m: m.models.pop(), "missing from the given zoo"),
+    (lambda m: setattr(m.models[0], "weights_sha256", "0" * 64), "other weights"),
+    (lambda m: m.models.reverse(), "another order"),
+])
+def test_a_checkpoint_from_another_zoo_is_refused(tmp_path: Path, change, needle: str) -> None:
+    zoo = load_manifest(DEFAULT_MANIFEST)
+    dims = RankerDims(len(zoo.models), 8, [m.feature_dim for m in zoo.models])
+    config = export.ExportConfig(dims=dims, models=[m.name for m in zoo.models], general_encoder="mobilenetv2_100")
+    folder = export.export(tmp_path / "ck", Ranker(dims), config, zoo, [], [], torch.zeros(0, 16),
+                           torch.zeros(0, len(zoo.models)))
+    other = load_manifest(DEFAULT_MANIFEST)
+    change(other)
+    OmegaConf.save(OmegaConf.structured(other), tmp_path / "other.yaml")
+    with pytest.raises(export.ExportError, match=needle):
+        export.load(folder, tmp_path / "other.yaml")
+    with pytest.raises(export.ExportError, match="not an exported ranker"):
+        export.load(tmp_path)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["model.nonexistent=1"], "nonexistent"),
+    (["model.dim=wide"], "dim"),
+    (["data.val_tasks=[digits-10way]"], "not training-role tasks"),
+    (["data.benchmark=nope"], "no benchmark 'nope'"),
+])
+def test_train_cli_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, capsys) -> None:
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: ") and needle in err and "\n" not in err
