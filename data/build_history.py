@@ -155,8 +155,9 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     mine = [(s, m) for s in specs for m in bench.models][index::count]
     done = _done_store(bench.root)
     todo = [(s, m) for s, m in mine if (s.id, m, kind) not in done and (models is None or m in models)]
-    # Model-major order: each extractor is built once and its pools' features are read once.
-    todo.sort(key=lambda pair: bench.models.index(pair[1]))
+    if kind == "linear_probe":  # model-major: each extractor is built once and its pools' features are read once
+        todo.sort(key=lambda pair: bench.models.index(pair[1]))
+    # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
     entries = bench.entries
     extractor, measured = None, 0
     for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):

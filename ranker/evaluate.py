@@ -3,8 +3,9 @@
 For each test task the training part is embedded by every zoo model (timed, in a fresh temporary cache, so
 extraction cost is real), every transferability estimator scores every model on those features, and the
 scores over the zoo are compared with the fine-tuning accuracies: weighted Kendall tau in both variants
-(``ranker.metrics``) and top-1 regret, averaged over tasks. ``prior`` ranks by mean linear-probe accuracy on
-the training tasks (the same ranking for every task); it is the floor a learned ranker must beat. An estimator
+(``ranker.metrics``) and top-1 regret, averaged over tasks. ``prior`` ranks by mean historical accuracy on
+the training tasks (fine-tuning where every model has some, else linear probe; the JSON's ``prior_kind`` says
+which): the same ranking for every task, the floor a learned ranker must beat. An estimator
 that raises on a degenerate (task, model) is listed under ``failures`` and that task is left out of its means
 (``n_tasks`` says over how many tasks each method was averaged).
 
@@ -37,6 +38,7 @@ from ranker import export, features, lit, transfer, zoo
 from ranker.metrics import top1_regret, weighted_tau
 
 NEEDS_SOURCE_HEAD = ("leep", "nce")
+PRIOR_KINDS = ("finetune", "linear_probe")  # the prior averages the first kind measured for every model
 
 
 @torch.inference_mode()
@@ -170,14 +172,18 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         for name, (ranked, ranked_seconds, ranked_extraction) in runs.items():
             scores[name] = ranked
             methods[name] = _summary(gt, ranked, ranked_seconds, ranked_extraction)
-    _, _, probe = bench.history.matrix("linear_probe", bench.task_ids("train"), models)
-    if probe.size and not np.isnan(probe).all(axis=0).any():
-        prior = np.tile(np.nanmean(probe, axis=0), (len(test), 1))
-        methods["prior"] = _summary(gt, prior, np.zeros(len(test)), np.zeros(len(test)))
+    prior_kind = None
+    for kind in PRIOR_KINDS:
+        _, _, past = bench.history.matrix(kind, bench.task_ids("train"), models)
+        if past.size and not np.isnan(past).all(axis=0).any():
+            prior_kind, scores["prior"] = kind, np.tile(np.nanmean(past, axis=0), (len(test), 1))
+            methods["prior"] = _summary(gt, scores["prior"], np.zeros(len(test)), np.zeros(len(test)))
+            break
     else:
-        skipped["prior"] = "needs linear-probe history of every model on training tasks"
+        skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     return {
         "benchmark": bench.config.name,
+        "prior_kind": prior_kind,
         "n_test_tasks": len(test),
         "n_models": len(models),
         "methods": methods,
@@ -186,7 +192,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         "per_task": {
             name: {t.id: weighted_tau(g, s) for t, g, s in zip(test, gt, scores[name], strict=True)
                    if not np.isnan(s).any()}
-            for name in methods if name != "prior"
+            for name in methods
         },
     }
 
@@ -201,7 +207,8 @@ def markdown(result: dict) -> str:
         f"data/benchmarks/{result['benchmark']}/EVALUATION.md --plot data/benchmarks/{result['benchmark']}/"
         "evaluation.png`. Ground truth: `finetune` accuracy. "
         "wtau: mean over tasks of `scipy.stats.weightedtau(gt, score, rank=None)` (Model Spider's table); "
-        "wtau_sym: scipy's default weighting; regret: best accuracy minus that of the top-ranked model (points).",
+        "wtau_sym: scipy's default weighting; regret: best accuracy minus that of the top-ranked model (points). "
+        f"prior: mean {result['prior_kind'] or '(none)'} accuracy of each model on the training tasks.",
         "",
         "| method | wtau | wtau_sym | regret | s/task (features given) | s/task (incl. extraction, all models) "
         "| tasks |",

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ranker import benchmark as bm
 from ranker import losses
 from ranker.config import RunConfig
-from ranker.metrics import NDCG, KendallTau, Top1Regret, WeightedTau
+from ranker.metrics import NDCG, KendallTau, Top1Regret, WeightedTau, weighted_tau
 from ranker.model import Ranker, RankerDims
 
 
@@ -169,7 +169,7 @@ class RankerModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         plain = self.net(batch["prototypes"], batch["class_mask"])
         specific = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], batch["has_specific"])
-        self.log("val/loss", self.loss(plain, batch["target"]), batch_size=len(plain))
+        self.log("val/loss", self.loss(plain, batch["target"]), batch_size=len(plain), sync_dist=True)
         for metrics, scores in ((self.plain_metrics, plain), (self.specific_metrics, specific)):
             for name, metric in metrics.items():
                 metric.update(scores, batch["target"])
@@ -184,12 +184,12 @@ class RankerModule(L.LightningModule):
 
 @torch.no_grad()
 def rerank_sweep(net: Ranker, episodes: list[Episode]) -> list[float]:
-    """Mean weighted tau (rank=None) over ``episodes`` of the re-ranked scores for each depth k = 0..M."""
+    """Mean weighted tau (rank=None) over ``episodes`` of the re-ranked scores for each depth k = 0..M (computed
+    in this process alone: after a DDP fit only rank 0 calls it)."""
     batch = collate(episodes)
-    metric = WeightedTau("rank_none")
     taus = []
     for k in range(batch["target"].shape[1] + 1):
-        metric.reset()
-        metric.update(net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k), batch["target"])
-        taus.append(float(metric.compute()))
+        scores = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k)
+        taus.append(float(np.mean([weighted_tau(g, s) for g, s in zip(batch["target"].numpy(), scores.numpy(),
+                                                                       strict=True)])))
     return taus

@@ -61,6 +61,7 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank"}  # the shipped ranker: another zoo
     assert "offline-default" in result["skipped"]["ranker"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
+    assert result["prior_kind"] == "linear_probe"
     assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)
     for m in result["methods"].values():
         assert -1 <= m["wtau"] <= 1 and m["regret"] in (0.0, 20.0) and m["seconds_per_task"] >= 0
@@ -93,11 +94,21 @@ def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs
     assert set(result["per_task"]["ranker"]) == {"d2-inv"}
 
 
+def test_the_prior_prefers_training_task_finetune_history_to_probes(tiny_bench: bm.Benchmark) -> None:
+    _ground_truth(tiny_bench)
+    for model, ft in zip(tiny_bench.models, (50.0, 60.0), strict=True):  # fine-tuning history says the opposite
+        tiny_bench.history.add(Record("d3", model, "finetune", "top1_accuracy", ft))
+    tiny_bench.history.save(tiny_bench.root / "history.csv")
+    result = evaluate.evaluate(str(tiny_bench.root), ["logme"])
+    assert result["prior_kind"] == "finetune"
+    assert result["methods"]["prior"]["wtau"] == pytest.approx(-1.0) and result["methods"]["prior"]["regret"] == 20.0
+
+
 def test_leep_and_nce_run_on_a_zoo_whose_members_ship_heads(headed_bench: bm.Benchmark) -> None:
     _ground_truth(headed_bench, probe=False)
     result = evaluate.evaluate(str(headed_bench.root), ["leep", "nce", "logme"])
     assert set(result["methods"]) == {"leep", "nce", "logme"}
-    assert result["skipped"]["prior"] == "needs linear-probe history of every model on training tasks"
+    assert result["skipped"]["prior"] == "needs finetune or linear-probe history of every model on training tasks"
     for name in ("leep", "nce"):
         assert result["methods"][name]["seconds_per_task"] > 0 and result["methods"][name]["n_tasks"] == 1
 
