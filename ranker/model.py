@@ -150,6 +150,8 @@ class Ranker(nn.Module):
             specific: each model's own class prototypes ``[B, M, C, D_max]`` (zero where absent), or None.
             specific_mask: ``[B, M]``, True where ``specific`` holds model m's prototypes for task b.
         """
+        if (specific is None) != (specific_mask is None):
+            raise ValueError("pass specific and specific_mask together, or neither")
         task_tokens = self.tokenizer(prototypes, class_mask)
         projected = None if specific is None else self.specific(specific)
         return self.head(self.tokens(), task_tokens, class_mask, projected, specific_mask)

@@ -178,3 +178,13 @@ def test_training_resumes_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     train.fit(resumed, data)
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == 3 and state["global_step"] == 4 * len(data.train_dataloader())
+
+
+def test_the_shipped_checkpoint_loads_for_the_default_zoo_and_ranks_a_test_task() -> None:
+    shipped = export.load()
+    bench = lit.bm.load_benchmark()
+    assert shipped.config.models == bench.models and shipped.config.general_encoder == bench.config.general_encoder
+    assert set(shipped.task_ids) == set(bench.task_ids("train"))  # trained on training tasks only
+    batch = lit.collate(lit.load_episodes(bench, ["digits-10way"], ["finetune"]))
+    scores = shipped.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], shipped.config.rerank_k)
+    assert scores.shape == (1, len(bench.models)) and torch.isfinite(scores).all()
