@@ -9,6 +9,10 @@ which): the same ranking for every task, the floor a learned ranker must beat. A
 that raises on a degenerate (task, model) is listed under ``failures`` and that task is left out of its means
 (``n_tasks`` says over how many tasks each method was averaged).
 
+The learned ranker (an exported checkpoint, ``--checkpoint``) is evaluated as ``ranker`` (general-encoder
+prototypes only) and ``ranker_rerank`` (its top k re-scored with their own prototypes, k from the checkpoint);
+their extraction seconds are the general encoder's and, for re-ranking, those of the top-k models.
+
 LEEP and NCE need the source model's class probabilities, so they are evaluated only when every zoo model
 ships a classification head (their seconds include that head's forward pass); otherwise the JSON says why
 they were skipped.
@@ -122,7 +126,9 @@ def _ranker_runs(bench: bm.Benchmark, exported: export.Exported, test: list[bm.T
             ranked = exported.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth)[0]
             seconds[i] = time.perf_counter() - start
             scores[i] = ranked.numpy()
-            plain_top = set(exported.net(batch["prototypes"], batch["class_mask"])[0].topk(depth).indices.tolist())
+            with torch.no_grad():  # the same (fused) path as rerank's own plain pass
+                plain = exported.net(batch["prototypes"], batch["class_mask"])[0]
+            plain_top = set(plain.topk(depth).indices.tolist())
             needed[i] = extraction[i, sorted(plain_top | {general})].sum()
         out[name] = (scores, seconds, needed)
     return out

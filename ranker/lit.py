@@ -117,6 +117,9 @@ class EpisodeDataModule(L.LightningDataModule):
         self.cfg = cfg.data
         self.bench = bm.load_benchmark(self.cfg.benchmark)
         train_ids = self.bench.task_ids("train")
+        if not self.cfg.val_tasks:
+            raise ValueError("data.val_tasks is empty; name training-role tasks to hold out (they pick the "
+                             "checkpoint and the re-ranking depth k)")
         wrong = [t for t in self.cfg.val_tasks if t not in train_ids]
         if wrong:
             raise ValueError(f"data.val_tasks {wrong} are not training-role tasks of benchmark "

@@ -148,6 +148,7 @@ def test_a_checkpoint_from_another_zoo_is_refused(tmp_path: Path, change, needle
     (["model.dim=wide"], "dim"),
     (["data.val_tasks=[digits-10way]"], "not training-role tasks"),
     (["data.benchmark=nope"], "no benchmark 'nope'"),
+    (["data.val_tasks=[]"], "data.val_tasks is empty"),
 ])
 def test_train_cli_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, capsys) -> None:
     assert train.main(args) == 2
