@@ -162,7 +162,7 @@ class Ranker(nn.Module):
         """Final scores ``[B, M]`` after re-ranking: the top ``k`` models by the plain score are re-scored with
         their specific tokens and keep the top ``k`` places in that new order; the others keep their plain
         order below them. Only the top ``k`` models' entries of ``specific`` are read (a caller computes just
-        those). The returned values are comparable within a task only."""
+        those). The returned values are comparable within a task only. Call it in eval mode (no dropout)."""
         plain = self(prototypes, class_mask)
         if k == 0:
             return plain
