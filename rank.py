@@ -1,69 +1,124 @@
-"""Ranks the model zoo for a labelled image dataset.
+"""Ranks the model zoo for labelled image datasets: which pre-trained models to fine-tune, best first.
 
-The learned ranker is not built yet (issues 4 and 5 of the roadmap). Until it is, this entry point
-loads the dataset, extracts every zoo member's frozen features (cached) and prints a summary of
-them in zoo order; it prints no ranking, because nothing here can make one honestly yet.
+The exported ranker (default: checkpoints/offline-default) scores the zoo from one pass of its general encoder
+over the data, after FAISS recall over the historical tasks; the top k models are re-ranked with their own
+features (k from the checkpoint, chosen on its validation tasks; ``--rerank`` overrides). See
+ranker/pipeline.py for the stages.
 
 Examples:
-    python rank.py                           # the bundled demo dataset (data/demo)
-    python rank.py --data path/to/imagefolder
-    python rank.py --data fashion_mnist      # a real offline dataset by name
+    python rank.py                                    # the bundled demo dataset (data/demo)
+    python rank.py --data path/to/imagefolder --json ranking.json --plot ranking.png
+    python rank.py --data a/ b.npz --rerank 0         # several datasets reuse the loaded models
+    python rank.py --data feats.npz                   # features (general encoder's) + labels: no re-ranking
     python rank.py --list-models
+
+JSON (``--json``): ``{"dataset", "ranking": [{"model", "score", "stage"}, ...], "timings": {stage: s},
+"neighbours": [{"task", "similarity"}], "k"}``; a list of those with several ``--data``.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
-import time
+import zipfile
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from ranker import datasets, features, zoo
+from ranker import datasets, export, zoo
+from ranker.pipeline import Pipeline, Ranking
 
 DEMO = Path(__file__).resolve().parent / "data" / "demo"
 
 
-def nearest_mean_accuracy(feats: torch.Tensor, labels: torch.Tensor) -> float:
-    """Leave-one-out accuracy of the nearest class mean (cosine) on L2-normalized features."""
-    x = torch.nn.functional.normalize(feats.double(), dim=1)
-    onehot = torch.nn.functional.one_hot(labels).double()
-    sums = onehot.T @ x
-    scores = x @ torch.nn.functional.normalize(sums, dim=1).T
-    own = torch.nn.functional.normalize(sums[labels] - x, dim=1)  # each sample's class mean without itself
-    scores[torch.arange(len(x)), labels] = (x * own).sum(1)
-    return float((scores.argmax(1) == labels).double().mean())
+def _is_features_npz(path: str) -> bool:
+    if not (path.endswith(".npz") and zipfile.is_zipfile(path)):
+        return False
+    with np.load(path, allow_pickle=False) as npz:
+        return "features" in npz.files and "images" not in npz.files
 
 
-def summarize(data: str, manifest: Path) -> None:
-    """Prints, per zoo member, the feature width, extraction time and nearest-class-mean accuracy."""
-    task = datasets.load_dataset(data)
-    labels = torch.as_tensor(task.labels)
-    print(f"dataset {task.id}: {len(task)} images, {task.num_classes} classes ({', '.join(task.class_names)})")
-    print(f"{'model':28s} {'dim':>5s} {'seconds':>8s} {'NCM acc':>8s}")
-    for entry in zoo.load_manifest(manifest).models:
-        start = time.perf_counter()
-        feats = features.extract(zoo.load_extractor(entry), task)
-        seconds = time.perf_counter() - start
-        print(f"{entry.name:28s} {feats.shape[1]:5d} {seconds:8.2f} {nearest_mean_accuracy(feats, labels):8.3f}")
-    print("NCM acc: leave-one-out nearest-class-mean accuracy of the frozen features (a summary, not a ranking).")
+def table(result: Ranking) -> str:
+    """The ranking as an aligned text table, with the neighbours and timings below it."""
+    lines = [f"{result.dataset}: {len(result.ranking)} models, top {result.k} re-ranked with their own features",
+             f"{'rank':>4s}  {'model':28s} {'score':>8s}  stage"]
+    lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage}" for i, r in enumerate(result.ranking, 1)]
+    lines.append("nearest historical tasks: " + ", ".join(f"{n.task} ({n.similarity:.3f})" for n in result.neighbours))
+    lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+    return "\n".join(lines)
+
+
+def plot(results: list[Ranking], out: Path) -> None:
+    """One horizontal bar chart of scores per dataset, best on top; re-ranked models in another colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height = max(len(r.ranking) for r in results) * 0.28 + 1.2
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), height), squeeze=False)
+    for ax, result in zip(axes[0], results, strict=True):
+        rows = result.ranking[::-1]
+        scores = np.array([r.score for r in rows])
+        left = scores.min() - 0.05 * (np.ptp(scores) or 1.0)  # scores are relative: bars start below the lowest
+        colors = ["tab:orange" if r.stage == "rerank" else "tab:blue" for r in rows]
+        ax.barh(range(len(rows)), scores - left, left=left, color=colors)
+        ax.set_yticks(range(len(rows)), [r.model for r in rows], fontsize=8)
+        ax.set_title(f"{result.dataset}\norange: re-ranked with own features (k={result.k})", fontsize=9)
+        ax.set_xlabel("ranker score (higher = fine-tune first)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    plt.close(fig)
+    _write_atomic(out, buffer.getvalue())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DEMO), help="ImageFolder directory, images .npz, or a dataset name")
+    parser.add_argument("--data", nargs="+", default=[str(DEMO)],
+                        help="ImageFolder directories, .npz files (images or general-encoder features, with labels) "
+                             "or real dataset names")
+    parser.add_argument("--checkpoint", type=Path, default=export.DEFAULT_CHECKPOINT, help="exported ranker folder")
     parser.add_argument("--manifest", type=Path, default=zoo.DEFAULT_MANIFEST, help="zoo manifest YAML")
+    parser.add_argument("--rerank", type=int, metavar="K", help="re-rank the top K (default: the checkpoint's k)")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write the ranking(s) as JSON here")
+    parser.add_argument("--plot", type=Path, metavar="OUT", help="write a bar chart (PNG) of the scores here")
     parser.add_argument("--list-models", action="store_true", help="print the zoo, one model name per line")
     args = parser.parse_args(argv)
     try:
         if args.list_models:
             print("\n".join(zoo.list_models(args.manifest)))
-        else:
-            summarize(args.data, args.manifest)
-    except (datasets.DatasetError, zoo.ZooError) as err:
-        print(f"error: {err}", file=sys.stderr)
+            return 0
+        inputs = []  # checked before any model loads: a typo fails fast
+        for spec in args.data:
+            if _is_features_npz(spec):
+                if args.rerank:
+                    raise datasets.DatasetError(f"{spec} holds features, not images: re-ranking needs images; "
+                                                "drop --rerank or pass the images")
+                inputs.append(datasets.load_features_npz(spec))
+            else:
+                inputs.append(datasets.load_dataset(spec))
+        pipe = Pipeline(export.load(args.checkpoint, args.manifest), args.manifest, args.rerank)
+        results = [pipe.rank_features(*item) if isinstance(item, tuple) else pipe.rank(item) for item in inputs]
+    except (datasets.DatasetError, zoo.ZooError, export.ExportError, ValueError) as err:
+        print(f"rank: {err}", file=sys.stderr)
         return 2
+    for result in results:
+        print(table(result))
+    if args.json:
+        payload = [r.to_json() for r in results]
+        _write_atomic(args.json, json.dumps(payload[0] if len(payload) == 1 else payload, indent=2).encode())
+    if args.plot:
+        plot(results, args.plot)
     return 0
 
 

@@ -53,6 +53,15 @@ class TrainerConfig:
 
 
 @dataclass
+class RecallConfig:
+    """rank.py's candidate recall for a zoo larger than ``size`` (smaller zoos are scored whole)."""
+
+    tasks: int = 5  # nearest historical tasks (FAISS, cosine of summary vectors) whose best models are recalled
+    per_task: int = 5  # best models taken from each of those tasks
+    size: int = 100  # candidates in all: a maximum-inner-product search over model tokens fills up to here
+
+
+@dataclass
 class RunConfig:
     """A whole training run."""
 
@@ -65,6 +74,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)  # exported with the ranker; rank.py reads it
 
 
 def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrides: list[str] | None = None

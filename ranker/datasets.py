@@ -185,6 +185,36 @@ def load_npz(path: str | Path) -> Task:
     return Task(id=f"npz:{path.stem}:{digest}", labels=labels, class_names=tuple(names), images=images)
 
 
+def load_features_npz(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
+    """Reads precomputed ``features`` (float [N, D]) and ``labels`` (int [N]) saved with ``numpy.savez``.
+
+    Returns the id (``npzfeat:<stem>:<sha1 prefix>``), the features as float32 and the labels re-indexed to
+    0..C-1 in sorted order of the ids given. Needs at least two classes. Read without pickle support.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"npz file {path} does not exist; check the path")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path} is not an .npz archive; save features and labels with numpy.savez")
+    with np.load(path, allow_pickle=False) as npz:
+        keys = sorted(npz.files)
+        for key, what in (("features", "float [N, D] features"), ("labels", "one integer per row of features")):
+            if key not in keys:
+                raise DatasetError(f"{path} has no {key!r} array (it has {keys}); save {what} under {key!r}")
+        feats, labels = npz["features"], npz["labels"]
+    if feats.ndim != 2 or feats.dtype.kind not in "fiu" or not np.isfinite(feats).all():
+        raise DatasetError(f"{path}: features must be a finite numeric [N, D] array, got {feats.dtype} {feats.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(feats):
+        raise DatasetError(f"{path}: labels must be {len(feats)} integers (one per row of features), got "
+                           f"{labels.dtype} {labels.shape}")
+    classes, labels = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetError(f"{path} has {len(classes)} class(es); ranking needs at least two labelled classes")
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha1").hexdigest()[:12]
+    return f"npzfeat:{path.stem}:{digest}", feats.astype(np.float32), labels.astype(np.int64)
+
+
 def fashion_mnist(split: str = "test") -> Task:
     """Fashion-MNIST (Zalando Research, MIT licence): 28x28 grayscale clothing photos, 10 balanced classes.
 

@@ -6,7 +6,8 @@
   encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
 - ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
-  rows ``[T, M]`` (what recall over earlier tasks needs); task ids and kinds in its metadata.
+  rows ``[T, M]`` (what recall over earlier tasks needs); task ids and kinds in its metadata;
+- ``tasks.faiss``: a cosine ``ranker.index.VectorIndex`` over those summary vectors, rows in the same order.
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
@@ -31,11 +32,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ranker.config import RunConfig
+from ranker.index import VectorIndex
 from ranker.model import Ranker, RankerDims
 from ranker.zoo import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
-FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors")
+FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss")
 
 
 class ExportError(ValueError):
@@ -65,6 +67,7 @@ class Exported:
     task_kinds: list[str]  # history kind of each performance row
     summary: torch.Tensor  # [T, 2D] general-encoder summary vectors
     performance: torch.Tensor  # [T, M] ground truth, NaN where unmeasured
+    index: VectorIndex  # cosine index over ``summary``
 
 
 def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
@@ -82,6 +85,7 @@ def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest,
     meta = {"task_ids": json.dumps(task_ids), "task_kinds": json.dumps(task_kinds)}
     save_file({"summary": summary.float().contiguous(), "performance": performance.float().contiguous()},
               tmp / "tasks.safetensors", metadata=meta)
+    VectorIndex.build(summary, cosine=True).save(tmp / "tasks.faiss")
     umask = os.umask(0)
     os.umask(umask)
     for path in tmp.iterdir():  # mkdtemp and safetensors write owner-only; an export is shared like any other file
@@ -135,5 +139,9 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     with safe_open(folder / "tasks.safetensors", "pt") as f:
         meta = f.metadata()
         summary, performance = f.get_tensor("summary"), f.get_tensor("performance")
+    index = VectorIndex.load(folder / "tasks.faiss")
+    if index.size != len(summary):
+        raise ExportError(f"{folder}/tasks.faiss indexes {index.size} tasks, tasks.safetensors holds {len(summary)}; "
+                          "export the folder again with train.py")
     return Exported(net, config, trained, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]), summary,
-                    performance)
+                    performance, index)

@@ -88,9 +88,11 @@ class SpecificProjection(nn.Module):
         super().__init__()
         self.maps = nn.ModuleList(nn.Linear(d, dim) for d in model_dims)
 
-    def forward(self, prototypes: torch.Tensor) -> torch.Tensor:
+    def forward(self, prototypes: torch.Tensor, models: list[int]) -> torch.Tensor:
+        """``prototypes`` ``[B, K, C, D_max]`` hold the members ``models`` (zoo indices), in that order."""
         prototypes = _unit(prototypes)
-        return torch.stack([f(prototypes[:, m, :, : f.in_features]) for m, f in enumerate(self.maps)], 1)
+        maps = [self.maps[m] for m in models]
+        return torch.stack([f(prototypes[:, i, :, : f.in_features]) for i, f in enumerate(maps)], 1)
 
 
 class FitnessHead(nn.Module):
@@ -141,20 +143,23 @@ class Ranker(nn.Module):
         self.head = FitnessHead(cfg)
 
     def forward(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor | None = None,
-                specific_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores ``[B, M]`` (higher = better).
+                specific_mask: torch.Tensor | None = None, models: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, K]`` (higher = better) of the K models ``models`` (zoo indices; None: all M, in zoo order).
 
         Args:
             prototypes: general-encoder class prototypes ``[B, C, D]``.
             class_mask: ``[B, C]``, True for real (not padded) classes.
-            specific: each model's own class prototypes ``[B, M, C, D_max]`` (zero where absent), or None.
-            specific_mask: ``[B, M]``, True where ``specific`` holds model m's prototypes for task b.
+            specific: those models' own class prototypes ``[B, K, C, D_max]`` (zero where absent), or None.
+            specific_mask: ``[B, K]``, True where ``specific`` holds model k's prototypes for task b.
+            models: ``[K]`` long zoo indices of the models to score.
         """
         if (specific is None) != (specific_mask is None):
             raise ValueError("pass specific and specific_mask together, or neither")
         task_tokens = self.tokenizer(prototypes, class_mask)
-        projected = None if specific is None else self.specific(specific)
-        return self.head(self.tokens(), task_tokens, class_mask, projected, specific_mask)
+        members = list(range(self.dims.num_models)) if models is None else models.tolist()
+        tokens = self.tokens() if models is None else self.tokens()[models]
+        projected = None if specific is None else self.specific(specific, members)
+        return self.head(tokens, task_tokens, class_mask, projected, specific_mask)
 
     @torch.no_grad()
     def rerank(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor,
@@ -169,6 +174,26 @@ class Ranker(nn.Module):
         top = plain.topk(min(k, plain.shape[1]), dim=1).indices
         specific_mask = torch.zeros_like(plain, dtype=torch.bool).scatter_(1, top, True)
         rescored = self(prototypes, class_mask, specific * specific_mask[..., None, None], specific_mask)
-        # top-k first, ordered by the re-scored value; the rest below the lowest of them, in their plain order
-        floor = rescored.masked_fill(~specific_mask, float("inf")).min(1, keepdim=True).values
-        return torch.where(specific_mask, rescored, floor - 1 - (plain.max(1, keepdim=True).values - plain))
+        return merge_rerank(plain, rescored, specific_mask)
+
+    def recall_query(self, prototypes: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, dim]`` vectors q with score(task, model m) ≈ const + q · token_m: the gradient of the score with
+        respect to a model token, taken at the zoo's mean token. A maximum-inner-product search of the model
+        tokens with q recalls a hub's likely top models without scoring every one (first-order Taylor
+        approximation of the fitness head; ``benchmarks/recall_scale.py`` measures how much it misses)."""
+        with torch.enable_grad():
+            task_tokens = self.tokenizer(prototypes, class_mask).detach()
+            mean = self.tokens().detach().mean(0, keepdim=True)
+            queries = []
+            for b in range(len(prototypes)):
+                token = mean.clone().requires_grad_(True)
+                score = self.head(token, task_tokens[b : b + 1], class_mask[b : b + 1])
+                queries.append(torch.autograd.grad(score.sum(), token)[0][0])
+        return torch.stack(queries)
+
+
+def merge_rerank(plain: torch.Tensor, rescored: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
+    """Re-ranked final scores ``[B, K]``: where ``reranked`` is True the ``rescored`` values (those models take
+    the top places, in that order); the other models below the lowest of them, in their ``plain`` order."""
+    floor = rescored.masked_fill(~reranked, float("inf")).min(1, keepdim=True).values
+    return torch.where(reranked, rescored, floor - 1 - (plain.max(1, keepdim=True).values - plain))

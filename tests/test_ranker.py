@@ -132,8 +132,8 @@ def test_a_checkpoint_from_another_zoo_is_refused(tmp_path: Path, change, needle
     zoo = load_manifest(DEFAULT_MANIFEST)
     dims = RankerDims(len(zoo.models), 8, [m.feature_dim for m in zoo.models])
     config = export.ExportConfig(dims=dims, models=[m.name for m in zoo.models], general_encoder="mobilenetv2_100")
-    folder = export.export(tmp_path / "ck", Ranker(dims), config, zoo, [], [], torch.zeros(0, 16),
-                           torch.zeros(0, len(zoo.models)))
+    folder = export.export(tmp_path / "ck", Ranker(dims), config, zoo, ["t"], ["finetune"], torch.ones(1, 16),
+                           torch.zeros(1, len(zoo.models)))
     other = load_manifest(DEFAULT_MANIFEST)
     change(other)
     OmegaConf.save(OmegaConf.structured(other), tmp_path / "other.yaml")

@@ -1,0 +1,192 @@
+"""What rank.py runs on a new dataset: recall → learned scores → re-ranking of the top k, each stage timed.
+
+1. ``features``: the general encoder embeds the images (cached on disk like every extraction).
+2. ``tokens``: class prototypes and the task's summary vector (``ranker.stats``).
+3. ``recall``: the FAISS index of historical tasks gives the ``recall.tasks`` most similar earlier tasks
+   (cosine of summary vectors) and each one's ``recall.per_task`` best models by ground truth; for a zoo larger
+   than ``recall.size``, a maximum-inner-product search over the model tokens (``Ranker.recall_query``) fills
+   the candidates up to ``recall.size``. A zoo no larger than ``recall.size`` is scored whole.
+4. ``score``: the learned ranker scores the candidates from the general-encoder prototypes alone.
+5. ``specific_features``: only the top ``k`` candidates embed the images themselves (loading each model once
+   per Pipeline, so several datasets reuse them).
+``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
+6. ``rerank``: those k are re-scored with their own prototypes and keep the top k places, in that order.
+
+Example:
+    >>> pipe = Pipeline(export.load())
+    >>> result = pipe.rank(datasets.load_dataset("data/demo"))
+    >>> result.ranking[0].model, result.timings
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ranker import features, stats, zoo
+from ranker.datasets import DatasetError, Task
+from ranker.export import Exported, ExportError
+from ranker.index import VectorIndex
+from ranker.model import merge_rerank
+
+
+@dataclass
+class Ranked:
+    """One row of a ranking."""
+
+    model: str
+    score: float  # comparable within one ranking only
+    stage: str  # "rerank": re-scored with the model's own features; "score": the general-encoder score alone
+
+
+@dataclass
+class Neighbour:
+    """A historical task found by recall."""
+
+    task: str
+    similarity: float  # cosine of the summary vectors
+
+
+@dataclass
+class Ranking:
+    """The result for one dataset."""
+
+    dataset: str
+    ranking: list[Ranked]  # best first: the whole zoo, or the recalled candidates of a large zoo
+    timings: dict[str, float]  # seconds per stage
+    neighbours: list[Neighbour] = field(default_factory=list)  # most similar historical tasks, most similar first
+    k: int = 0  # models re-ranked with their own features
+
+    def to_json(self) -> dict:
+        """The JSON of DESIGN.md's rank.py contract, plus ``dataset``, ``neighbours`` and ``k``."""
+        return asdict(self)
+
+
+class Pipeline:
+    """Ranks the zoo of an exported ranker for new datasets; models are loaded once and reused.
+
+    Args:
+        exported: ``export.load(...)``.
+        manifest: where the zoo's weights are found (the manifest ``exported`` was checked against).
+        k: re-ranking depth; None takes the checkpoint's (chosen on its validation tasks).
+        cache_dir: features cache root; None means ``features.default_cache_dir()``.
+    """
+
+    def __init__(self, exported: Exported, manifest: str | Path = zoo.DEFAULT_MANIFEST, k: int | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        self.exported, self.manifest, self.cache_dir = exported, manifest, cache_dir
+        self.models = exported.config.models
+        self.k = exported.config.rerank_k if k is None else k
+        if not 0 <= self.k <= len(self.models):
+            raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
+        self.recall = exported.config.run.recall
+        self._extractors: dict[str, zoo.FrozenExtractor] = {}
+        start = time.perf_counter()
+        general = self._extractor(exported.config.general_encoder)
+        if general.weights_sha256 != exported.config.general_encoder_sha256:
+            raise ExportError(f"the general encoder {general.entry.name} loaded with other weights than the "
+                              "checkpoint was trained with; pass the manifest the checkpoint was trained on")
+        self.net = exported.net.eval()
+        self.token_index = None
+        if len(self.models) > self.recall.size:
+            self.token_index = VectorIndex.build(self.net.tokens.weight, cosine=False)
+        # each historical task's models, best ground truth first (unmeasured ones last)
+        perf = torch.nan_to_num(exported.performance, nan=-float("inf"))
+        self.best = perf.argsort(dim=1, descending=True, stable=True)
+        self.measured = torch.isfinite(perf)
+        self._load_seconds = time.perf_counter() - start  # reported once, by the first ranking
+
+    def _extractor(self, name: str) -> zoo.FrozenExtractor:
+        if name not in self._extractors:
+            self._extractors[name] = zoo.load_extractor(name, self.manifest)
+        return self._extractors[name]
+
+    def rank(self, task: Task) -> Ranking:
+        """Ranks the zoo for an image dataset, re-ranking the top ``k`` with their own features."""
+        timings = self._timings()
+        start = time.perf_counter()
+        feats = features.extract(self._extractor(self.exported.config.general_encoder), task,
+                                 cache_dir=self.cache_dir)
+        timings["features"] = time.perf_counter() - start
+        return self._rank(task.id, feats, torch.as_tensor(task.labels), task, timings)
+
+    def rank_features(self, name: str, feats: np.ndarray | torch.Tensor, labels: np.ndarray) -> Ranking:
+        """Ranks the zoo from precomputed general-encoder features ``[N, D]``; without images there is no
+        re-ranking (``k`` = 0)."""
+        feats = torch.as_tensor(feats, dtype=torch.float32)
+        if feats.shape[1] != self.net.dims.general_dim:
+            raise DatasetError(f"{name}: features have width {feats.shape[1]}, but the checkpoint's general encoder "
+                               f"{self.exported.config.general_encoder} gives {self.net.dims.general_dim}; save "
+                               "that model's features")
+        return self._rank(name, feats, torch.as_tensor(labels), None, self._timings() | {"features": 0.0})
+
+    def _timings(self) -> dict[str, float]:
+        """A new ranking's timings: ``load`` (the ranker and the general encoder) is charged to the first only."""
+        timings = {"load": self._load_seconds}
+        self._load_seconds = 0.0
+        return timings
+
+    @torch.no_grad()
+    def _rank(self, name: str, feats: torch.Tensor, labels: torch.Tensor, task: Task | None,
+              timings: dict[str, float]) -> Ranking:
+        start = time.perf_counter()
+        num_classes = int(labels.max()) + 1
+        prototypes = stats.class_prototypes(feats, labels, num_classes)[None]
+        summary = stats.summary_vector(prototypes[0])
+        mask = torch.ones(1, num_classes, dtype=torch.bool)
+        timings["tokens"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        candidates, neighbours = self._recall(prototypes, mask, summary)
+        timings["recall"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        plain = self.net(prototypes, mask, models=candidates)
+        timings["score"] = time.perf_counter() - start
+
+        k = min(self.k, len(candidates)) if task is not None else 0
+        final, reranked = plain[0], torch.zeros(len(candidates), dtype=torch.bool)
+        if k:
+            start = time.perf_counter()
+            top = plain[0].topk(k).indices
+            reranked[top] = True
+            own = [stats.class_prototypes(features.extract(self._extractor(self.models[candidates[i]]), task,
+                                                           cache_dir=self.cache_dir), labels, num_classes)
+                   for i in top.tolist()]
+            width = max(self.net.dims.model_dims[m] for m in candidates.tolist())  # every candidate's map reads
+            specific = torch.zeros(1, len(candidates), num_classes, width)
+            for i, p in zip(top.tolist(), own, strict=True):
+                specific[0, i, :, : p.shape[1]] = p
+            timings["specific_features"] = time.perf_counter() - start
+            start = time.perf_counter()
+            rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates)
+            final = merge_rerank(plain, rescored, reranked[None])[0]
+            timings["rerank"] = time.perf_counter() - start
+        order = final.argsort(descending=True, stable=True).tolist()
+        ranking = [Ranked(self.models[candidates[i]], float(final[i]), "rerank" if reranked[i] else "score")
+                   for i in order]
+        return Ranking(name, ranking, timings, neighbours, k)
+
+    def _recall(self, prototypes: torch.Tensor, mask: torch.Tensor, summary: torch.Tensor
+                ) -> tuple[torch.Tensor, list[Neighbour]]:
+        """Candidate zoo indices ``[K]`` and the nearest historical tasks."""
+        similarity, rows = self.exported.index.search(summary[None], self.recall.tasks)
+        neighbours = [Neighbour(self.exported.task_ids[r], float(s))
+                      for s, r in zip(similarity[0], rows[0], strict=True) if r >= 0]
+        if self.token_index is None:
+            return torch.arange(len(self.models)), neighbours
+        chosen: dict[int, None] = {}  # insertion-ordered set
+        for r in rows[0][rows[0] >= 0]:
+            for m in self.best[r, : self.recall.per_task].tolist():
+                if self.measured[r, m]:
+                    chosen[m] = None
+        _, tokens = self.token_index.search(self.net.recall_query(prototypes, mask), self.recall.size)
+        for m in tokens[0][tokens[0] >= 0].tolist():
+            if len(chosen) >= self.recall.size:
+                break
+            chosen[m] = None
+        return torch.tensor(list(chosen)[: self.recall.size]), neighbours
