@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from ranker import features, stats, zoo
+from ranker.config import RecallConfig
 from ranker.datasets import DatasetError, Task
 from ranker.export import Exported, ExportError
 from ranker.index import VectorIndex
-from ranker.model import merge_rerank
+from ranker.model import Ranker, merge_rerank
 
 
 @dataclass
@@ -83,7 +84,6 @@ class Pipeline:
         self.k = exported.config.rerank_k if k is None else k
         if not 0 <= self.k <= len(self.models):
             raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
-        self.recall = exported.config.run.recall
         self._extractors: dict[str, zoo.FrozenExtractor] = {}
         start = time.perf_counter()
         general = self._extractor(exported.config.general_encoder)
@@ -91,13 +91,8 @@ class Pipeline:
             raise ExportError(f"the general encoder {general.entry.name} loaded with other weights than the "
                               "checkpoint was trained with; pass the manifest the checkpoint was trained on")
         self.net = exported.net.eval()
-        self.token_index = None
-        if len(self.models) > self.recall.size:
-            self.token_index = VectorIndex.build(self.net.tokens.weight, cosine=False)
-        # each historical task's models, best ground truth first (unmeasured ones last)
-        perf = torch.nan_to_num(exported.performance, nan=-float("inf"))
-        self.best = perf.argsort(dim=1, descending=True, stable=True)
-        self.measured = torch.isfinite(perf)
+        cfg = exported.config.run.recall
+        self.recall = Recall(self.net, exported.index, best_models(exported.performance, cfg.per_task), cfg)
         self._load_seconds = time.perf_counter() - start  # reported once, by the first ranking
 
     def _extractor(self, name: str) -> zoo.FrozenExtractor:
@@ -141,7 +136,8 @@ class Pipeline:
         timings["tokens"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        candidates, neighbours = self._recall(prototypes, mask, summary)
+        candidates, similarity, rows = self.recall(prototypes, mask, summary)
+        neighbours = [Neighbour(self.exported.task_ids[r], float(v)) for v, r in zip(similarity, rows, strict=True)]
         timings["recall"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -171,22 +167,48 @@ class Pipeline:
                    for i in order]
         return Ranking(name, ranking, timings, neighbours, k)
 
-    def _recall(self, prototypes: torch.Tensor, mask: torch.Tensor, summary: torch.Tensor
-                ) -> tuple[torch.Tensor, list[Neighbour]]:
-        """Candidate zoo indices ``[K]`` and the nearest historical tasks."""
-        similarity, rows = self.exported.index.search(summary[None], self.recall.tasks)
-        neighbours = [Neighbour(self.exported.task_ids[r], float(s))
-                      for s, r in zip(similarity[0], rows[0], strict=True) if r >= 0]
+
+def best_models(performance: torch.Tensor, n: int) -> torch.Tensor:
+    """``[T, n]`` zoo indices of each historical task's ``n`` best measured models, best first; -1 pads tasks
+    with fewer measured models."""
+    best = torch.nan_to_num(performance, nan=-float("inf")).argsort(dim=1, descending=True, stable=True)[:, :n]
+    return best.masked_fill(performance.gather(1, best).isnan(), -1)
+
+
+class Recall:
+    """Candidates for one task: the best models of the most similar historical tasks, then, for a zoo larger
+    than ``cfg.size``, a maximum-inner-product search over the model tokens (``Ranker.recall_query``) up to
+    ``cfg.size`` candidates. A zoo no larger than ``cfg.size`` is returned whole.
+
+    Args:
+        net: the ranker (its model tokens; eval mode).
+        task_index: cosine index over the historical tasks' summary vectors.
+        best: ``[T, P]`` each historical task's best models (``best_models``); the first ``cfg.per_task`` are used.
+        cfg: how many tasks, models per task, and candidates in all.
+    """
+
+    def __init__(self, net: Ranker, task_index: VectorIndex, best: torch.Tensor, cfg: RecallConfig) -> None:
+        if task_index.size != len(best):
+            raise ValueError(f"the task index holds {task_index.size} tasks, best lists are given for {len(best)}")
+        self.net, self.task_index, self.best, self.cfg = net, task_index, best[:, : cfg.per_task], cfg
+        self.token_index = None
+        if net.dims.num_models > cfg.size:
+            self.token_index = VectorIndex.build(net.tokens.weight, cosine=False)
+
+    def __call__(self, prototypes: torch.Tensor, mask: torch.Tensor, summary: torch.Tensor
+                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Candidate zoo indices ``[K]`` (tasks' best first, then by token inner product), and the nearest
+        historical tasks' cosine similarities and rows, most similar first."""
+        similarity, rows = self.task_index.search(summary[None], self.cfg.tasks)
+        found = rows[0] >= 0
+        similarity, rows = similarity[0][found], rows[0][found]
         if self.token_index is None:
-            return torch.arange(len(self.models)), neighbours
-        chosen: dict[int, None] = {}  # insertion-ordered set
-        for r in rows[0][rows[0] >= 0]:
-            for m in self.best[r, : self.recall.per_task].tolist():
-                if self.measured[r, m]:
-                    chosen[m] = None
-        _, tokens = self.token_index.search(self.net.recall_query(prototypes, mask), self.recall.size)
-        for m in tokens[0][tokens[0] >= 0].tolist():
-            if len(chosen) >= self.recall.size:
-                break
-            chosen[m] = None
-        return torch.tensor(list(chosen)[: self.recall.size]), neighbours
+            return torch.arange(self.net.dims.num_models), similarity, rows
+        chosen = dict.fromkeys(m for m in self.best[rows].flatten().tolist() if m >= 0)  # an ordered set
+        if len(chosen) < self.cfg.size:
+            _, tokens = self.token_index.search(self.net.recall_query(prototypes, mask), self.cfg.size)
+            for m in tokens[0][tokens[0] >= 0].tolist():
+                if len(chosen) >= self.cfg.size:
+                    break
+                chosen[m] = None
+        return torch.tensor(list(chosen)[: self.cfg.size]), similarity, rows

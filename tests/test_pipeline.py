@@ -7,7 +7,7 @@ import torch
 
 from ranker import benchmark as bm
 from ranker import export, stats
-from ranker.pipeline import Pipeline
+from ranker.pipeline import Pipeline, best_models
 
 
 def _test_task_prototypes() -> tuple[str, torch.Tensor]:
@@ -20,7 +20,7 @@ def test_a_large_zoo_is_recalled_from_nearest_tasks_then_model_tokens() -> None:
     exported = export.load()
     exported.config.run.recall.tasks, exported.config.run.recall.per_task, exported.config.run.recall.size = 2, 3, 8
     pipe = Pipeline(exported, k=0)
-    assert pipe.token_index is not None  # 18 models > 8: recall is needed
+    assert pipe.recall.token_index is not None  # 18 models > 8: recall is needed
     task, prototypes = _test_task_prototypes()
     # prototypes as features, one sample per class: the pipeline's prototypes are then exactly these
     result = pipe.rank_features(task, prototypes, np.arange(len(prototypes)))
@@ -57,3 +57,9 @@ def test_recall_query_is_the_score_gradient_at_the_mean_token() -> None:
         u, eps = torch.randn_like(mean), 1e-6
         diff = (net.head(mean + eps * u, tokens, mask) - net.head(mean - eps * u, tokens, mask)) / (2 * eps)
         torch.testing.assert_close(diff.detach()[0, 0], (query * u[0]).sum(), rtol=1e-6, atol=1e-9)
+
+
+def test_best_models_skip_unmeasured_ones() -> None:
+    nan = float("nan")
+    performance = torch.tensor([[0.2, nan, 0.9, 0.5], [nan, nan, 0.1, nan]])
+    assert best_models(performance, 3).tolist() == [[2, 3, 0], [2, -1, -1]]
