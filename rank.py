@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker import datasets, export, zoo
+from ranker.files import write_atomic
 from ranker.pipeline import Pipeline, Ranking
 
 DEMO = Path(__file__).resolve().parent / "data" / "demo"
@@ -41,12 +42,12 @@ def _is_features_npz(path: str) -> bool:
 
 
 def table(result: Ranking) -> str:
-    """The ranking as an aligned text table, with the neighbours and timings below it."""
+    """The ranking as an aligned text table (last, so the output ends with it), timings and neighbours above."""
     lines = [f"{result.dataset}: {len(result.ranking)} models, top {result.k} re-ranked with their own features",
+             "seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()),
+             "nearest historical tasks: " + ", ".join(f"{n.task} ({n.similarity:.3f})" for n in result.neighbours),
              f"{'rank':>4s}  {'model':28s} {'score':>8s}  stage"]
     lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage}" for i, r in enumerate(result.ranking, 1)]
-    lines.append("nearest historical tasks: " + ", ".join(f"{n.task} ({n.similarity:.3f})" for n in result.neighbours))
-    lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
     return "\n".join(lines)
 
 
@@ -72,14 +73,7 @@ def plot(results: list[Ranking], out: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=110, format="png")
     plt.close(fig)
-    _write_atomic(out, buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(out, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(result))
     if args.json:
         payload = [r.to_json() for r in results]
-        _write_atomic(args.json, json.dumps(payload[0] if len(payload) == 1 else payload, indent=2).encode())
+        write_atomic(args.json, json.dumps(payload[0] if len(payload) == 1 else payload, indent=2).encode())
     if args.plot:
         plot(results, args.plot)
     return 0

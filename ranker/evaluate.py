@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ranker import benchmark as bm
 from ranker import export, features, lit, transfer, zoo
+from ranker.files import write_atomic
 from ranker.metrics import top1_regret, weighted_tau
 
 NEEDS_SOURCE_HEAD = ("leep", "nce")
@@ -267,21 +267,14 @@ def main() -> None:
         print(f"evaluate: {err}", file=sys.stderr)
         sys.exit(2)
     if args.json:
-        _write_atomic(args.json, json.dumps(result, indent=2).encode())
+        write_atomic(args.json, json.dumps(result, indent=2).encode())
     if args.report:
-        _write_atomic(args.report, markdown(result).encode())
+        write_atomic(args.report, markdown(result).encode())
     if args.plot:
         buffer = io.BytesIO()
         plot(result, buffer)
-        _write_atomic(args.plot, buffer.getvalue())
+        write_atomic(args.plot, buffer.getvalue())
     print(markdown(result))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

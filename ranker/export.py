@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ranker.config import RunConfig
+from ranker.files import umask_mode
 from ranker.index import VectorIndex
 from ranker.model import Ranker, RankerDims
 from ranker.zoo import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
@@ -86,11 +87,9 @@ def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest,
     save_file({"summary": summary.float().contiguous(), "performance": performance.float().contiguous()},
               tmp / "tasks.safetensors", metadata=meta)
     VectorIndex.build(summary, cosine=True).save(tmp / "tasks.faiss")
-    umask = os.umask(0)
-    os.umask(umask)
     for path in tmp.iterdir():  # mkdtemp and safetensors write owner-only; an export is shared like any other file
-        os.chmod(path, 0o666 & ~umask)
-    os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(path, umask_mode())
+    os.chmod(tmp, umask_mode(directory=True))
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

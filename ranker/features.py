@@ -17,17 +17,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ranker.datasets import Task
+from ranker.files import write_atomic
 from ranker.zoo import FrozenExtractor
 
 
@@ -80,15 +80,8 @@ def _read_cached(path: Path, n: int, dim: int) -> torch.Tensor | None:
 
 
 def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Writes a safetensors file under a temporary name, then renames it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Writes a safetensors file atomically (``files.write_atomic``): readers never see half a file."""
+    write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def extract(

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ranker.files import write_atomic
 
 KINDS = ("finetune", "linear_probe", "proxy")
 
@@ -164,22 +165,12 @@ class HistoryStore:
 
     def save(self, path: str | Path) -> None:
         """Writes the CSV atomically: readers see the old file or the new one, never half of one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-                writer.writeheader()
-                for r in self._records.values():
-                    writer.writerow({k: _format(v) for k, v in dataclasses.asdict(r).items()})
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide shard files from other cluster users
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in self._records.values():
+            writer.writerow({k: _format(v) for k, v in dataclasses.asdict(r).items()})
+        write_atomic(path, text.getvalue().encode())
 
 
 def _format(value: object) -> object:

@@ -13,12 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
+
+from ranker.files import write_atomic
 
 IVF_MIN = 20_000  # vectors from which IVF replaces the exact Flat index
 IVF_NPROBE = 16  # inverted lists searched per query (of about sqrt(N))
@@ -87,11 +88,8 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         """Writes the index (a CPU copy) atomically."""
-        path = Path(path)
         cpu = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
-        tmp = path.with_name(f".{path.name}.tmp")
-        faiss.write_index(cpu, str(tmp))
-        os.replace(tmp, path)
+        write_atomic(path, faiss.serialize_index(cpu).tobytes())
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:

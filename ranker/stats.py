@@ -23,5 +23,6 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 def summary_vector(prototypes: torch.Tensor) -> torch.Tensor:
-    """``[2 * D]``: the mean over classes of the prototypes, then their standard deviation (population, ddof 0)."""
-    return torch.cat([prototypes.mean(0), prototypes.std(0, correction=0)])
+    """``[..., 2 * D]`` from ``[..., C, D]``: the mean over classes of the prototypes, then their standard deviation
+    (population, ddof 0)."""
+    return torch.cat([prototypes.mean(-2), prototypes.std(-2, correction=0)], -1)
