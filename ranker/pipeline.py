@@ -9,8 +9,8 @@
 4. ``score``: the learned ranker scores the candidates from the general-encoder prototypes alone.
 5. ``specific_features``: only the top ``k`` candidates embed the images themselves (loading each model once
    per Pipeline, so several datasets reuse them).
-``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 6. ``rerank``: those k are re-scored with their own prototypes and keep the top k places, in that order.
+``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 
 Example:
     >>> pipe = Pipeline(export.load())
