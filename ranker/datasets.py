@@ -159,30 +159,47 @@ def _is_readable_image(path: Path) -> bool:
     return True
 
 
+def _read_npz(path: str | Path, required: dict[str, str], optional: tuple[str, ...] = (),
+              other_kind: tuple[str, str] | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """The ``required`` and present ``optional`` arrays of an .npz, read without pickle support (object arrays are
+    refused), and the file's sha1 prefix.
+
+    Args:
+        required: key -> what to save under it (named in the error when it is missing).
+        other_kind: (key, message): when that key is present instead of the first required key, the file is of
+            another kind and ``message`` says so.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"npz file {path} does not exist; check the path")
+    if not zipfile.is_zipfile(path):
+        raise DatasetError(f"{path} is not an .npz archive; save {' and '.join(required)} with numpy.savez")
+    with np.load(path, allow_pickle=False) as npz:
+        keys = sorted(npz.files)
+        if other_kind and other_kind[0] in keys and next(iter(required)) not in keys:
+            raise DatasetError(f"{path} {other_kind[1]}")
+        for key, what in required.items():
+            if key not in keys:
+                raise DatasetError(f"{path} has no {key!r} array (it has {keys}); save {what} under {key!r}")
+        arrays = {key: npz[key] for key in (*required, *optional) if key in keys}
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha1").hexdigest()[:12]
+    return arrays, digest
+
+
 def load_npz(path: str | Path) -> Task:
     """Loads ``images`` (uint8 [N, H, W] or [N, H, W, 3]) and ``labels`` (int [N]) saved with ``numpy.savez``.
 
     An optional ``class_names`` string array names the classes; otherwise they are "0".."C-1". The file is read
     without pickle support, so object arrays are refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"npz file {path} does not exist; check the path")
-    if not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path} is not an .npz archive; save images and labels with numpy.savez")
-    with np.load(path, allow_pickle=False) as npz:
-        keys = sorted(npz.files)
-        if "images" not in keys and "features" in keys:
-            raise DatasetError(f"{path} holds precomputed features, not images; pass it where features are accepted")
-        for key, what in (("images", "uint8 [N, H, W] or [N, H, W, 3] pixels"), ("labels", "one integer per image")):
-            if key not in keys:
-                raise DatasetError(f"{path} has no {key!r} array (it has {keys}); save {what} under {key!r}")
-        images, labels = npz["images"], npz["labels"]
-        num_classes = int(labels.max()) + 1 if labels.size else 0
-        names = npz["class_names"].tolist() if "class_names" in keys else [str(c) for c in range(num_classes)]
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha1").hexdigest()[:12]
-    return Task(id=f"npz:{path.stem}:{digest}", labels=labels, class_names=tuple(names), images=images)
+    arrays, digest = _read_npz(
+        path, {"images": "uint8 [N, H, W] or [N, H, W, 3] pixels", "labels": "one integer per image"}, ("class_names",),
+        ("features", "holds precomputed features, not images; pass it where features are accepted"))
+    images, labels = arrays["images"], arrays["labels"]
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    names = arrays["class_names"].tolist() if "class_names" in arrays else [str(c) for c in range(num_classes)]
+    return Task(id=f"npz:{Path(path).stem}:{digest}", labels=labels, class_names=tuple(names), images=images)
 
 
 def load_features_npz(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
@@ -191,17 +208,8 @@ def load_features_npz(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
     Returns the id (``npzfeat:<stem>:<sha1 prefix>``), the features as float32 and the labels re-indexed to
     0..C-1 in sorted order of the ids given. Needs at least two classes. Read without pickle support.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"npz file {path} does not exist; check the path")
-    if not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path} is not an .npz archive; save features and labels with numpy.savez")
-    with np.load(path, allow_pickle=False) as npz:
-        keys = sorted(npz.files)
-        for key, what in (("features", "float [N, D] features"), ("labels", "one integer per row of features")):
-            if key not in keys:
-                raise DatasetError(f"{path} has no {key!r} array (it has {keys}); save {what} under {key!r}")
-        feats, labels = npz["features"], npz["labels"]
+    arrays, digest = _read_npz(path, {"features": "float [N, D] features", "labels": "one integer per row of features"})
+    feats, labels = arrays["features"], arrays["labels"]
     if feats.ndim != 2 or feats.dtype.kind not in "fiu" or not np.isfinite(feats).all():
         raise DatasetError(f"{path}: features must be a finite numeric [N, D] array, got {feats.dtype} {feats.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(feats):
@@ -210,9 +218,7 @@ def load_features_npz(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
     classes, labels = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DatasetError(f"{path} has {len(classes)} class(es); ranking needs at least two labelled classes")
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha1").hexdigest()[:12]
-    return f"npzfeat:{path.stem}:{digest}", feats.astype(np.float32), labels.astype(np.int64)
+    return f"npzfeat:{Path(path).stem}:{digest}", feats.astype(np.float32), labels.astype(np.int64)
 
 
 def fashion_mnist(split: str = "test") -> Task:
