@@ -3,7 +3,7 @@
 The exported ranker (default: checkpoints/offline-default) scores the zoo from one pass of its general encoder
 over the data, after FAISS recall over the historical tasks; the top k models are re-ranked with their own
 features (k from the checkpoint, chosen on its validation tasks; ``--rerank`` overrides). See
-ranker/pipeline.py for the stages.
+ranker/serve/pipeline.py for the stages.
 
 Examples:
     python rank.py                                    # the bundled demo dataset (data/demo)
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker import datasets, export, zoo
 from ranker.files import write_atomic
-from ranker.pipeline import Pipeline, Ranking
+from ranker.serve import export
+from ranker.serve.pipeline import Pipeline, Ranking
+from ranker.tasks import datasets, loaders
+from ranker.zoo import manifest as zoo
 
 DEMO = Path(__file__).resolve().parent / "data" / "demo"
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = []  # checked before any model loads: a typo fails fast
         for spec in args.data:
             is_features = _is_features_npz(spec)
-            inputs.append(datasets.load_features_npz(spec) if is_features else datasets.load_dataset(spec))
+            inputs.append(loaders.load_features_npz(spec) if is_features else loaders.load_dataset(spec))
         if args.rerank and all(isinstance(item, tuple) for item in inputs):
             raise datasets.DatasetError("re-ranking needs images and every --data holds features; drop --rerank or "
                                         "pass the images")

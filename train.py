@@ -1,6 +1,6 @@
 """Trains the learned ranker on a benchmark's history and exports it to checkpoints/<name>/.
 
-Config: the dataclasses of ranker/config.py, then ranker/configs/train/default.yaml, then ``key=value``
+Config: the dataclasses of ranker/learn/config.py, then ranker/configs/train/default.yaml, then ``key=value``
 overrides. The resolved config is saved as runs/<name>/config.yaml; Lightning checkpoints (for resuming) and
 CSV logs go beside it. After fitting, the best checkpoint by validation weighted tau is reloaded, the
 re-ranking depth k is chosen on the validation tasks, and the export folder is written.
@@ -24,10 +24,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf.errors import OmegaConfBaseException
 
-from ranker import export
-from ranker.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
-from ranker.lit import EpisodeDataModule, RankerModule, rerank_sweep
-from ranker.zoo import load_manifest
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
+from ranker.learn.lit import EpisodeDataModule, RankerModule, rerank_sweep
+from ranker.serve import export
+from ranker.zoo.manifest import load_manifest
 
 
 def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         data.setup()
     except OmegaConfBaseException as err:  # unknown key, or a value of the wrong type
         where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
-        print(f"train: config {where}{str(err).splitlines()[0]} (fields: ranker/config.py)", file=sys.stderr)
+        print(f"train: config {where}{str(err).splitlines()[0]} (fields: ranker/learn/config.py)", file=sys.stderr)
         return 2
     except ValueError as err:  # unknown benchmark or task, missing history
         print(f"train: {err}", file=sys.stderr)

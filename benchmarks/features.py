@@ -18,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from ranker import datasets, features, zoo
+from ranker.tasks import features, loaders
+from ranker.zoo import manifest as zoo
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512, help="Fashion-MNIST test images to embed")
     parser.add_argument("--models", nargs="*", help="zoo members (default: all)")
     args = parser.parse_args()
-    source = datasets.fashion_mnist("test")
+    source = loaders.fashion_mnist("test")
     task = source.subset(np.arange(args.images), f"first{args.images}")
     entries = [e for e in zoo.load_manifest().models if not args.models or e.name in args.models]
     device, threads = features.best_device(), torch.get_num_threads()

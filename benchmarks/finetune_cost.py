@@ -14,8 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ranker import zoo
-from ranker.benchmark import FinetuneRecipe
+from ranker.tasks.benchmark import FinetuneRecipe
+from ranker.zoo import manifest as zoo
 
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100", "craft_vgg16_bn")
 

@@ -25,9 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker import benchmark as bm
-from ranker import datasets, export, features, lit, transfer, zoo
-from ranker.pipeline import Pipeline
+from ranker import transfer
+from ranker.learn import lit
+from ranker.serve import export
+from ranker.serve.pipeline import Pipeline
+from ranker.tasks import benchmark as bm
+from ranker.tasks import datasets, features, loaders
+from ranker.zoo import manifest as zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +90,7 @@ def main() -> None:
     print(f"| dataset | images | rank (k=0) s | rank (k={k}) s | LogME, all {m} models s | LogME / rank (k=0) |")
     print("|---|---|---|---|---|---|")
     for spec in args.data:
-        task = datasets.load_dataset(spec)
+        task = loaders.load_dataset(spec)
         plain, reranked, logme = time_rank(task, 0), time_rank(task, k), time_logme(task)
         print(f"| {task.id} | {len(task)} | {plain:.1f} | {reranked:.1f} | {logme:.1f} | {logme / plain:.1f}x |",
               flush=True)

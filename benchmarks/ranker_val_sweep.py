@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker import benchmark as bm
-from ranker import export, lit
-from ranker.config import load_run_config
-from ranker.metrics import weighted_tau
+from ranker.learn import lit
+from ranker.learn.config import load_run_config
+from ranker.learn.metrics import weighted_tau
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {

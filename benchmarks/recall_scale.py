@@ -9,7 +9,7 @@ A synthetic hub around the shipped ranker (its task tokenizer and fitness head, 
   with the ranker on similar tasks, as a trained ranker's history does.
 - Queries: fresh noisy copies; the truth is the exhaustive scorer's top 10 on the query itself.
 
-Candidates are what ``ranker.pipeline.Recall`` returns (the pipeline's own code): the best PTMs of the 5 nearest
+Candidates are what ``ranker.serve.pipeline.Recall`` returns (the pipeline's own code): the best PTMs of the 5 nearest
 historical tasks (FAISS over the summaries), then a maximum-inner-product search over the PTM tokens with
 ``Ranker.recall_query`` up to 100. Reported: recall@100 of the union, and of each route alone (the MIPS route
 assumes nothing about the history: the conservative number); latency of recall + scoring the candidates per query,
@@ -30,12 +30,13 @@ import faiss
 import numpy as np
 import torch
 
-from ranker import benchmark as bm
-from ranker import export, stats
-from ranker.config import RecallConfig
-from ranker.index import IVF_MIN, VectorIndex
-from ranker.model import Ranker, RankerDims
-from ranker.pipeline import Recall
+from ranker.learn.config import RecallConfig
+from ranker.learn.modelspider import Ranker, RankerDims
+from ranker.serve import export
+from ranker.serve.index import IVF_MIN, VectorIndex
+from ranker.serve.pipeline import Recall
+from ranker.tasks import benchmark as bm
+from ranker.tasks import stats
 
 NOISE = 0.3  # prototype noise, in units of each source task's prototype spread
 SOURCE_TOP = 50  # a historical task's best PTMs are drawn from its source task's exhaustive top this many

@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ranker import benchmark as bm  # noqa: E402
-from ranker.metrics import weighted_tau  # noqa: E402
+from ranker.learn.metrics import weighted_tau  # noqa: E402
+from ranker.tasks import benchmark as bm  # noqa: E402
 
 
 def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:

@@ -4,7 +4,7 @@ Kinds (``--kind``):
     stats         general-encoder class prototypes + summary of every task's training part, and every zoo
                   model's own class prototypes (float16), into stats.safetensors / model_stats.safetensors
     linear_probe  logistic regression on frozen features (native input size), accuracy on the held-out part
-    finetune      the benchmark's ``finetune`` recipe (ranker.benchmark.FinetuneRecipe), Lightning, CUDA when present
+    finetune      the benchmark's ``finetune`` recipe (benchmark.FinetuneRecipe), Lightning, CUDA when present
     proxy         normalized mean rank (``ranker.transfer.aggregate``) of the PROXY_ESTIMATORS' scores over the
                   zoo on each task's training part: a label that costs no training
 
@@ -44,9 +44,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from ranker import benchmark as bm
-from ranker import features, stats, transfer, zoo
-from ranker.history import HistoryStore, Record
+from ranker import transfer
+from ranker.tasks import benchmark as bm
+from ranker.tasks import features, stats
+from ranker.tasks.history import HistoryStore, Record
+from ranker.zoo import manifest as zoo
 
 PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
 """Every feature-based estimator: LEEP and NCE need source heads that most of the offline zoo lacks."""

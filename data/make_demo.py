@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ranker.datasets import fashion_mnist
+from ranker.tasks.loaders import fashion_mnist
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 CLASSES = {"trouser": 1, "pullover": 2, "sandal": 5, "bag": 8, "ankle_boot": 9}  # folder name -> Fashion-MNIST label

@@ -10,7 +10,7 @@ Recipe (every member): AdamW (weight decay 0.05), the entry's lr with cosine dec
 linear warm-up, batch 256, label smoothing 0.1, random 2-px shifts and horizontal flips, seed 0;
 5% of the source held out to report accuracy. Sources:
     fashion_mnist               Fashion-MNIST train split (the test split is left for benchmark tasks)
-    animal_mnist                Animal-MNIST, the 70% part of ``datasets.animal_mnist_split`` (30% left for tasks)
+    animal_mnist                Animal-MNIST, the 70% part of ``loaders.animal_mnist_split`` (30% left for tasks)
     fashion_mnist+animal_mnist  both, 20 classes
 
 Run (all members, ~15 min on 2 CPU cores; seconds on a GPU):
@@ -36,7 +36,8 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from ranker import datasets, zoo
+from ranker.tasks import datasets, loaders
+from ranker.zoo import manifest as zoo
 
 LOG = zoo.REPO_ROOT / "checkpoints" / "zoo" / "pretrain_log.csv"
 
@@ -44,8 +45,8 @@ LOG = zoo.REPO_ROOT / "checkpoints" / "zoo" / "pretrain_log.csv"
 def source_task(source: str) -> tuple[list[datasets.Task], int]:
     """The tasks a recipe's ``source`` names and the total class count (labels of later tasks are offset)."""
     parts = {
-        "fashion_mnist": lambda: datasets.fashion_mnist("train"),
-        "animal_mnist": lambda: datasets.animal_mnist_split()[0],
+        "fashion_mnist": lambda: loaders.fashion_mnist("train"),
+        "animal_mnist": lambda: loaders.animal_mnist_split()[0],
     }
     tasks = [parts[name]() for name in source.split("+")]
     return tasks, sum(t.num_classes for t in tasks)

@@ -3,7 +3,7 @@
 For each test task the training part is embedded by every zoo model (timed, in a fresh temporary cache, so
 extraction cost is real), every transferability estimator scores every model on those features, and the
 scores over the zoo are compared with the fine-tuning accuracies: weighted Kendall tau in both variants
-(``ranker.metrics``) and top-1 regret, averaged over tasks. ``prior`` ranks by mean historical accuracy on
+(``ranker.learn.metrics``) and top-1 regret, averaged over tasks. ``prior`` ranks by mean historical accuracy on
 the training tasks (fine-tuning where every model has some, else linear probe; the JSON's ``prior_kind`` says
 which): the same ranking for every task, the floor a learned ranker must beat. An estimator
 that raises on a degenerate (task, model) is listed under ``failures`` and that task is left out of its means
@@ -36,10 +36,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ranker import benchmark as bm
-from ranker import export, features, lit, transfer, zoo
+from ranker import transfer
 from ranker.files import write_atomic
-from ranker.metrics import top1_regret, weighted_tau
+from ranker.learn import lit
+from ranker.learn.metrics import top1_regret, weighted_tau
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
+from ranker.tasks import features
+from ranker.zoo import manifest as zoo
 
 NEEDS_SOURCE_HEAD = ("leep", "nce")
 PRIOR_KINDS = ("finetune", "linear_probe")  # the prior averages the first kind measured for every model

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ranker import benchmark as bm
-from ranker import zoo
+from ranker.tasks import benchmark as bm
+from ranker.zoo import manifest as zoo
 
 
 def make_bench(root: Path, models: tuple[str, ...]) -> bm.Benchmark:

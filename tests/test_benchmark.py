@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranker import benchmark as bm
+from ranker.tasks import benchmark as bm
 
 
 @pytest.fixture(scope="module")

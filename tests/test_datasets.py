@@ -1,4 +1,4 @@
-"""Tests for ranker.datasets on the real datasets, the shipped demo folder and small synthetic edge cases."""
+"""Tests for ranker.tasks.datasets on the real datasets, the shipped demo folder and small synthetic edge cases."""
 
 import gzip
 import os
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ranker import datasets as ds
-from ranker.datasets import DatasetError, Task
+from ranker.tasks import datasets as ds
+from ranker.tasks import loaders
+from ranker.tasks.datasets import DatasetError, Task
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"
 
@@ -26,7 +27,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def fashion() -> Task:
-    return ds.fashion_mnist("test")
+    return loaders.fashion_mnist("test")
 
 
 def make_task(labels: list[int], names: tuple[str, ...] | None = None, task_id: str = "synthetic") -> Task:
@@ -44,7 +45,7 @@ def write_png(path: Path, value: int = 0) -> None:
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_real_loader_shapes_and_classes(name):
-    task = ds.REAL_DATASETS[name]()
+    task = loaders.REAL_DATASETS[name]()
     n, shape, per_class = EXPECTED[name]
     assert len(task) == n
     assert task.images.shape == (n, *shape) and task.images.dtype == np.uint8
@@ -57,8 +58,8 @@ def test_real_loader_shapes_and_classes(name):
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_real_loader_is_deterministic(name):
-    first, second = ds.REAL_DATASETS[name](), ds.REAL_DATASETS[name]()
-    assert first.id == second.id == ds.load_dataset(name).id
+    first, second = loaders.REAL_DATASETS[name](), loaders.REAL_DATASETS[name]()
+    assert first.id == second.id == loaders.load_dataset(name).id
     np.testing.assert_array_equal(first.images, second.images)
     np.testing.assert_array_equal(first.labels, second.labels)
 
@@ -66,15 +67,15 @@ def test_real_loader_is_deterministic(name):
 def test_real_loader_ids_and_names(fashion):
     assert fashion.id == "fashion_mnist:test"
     assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
-    assert ds.animal_mnist().class_names == ("Bear", "Bird", "Cat", "Cow", "Dog",
+    assert loaders.animal_mnist().class_names == ("Bear", "Bird", "Cat", "Cow", "Dog",
                                              "Elephant", "Giraffe", "Horse", "Sheep", "Zebra")
-    assert ds.digits().class_names == tuple("0123456789")
-    lfw = ds.lfw_subset()
+    assert loaders.digits().class_names == tuple("0123456789")
+    lfw = loaders.lfw_subset()
     assert lfw.class_names == ("face", "non_face") and lfw.labels[:100].sum() == 0 and lfw.labels[100:].all()
 
 
 def test_fashion_mnist_train_split():
-    train = ds.fashion_mnist("train")
+    train = loaders.fashion_mnist("train")
     assert train.id == "fashion_mnist:train" and train.images.shape == (60000, 28, 28)
     assert np.bincount(train.labels).tolist() == [6000] * 10
 
@@ -82,9 +83,9 @@ def test_fashion_mnist_train_split():
 def test_fashion_mnist_missing_files_explains_install(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="apt-get install dataset-fashion-mnist"):
-        ds.fashion_mnist()
+        loaders.fashion_mnist()
     with pytest.raises(ValueError, match="'train' or 'test'"):
-        ds.fashion_mnist("val")
+        loaders.fashion_mnist("val")
 
 
 def test_fashion_mnist_rejects_truncated_idx_file(tmp_path, monkeypatch):
@@ -94,7 +95,7 @@ def test_fashion_mnist_rejects_truncated_idx_file(tmp_path, monkeypatch):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(truncated))
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
     with pytest.raises(DatasetError, match="not a complete idx file"):
-        ds.fashion_mnist()
+        loaders.fashion_mnist()
 
 
 def test_episode_is_deterministic_and_reindexed(fashion):
@@ -118,7 +119,7 @@ def test_episode_seeds_differ(fashion):
 
 
 def test_episode_errors():
-    lfw = ds.lfw_subset()
+    lfw = loaders.lfw_subset()
     with pytest.raises(DatasetError, match="'face'.*only 100 samples"):
         ds.sample_episode(lfw, ways=2, shots=101, seed=0)
     with pytest.raises(DatasetError, match="3-way episode"):
@@ -126,7 +127,7 @@ def test_episode_errors():
 
 
 def test_subset_reindexes_in_sorted_class_order():
-    digits = ds.digits()
+    digits = loaders.digits()
     picks = [*np.flatnonzero(digits.labels == 7)[:2], *np.flatnonzero(digits.labels == 3)[:3]]
     sub = digits.subset(picks, "mine")
     assert sub.id == "sklearn_digits:all/mine"
@@ -152,12 +153,12 @@ def test_split_needs_two_samples_per_class():
 
 
 def test_split_on_real_data_keeps_every_class():
-    train, test = ds.split(ds.digits(), 0.2, seed=0)
+    train, test = ds.split(loaders.digits(), 0.2, seed=0)
     assert train.num_classes == test.num_classes == 10 and len(train) + len(test) == 1797
 
 
 def test_variants_change_pixels_and_id():
-    lfw = ds.lfw_subset()
+    lfw = loaders.lfw_subset()
     inverted = ds.variant(lfw, "invert")
     np.testing.assert_array_equal(inverted.images.astype(int), 255 - lfw.images.astype(int))
     rotated = ds.variant(lfw, "rot90")
@@ -174,17 +175,17 @@ def test_variants_change_pixels_and_id():
 
 
 def test_variant_of_image_folder_loads_pixels():
-    demo = ds.load_image_folder(DEMO_DIR)
+    demo = loaders.load_image_folder(DEMO_DIR)
     inverted = ds.variant(demo, "invert")
     assert inverted.paths is None and inverted.images.shape == (250, 28, 28, 3)
     np.testing.assert_array_equal(inverted.images[3], 255 - np.asarray(demo.image(3)))
 
 
 def test_demo_image_folder():
-    demo = ds.load_dataset(str(DEMO_DIR))
+    demo = loaders.load_dataset(str(DEMO_DIR))
     assert demo.class_names == ("ankle_boot", "bag", "pullover", "sandal", "trouser")
     assert len(demo) == 250 and np.bincount(demo.labels).tolist() == [50] * 5
-    assert demo.id.startswith("folder:demo:") and demo.id == ds.load_image_folder(DEMO_DIR).id
+    assert demo.id.startswith("folder:demo:") and demo.id == loaders.load_image_folder(DEMO_DIR).id
     image = demo.image(0)
     assert image.mode == "RGB" and image.size == (28, 28)
     assert demo.paths[0].parent.name == demo.class_names[demo.labels[0]]
@@ -193,9 +194,9 @@ def test_demo_image_folder():
 def test_image_folder_id_changes_with_files(tmp_path):
     copy = tmp_path / "demo"
     shutil.copytree(DEMO_DIR, copy)
-    before = ds.load_image_folder(copy)
+    before = loaders.load_image_folder(copy)
     write_png(copy / "bag" / "extra.png")
-    after = ds.load_image_folder(copy)
+    after = loaders.load_image_folder(copy)
     assert len(after) == 251 and after.id != before.id and after.id.startswith("folder:demo:")
 
 
@@ -215,7 +216,7 @@ def test_image_folder_layout_errors(tmp_path, layout, message):
         for name in layout:
             write_png(root / name)
     with pytest.raises(DatasetError, match=message):
-        ds.load_image_folder(root)
+        loaders.load_image_folder(root)
 
 
 def test_image_folder_unreadable_file(tmp_path):
@@ -223,7 +224,7 @@ def test_image_folder_unreadable_file(tmp_path):
         write_png(tmp_path / name)
     (tmp_path / "dog" / "broken.png").write_bytes(os.urandom(64))
     with pytest.raises(DatasetError, match=r"1 unreadable image file\(s\): .*broken\.png"):
-        ds.load_image_folder(tmp_path)
+        loaders.load_image_folder(tmp_path)
 
 
 def test_npz_round_trip(tmp_path):
@@ -231,13 +232,13 @@ def test_npz_round_trip(tmp_path):
     images, labels = rng.integers(0, 256, (6, 5, 5, 3), dtype=np.uint8), np.array([0, 1, 2, 2, 1, 0])
     path = tmp_path / "toy.npz"
     np.savez(path, images=images, labels=labels, class_names=np.array(["a", "b", "c"]))
-    task = ds.load_dataset(str(path))
+    task = loaders.load_dataset(str(path))
     assert task.id.startswith("npz:toy:") and task.class_names == ("a", "b", "c")
     np.testing.assert_array_equal(task.images, images)
     np.testing.assert_array_equal(task.labels, labels)
     assert np.array_equal(np.asarray(task.image(2)), images[2])
     np.savez(path, images=images, labels=labels[::-1])
-    relabelled = ds.load_npz(path)
+    relabelled = loaders.load_npz(path)
     assert relabelled.id != task.id and relabelled.class_names == ("0", "1", "2")
 
 
@@ -253,12 +254,12 @@ def test_npz_round_trip(tmp_path):
 def test_npz_errors(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DatasetError, match=message):
-        ds.load_npz(tmp_path / "bad.npz")
+        loaders.load_npz(tmp_path / "bad.npz")
 
 
 def test_load_dataset_unknown_lists_names():
     with pytest.raises(DatasetError, match="fashion_mnist, animal_mnist, digits, lfw_subset"):
-        ds.load_dataset("imagenet")
+        loaders.load_dataset("imagenet")
 
 
 @pytest.mark.parametrize(
@@ -288,7 +289,7 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path):
     with gzip.open(evil, "wb") as f:
         pickle.dump(Exploit(), f)
     with pytest.raises(pickle.UnpicklingError, match="refusing global (posix|nt|os).system"):
-        ds._load_pickled_array(evil, np.uint8, ndim=1)
+        loaders._load_pickled_array(evil, np.uint8, ndim=1)
     assert not marker.exists()
 
 
@@ -297,6 +298,6 @@ def test_restricted_unpickler_loads_plain_arrays(tmp_path):
     path = tmp_path / "array.gz"
     with gzip.open(path, "wb") as f:
         pickle.dump(array, f)
-    np.testing.assert_array_equal(ds._load_pickled_array(path, np.int64, ndim=2), array)
+    np.testing.assert_array_equal(loaders._load_pickled_array(path, np.int64, ndim=2), array)
     with pytest.raises(DatasetError, match="does not hold a 2-D uint8 array"):
-        ds._load_pickled_array(path, np.uint8, ndim=2)
+        loaders._load_pickled_array(path, np.uint8, ndim=2)

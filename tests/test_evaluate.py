@@ -11,12 +11,14 @@ import torch
 from scipy.stats import weightedtau
 
 from data import build_history
-from ranker import benchmark as bm
-from ranker import evaluate, export, lit, transfer
-from ranker.history import Record
-from ranker.metrics import top1_regret, weighted_tau
-from ranker.model import Ranker
-from ranker.zoo import load_manifest
+from ranker import evaluate, transfer
+from ranker.learn import lit
+from ranker.learn.metrics import top1_regret, weighted_tau
+from ranker.learn.modelspider import Ranker
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
+from ranker.tasks.history import Record
+from ranker.zoo.manifest import load_manifest
 
 
 def test_weighted_tau_variants_match_scipy_and_differ() -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ranker import datasets, features, zoo
+from ranker.tasks import datasets, features, loaders
+from ranker.zoo import manifest as zoo
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def extractor() -> zoo.FrozenExtractor:
 
 @pytest.fixture(scope="module")
 def task() -> datasets.Task:
-    return datasets.sample_episode(datasets.digits(), ways=4, shots=10, seed=0)
+    return datasets.sample_episode(loaders.digits(), ways=4, shots=10, seed=0)
 
 
 def test_features_match_a_direct_forward_pass(extractor, task, tmp_path):
@@ -36,7 +37,7 @@ def test_second_call_reads_the_cache(extractor, task, tmp_path, monkeypatch):
 
 
 def test_cache_key_depends_on_weights_task_and_transform(extractor, task, tmp_path):
-    other_task = datasets.sample_episode(datasets.digits(), ways=4, shots=10, seed=1)
+    other_task = datasets.sample_episode(loaders.digits(), ways=4, shots=10, seed=1)
     other_weights = zoo.FrozenExtractor(extractor.entry, extractor.trunk, "0" * 64)
     other_size = zoo.FrozenExtractor(
         dataclasses.replace(extractor.entry, input_size=40), extractor.trunk, extractor.weights_sha256

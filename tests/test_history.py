@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 
 from data import build_history
-from ranker import benchmark as bm
-from ranker.history import COLUMNS, HistoryError, HistoryStore, Record
+from ranker.tasks import benchmark as bm
+from ranker.tasks.history import COLUMNS, HistoryError, HistoryStore, Record
 
 
 def _rec(task: str, model: str, value: float, kind: str = "finetune", metric: str = "top1_accuracy", **kw) -> Record:

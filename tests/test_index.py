@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from ranker import index as ix
-from ranker.index import VectorIndex
+from ranker.serve import index as ix
+from ranker.serve.index import VectorIndex
 
 
 def _vectors(n: int, d: int, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranker import losses
+from ranker.learn import losses
 
 NAN = float("nan")
 ALL = sorted(losses.LOSSES)

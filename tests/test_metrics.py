@@ -8,7 +8,7 @@ import torch
 from scipy.stats import kendalltau, weightedtau
 from sklearn.metrics import ndcg_score
 
-from ranker.metrics import (
+from ranker.learn.metrics import (
     NDCG,
     KendallTau,
     Top1Regret,

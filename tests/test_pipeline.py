@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ranker import benchmark as bm
-from ranker import export, stats
-from ranker.pipeline import Pipeline, best_models
+from ranker.serve import export
+from ranker.serve.pipeline import Pipeline, best_models
+from ranker.tasks import benchmark as bm
+from ranker.tasks import stats
 
 
 def _test_task_prototypes() -> tuple[str, torch.Tensor]:

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 
 from data import pretrain_zoo
-from ranker import datasets as ds
-from ranker import zoo
+from ranker.tasks import loaders
+from ranker.zoo import manifest as zoo
 
 
 def test_pretrain_records_a_hash_that_loads(tmp_path):
@@ -32,7 +32,7 @@ def test_pretrain_records_a_hash_that_loads(tmp_path):
 
 
 def test_animal_mnist_is_cut_70_30_per_class_for_pretraining_and_tasks():
-    pretraining, left = ds.animal_mnist_split()
+    pretraining, left = loaders.animal_mnist_split()
     assert np.bincount(pretraining.labels).tolist() == [700] * 10
     assert np.bincount(left.labels).tolist() == [300] * 10
     assert pretraining.id != left.id

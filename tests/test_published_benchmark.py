@@ -15,9 +15,9 @@ import pytest
 import timm
 import torch
 
-from ranker.benchmark import load_benchmark
-from ranker.metrics import weighted_tau
-from ranker.zoo import REPO_ROOT, load_manifest
+from ranker.learn.metrics import weighted_tau
+from ranker.tasks.benchmark import load_benchmark
+from ranker.zoo.manifest import REPO_ROOT, load_manifest
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "published"
 needs_shared = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"the published source files are not at {PUBLISHED} "

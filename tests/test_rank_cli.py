@@ -14,7 +14,9 @@ import torch
 import yaml
 
 import rank
-from ranker import datasets, export, features, stats, zoo
+from ranker.serve import export
+from ranker.tasks import datasets, features, loaders, stats
+from ranker.zoo import manifest as zoo
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def demo_prototypes(cache) -> tuple[datasets.Task, torch.Tensor]:
-    task = datasets.load_dataset(str(rank.DEMO))
+    task = loaders.load_dataset(str(rank.DEMO))
     general = zoo.load_extractor(export.load().config.general_encoder)
     return task, stats.class_prototypes(features.extract(general, task, progress=False), task.labels, 5)
 

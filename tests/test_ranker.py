@@ -11,10 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 import train
-from ranker import export, lit, losses
-from ranker.config import CONFIGS_DIR, RunConfig, load_run_config
-from ranker.model import ModelConfig, Ranker, RankerDims
-from ranker.zoo import DEFAULT_MANIFEST, load_manifest
+from ranker.learn import lit, losses
+from ranker.learn.config import CONFIGS_DIR, RunConfig, load_run_config
+from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims
+from ranker.serve import export
+from ranker.zoo.manifest import DEFAULT_MANIFEST, load_manifest
 
 
 def _net(models: int = 4, dims: tuple[int, ...] = (8, 16, 8, 12), general: int = 10) -> Ranker:

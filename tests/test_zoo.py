@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from skimage.data import chelsea
 
-from ranker import zoo
+from ranker.zoo import manifest as zoo
 
 MANIFEST = zoo.load_manifest()
 IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ranker.model import ModelConfig
+from ranker.learn.modelspider import ModelConfig
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_TRAIN_CONFIG = CONFIGS_DIR / "train" / "default.yaml"
 
 
@@ -32,7 +32,7 @@ class DataConfig:
 class OptimConfig:
     """Adam with cosine decay (Model Spider's recipe)."""
 
-    loss: str = "listmle"  # a name in ranker.losses.LOSSES
+    loss: str = "listmle"  # a name in ranker.learn.losses.LOSSES
     lr: float = 2.5e-4  # peak learning rate
     weight_decay: float = 0.0  # Adam's L2 weight decay
     specific_prob: float = 1.0  # chance that an episode gets PTM-specific tokens for k ~ U[0, M] random models

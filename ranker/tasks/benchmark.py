@@ -1,8 +1,8 @@
 """Benchmark definitions: which zoo, which tasks (training or test role), where their history and statistics live.
 
 A benchmark is a folder ``data/benchmarks/<name>/`` holding ``benchmark.yaml`` (a :class:`BenchmarkConfig`),
-``history.csv`` (a :class:`~ranker.history.HistoryStore`) and ``stats.safetensors`` (per-task statistics of the
-general encoder, see :mod:`ranker.stats`). Tasks are drawn from datasets in two steps so that features are
+``history.csv`` (a :class:`~ranker.tasks.history.HistoryStore`) and ``stats.safetensors`` (per-task statistics of the
+general encoder, see :mod:`ranker.tasks.stats`). Tasks are drawn from datasets in two steps so that features are
 extracted once per dataset rather than once per task: each (dataset, variant) is first cut to a fixed *pool*
 (``pool_per_class`` images of every class, seed 0), then every task takes its classes and its per-class train
 and test counts from that pool.
@@ -25,9 +25,9 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from ranker import datasets
-from ranker.history import HistoryStore
-from ranker.zoo import REPO_ROOT, ZooEntry, load_manifest
+from ranker.tasks import datasets, loaders
+from ranker.tasks.history import HistoryStore
+from ranker.zoo.manifest import REPO_ROOT, ZooEntry, load_manifest
 
 BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
 DEFAULT_BENCHMARK = "offline"
@@ -39,7 +39,7 @@ class TaskSpec:
 
     id: str  # short unique name, the task id of every history record
     role: str  # "train": the ranker may learn from it; "test": only for evaluation
-    dataset: str  # a ranker.datasets.load_dataset spec, or "animal_mnist_heldout" (the 30% kept out of pre-training)
+    dataset: str  # a loaders.load_dataset spec, or "animal_mnist_heldout" (the 30% kept out of pre-training)
     variant: str = "none"  # domain shift applied to every image: none, invert, rot90, lowres
     classes: list[int] = field(default_factory=list)  # class ids of the dataset to keep; empty: all
     n_train: int = 0  # training images per class (what a user would fine-tune on); 0: half the pool (all of it
@@ -73,7 +73,7 @@ class BenchmarkConfig:
 
     name: str  # folder name under data/benchmarks/
     manifest: str  # zoo manifest, relative to the repository root
-    general_encoder: str  # zoo member whose features give every task's statistics (ranker.stats)
+    general_encoder: str  # zoo member whose features give every task's statistics (ranker.tasks.stats)
     pool_per_class: int = 100  # images per class kept from each (dataset, variant); 0: keep all
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)  # the ground truth's fine-tuning recipe
     tasks: list[TaskSpec] = field(default_factory=list)  # training and test tasks
@@ -156,7 +156,7 @@ def pool(dataset: str, variant: str, per_class: int) -> datasets.Task:
 
     Cached in memory: pools are rebuilt from the datasets, which takes seconds, and shared by many tasks.
     """
-    task = datasets.animal_mnist_split()[1] if dataset == "animal_mnist_heldout" else datasets.load_dataset(dataset)
+    task = loaders.animal_mnist_split()[1] if dataset == "animal_mnist_heldout" else loaders.load_dataset(dataset)
     if per_class:
         task = datasets.sample_episode(task, task.num_classes, min(per_class, np.bincount(task.labels).min()), 0)
     return task if variant == "none" else datasets.variant(task, variant)

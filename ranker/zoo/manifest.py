@@ -6,7 +6,7 @@ are sized and normalized, and the sha256 of the weights as loaded. Loading never
 objects (safetensors, or ``torch.load(weights_only=True)``) and refuses weights whose hash differs.
 
 Examples:
-    >>> from ranker import zoo
+    >>> from ranker.zoo import manifest as zoo
     >>> zoo.list_models()[:2]
     ['efficientnet_lite0', 'efficientnet_lite1']
     >>> extractor = zoo.load_extractor("mobilenetv2_100")
@@ -31,8 +31,8 @@ from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MANIFEST = Path(__file__).resolve().parent / "configs" / "zoo" / "offline.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MANIFEST = REPO_ROOT / "ranker" / "configs" / "zoo" / "offline.yaml"
 
 
 class ZooError(ValueError):

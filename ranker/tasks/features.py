@@ -6,8 +6,9 @@ written to a temporary name and renamed into place, so a crash never leaves a ha
 a real name; a file that is found damaged anyway (truncated by a full disk, say) is rebuilt.
 
 Examples:
-    >>> from ranker import datasets, features, zoo
-    >>> feats = features.extract(zoo.load_extractor("mobilenetv2_100"), datasets.load_dataset("digits"))
+    >>> from ranker.tasks import features, loaders
+    >>> from ranker.zoo import manifest as zoo
+    >>> feats = features.extract(zoo.load_extractor("mobilenetv2_100"), loaders.load_dataset("digits"))
     >>> feats.shape
     torch.Size([1797, 1280])
 """
@@ -26,9 +27,9 @@ from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ranker.datasets import Task
 from ranker.files import write_atomic
-from ranker.zoo import FrozenExtractor
+from ranker.tasks.datasets import Task
+from ranker.zoo.manifest import FrozenExtractor
 
 
 def default_cache_dir() -> Path:

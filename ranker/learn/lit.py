@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ranker import benchmark as bm
-from ranker import losses
-from ranker.config import RunConfig
-from ranker.metrics import NDCG, KendallTau, Top1Regret, WeightedTau, weighted_tau
-from ranker.model import Ranker, RankerDims
+from ranker.learn import losses
+from ranker.learn.config import RunConfig
+from ranker.learn.metrics import NDCG, KendallTau, Top1Regret, WeightedTau, weighted_tau
+from ranker.learn.modelspider import Ranker, RankerDims
+from ranker.tasks import benchmark as bm
 
 
 @dataclass
@@ -145,7 +145,8 @@ def _metrics(prefix: str) -> torch.nn.ModuleDict:
 
 
 class RankerModule(L.LightningModule):
-    """Trains :class:`~ranker.model.Ranker` with a listwise loss on episodes; validates with ranking metrics."""
+    """Trains :class:`~ranker.learn.modelspider.Ranker` with a listwise loss on episodes; validates with ranking
+    metrics."""
 
     def __init__(self, cfg: RunConfig, dims: RankerDims) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
 """What rank.py runs on a new dataset: recall → learned scores → re-ranking of the top k, each stage timed.
 
 1. ``features``: the general encoder embeds the images (cached on disk like every extraction).
-2. ``tokens``: class prototypes and the task's summary vector (``ranker.stats``).
+2. ``tokens``: class prototypes and the task's summary vector (``ranker.tasks.stats``).
 3. ``recall``: the FAISS index of historical tasks gives the ``recall.tasks`` most similar earlier tasks
    (cosine of summary vectors) and each one's ``recall.per_task`` best models by ground truth; for a zoo larger
    than ``recall.size``, a maximum-inner-product search over the model tokens (``Ranker.recall_query``) fills
@@ -14,7 +14,7 @@
 
 Example:
     >>> pipe = Pipeline(export.load())
-    >>> result = pipe.rank(datasets.load_dataset("data/demo"))
+    >>> result = pipe.rank(loaders.load_dataset("data/demo"))
     >>> result.ranking[0].model, result.timings
 """
 
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker import features, stats, zoo
-from ranker.config import RecallConfig
-from ranker.datasets import DatasetError, Task
-from ranker.export import Exported, ExportError
-from ranker.index import VectorIndex
-from ranker.model import Ranker, merge_rerank
+from ranker.learn.config import RecallConfig
+from ranker.learn.modelspider import Ranker, merge_rerank
+from ranker.serve.export import Exported, ExportError
+from ranker.serve.index import VectorIndex
+from ranker.tasks import features, stats
+from ranker.tasks.datasets import DatasetError, Task
+from ranker.zoo import manifest as zoo
 
 
 @dataclass

@@ -7,7 +7,7 @@
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
 - ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
   rows ``[T, M]`` (what recall over earlier tasks needs); task ids and kinds in its metadata;
-- ``tasks.faiss``: a cosine ``ranker.index.VectorIndex`` over those summary vectors, rows in the same order.
+- ``tasks.faiss``: a cosine ``ranker.serve.index.VectorIndex`` over those summary vectors, rows in the same order.
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
@@ -31,11 +31,11 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ranker.config import RunConfig
 from ranker.files import umask_mode
-from ranker.index import VectorIndex
-from ranker.model import Ranker, RankerDims
-from ranker.zoo import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
+from ranker.learn.config import RunConfig
+from ranker.learn.modelspider import Ranker, RankerDims
+from ranker.serve.index import VectorIndex
+from ranker.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
 FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss")
