@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -41,6 +42,27 @@ def _is_features_npz(path: str) -> bool:
         return False
     with np.load(path, allow_pickle=False) as npz:
         return "features" in npz.files and "images" not in npz.files
+
+
+def check_output(path: Path, flag: str) -> None:
+    """Raises ValueError unless ``path`` can be written: not a folder, and its nearest existing parent a folder
+    this process may write into (checked before any model loads, so a typo does not cost a whole ranking)."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name such as {path / 'ranking'}"
+                         f"{'.json' if flag == '--json' else '.png'}")
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} cannot be written ({parent} is not a folder you may write into); "
+                         "choose another path")
+
+
+def warn_small_classes(task: datasets.Task) -> None:
+    """One stderr line per dataset with a class of a single sample: its prototype is that one sample."""
+    counts = np.bincount(task.labels, minlength=task.num_classes)
+    single = [task.class_names[c] for c in np.flatnonzero(counts == 1)]
+    if single:
+        print(f"rank: warning: {task.id} has a single sample of class(es) {single[:5]}"
+              f"{' ...' if len(single) > 5 else ''}; its ranking rests on one image per such class", file=sys.stderr)
 
 
 def table(result: Ranking) -> str:
@@ -94,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_models:
             print("\n".join(zoo.list_models(args.manifest)))
             return 0
+        for flag, path in (("--json", args.json), ("--plot", args.plot)):
+            if path is not None:
+                check_output(path, flag)
         inputs = []  # checked before any model loads: a typo fails fast
         for spec in args.data:
             is_features = _is_features_npz(spec)
             inputs.append(loaders.load_features_npz(spec) if is_features else loaders.load_dataset(spec))
+            if not is_features:
+                warn_small_classes(inputs[-1])
         if args.rerank and all(isinstance(item, tuple) for item in inputs):
             raise datasets.DatasetError("re-ranking needs images and every --data holds features; drop --rerank or "
                                         "pass the images")
@@ -117,4 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at interpreter exit
+    except BrokenPipeError:  # the reader of stdout went away (`rank.py --list-models | head`): not an error here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        code = 0
+    sys.exit(code)

@@ -1,19 +1,23 @@
 """Trains the learned ranker on a benchmark's history and exports it to checkpoints/<name>/.
 
 Config: the dataclasses of ranker/learn/config.py, then ranker/configs/train/default.yaml, then ``key=value``
-overrides. The resolved config is saved as runs/<name>/config.yaml; Lightning checkpoints (for resuming) and
-CSV logs go beside it. After fitting, the best checkpoint by validation weighted tau is reloaded, the
-re-ranking depth k is chosen on the validation tasks, and the export folder is written.
+overrides. The resolved config is saved as runs/<name>/config.yaml; Lightning checkpoints (``last.ckpt``, written
+every epoch, to resume; ``best.ckpt`` by validation weighted tau) and CSV logs go beside it. After fitting, the best
+checkpoint is reloaded, the re-ranking depth k is chosen on the validation tasks, and checkpoints/<name>/ is
+written. An existing run or export folder of the same name is never touched unless ``overwrite=true`` (or, for the
+run folder, ``ckpt_path`` resumes it); the shipped checkpoints/offline-default is only rewritten by
+``name=offline-default overwrite=true``.
 
 Examples:
-    python train.py                                      # embedded benchmark, CPU, a few minutes
-    python train.py trainer.max_epochs=3 model.dim=128
-    python train.py ckpt_path=runs/offline-default/checkpoints/last.ckpt    # resume
+    python train.py                                      # embedded benchmark, CPU, under a minute
+    python train.py name=small trainer.max_epochs=3 model.dim=128 optim.loss=listnet
+    python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
     srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # see README (SLURM)
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,12 +26,36 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf.errors import OmegaConfBaseException
 
+from ranker.files import write_atomic
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
 from ranker.learn.lit import EpisodeDataModule, RankerModule, rerank_sweep
 from ranker.serve import export
 from ranker.zoo.manifest import load_manifest
+
+
+def check_folders(cfg: RunConfig) -> None:
+    """Refuses, before anything is written, to reuse a run folder or replace an export that was not asked for.
+
+    Resuming (``ckpt_path``) continues the run of that name, so its folder is reused and its export replaced.
+
+    Raises:
+        ValueError: the run or the export folder exists, without ``overwrite=true`` or ``ckpt_path``; or
+            ``ckpt_path`` is not a file.
+    """
+    run_dir, export_dir = Path(cfg.out_dir) / cfg.name, Path(cfg.export_dir) / cfg.name
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ValueError(f"ckpt_path {cfg.ckpt_path} is not a file; pass runs/<name>/checkpoints/last.ckpt of a run")
+    if cfg.overwrite or cfg.ckpt_path is not None:
+        return
+    if run_dir.exists():
+        raise ValueError(f"run folder {run_dir} exists; resume it with ckpt_path={run_dir}/checkpoints/last.ckpt, "
+                         "pick another name=, or pass overwrite=true to start it again")
+    if export_dir.exists():
+        raise ValueError(f"export folder {export_dir} exists; pick another name=, or pass overwrite=true to "
+                         "replace it")
 
 
 def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
@@ -36,16 +64,21 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
     L.seed_everything(cfg.seed, workers=True)
     module = RankerModule(cfg, data.dims)
     run_dir = Path(cfg.out_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if rank_zero_only.rank == 0:  # DDP's other processes rerun this script once rank 0 has made the folder
+        if cfg.overwrite and cfg.ckpt_path is None and run_dir.exists():
+            shutil.rmtree(run_dir)
+        write_atomic(run_dir / "config.yaml", to_yaml(cfg).encode())
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/wtau", mode="max",
-                           save_last=True)
+                           enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", every_n_epochs=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)  # no monitor: the latest
     trainer = L.Trainer(
         max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-        logger=CSVLogger(run_dir, name="logs"), callbacks=[best], log_every_n_steps=cfg.trainer.log_every_n_steps,
-        check_val_every_n_epoch=cfg.trainer.check_val_every_n_epoch, default_root_dir=run_dir,
-        enable_model_summary=False,
+        logger=CSVLogger(run_dir, name="logs"), callbacks=[best, last],
+        log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir, enable_model_summary=False,
+        # validate at least once, at the last epoch, when max_epochs is below the validation interval
+        check_val_every_n_epoch=min(cfg.trainer.check_val_every_n_epoch, cfg.trainer.max_epochs),
     )
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
     if not trainer.is_global_zero:
@@ -73,15 +106,21 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.rstrip() + "\n\nFields, each with a comment: ranker/learn/config.py; defaults: "
+              "ranker/configs/train/default.yaml.")
+        return 0
     try:
         cfg = load_run_config(DEFAULT_TRAIN_CONFIG, argv)
+        if rank_zero_only.rank == 0:  # the folders of DDP's other processes are rank 0's, made on purpose
+            check_folders(cfg)
         data = EpisodeDataModule(cfg)
         data.setup()
     except OmegaConfBaseException as err:  # unknown key, or a value of the wrong type
         where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
         print(f"train: config {where}{str(err).splitlines()[0]} (fields: ranker/learn/config.py)", file=sys.stderr)
         return 2
-    except ValueError as err:  # unknown benchmark or task, missing history
+    except ValueError as err:  # unknown benchmark, task or loss, missing history, folders in the way
         print(f"train: {err}", file=sys.stderr)
         return 2
     fit(cfg, data)

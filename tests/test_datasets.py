@@ -301,3 +301,31 @@ def test_restricted_unpickler_loads_plain_arrays(tmp_path):
     np.testing.assert_array_equal(loaders._load_pickled_array(path, np.int64, ndim=2), array)
     with pytest.raises(DatasetError, match="does not hold a 2-D uint8 array"):
         loaders._load_pickled_array(path, np.uint8, ndim=2)
+
+
+def test_images_nested_below_a_class_folder_belong_to_that_class(tmp_path: Path) -> None:
+    for rel in ("cat/a.png", "cat/kitten/sub/b.png", "dog/c.png", "dog/puppy/d.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), 9).save(tmp_path / rel)
+    task = loaders.load_image_folder(tmp_path)
+    assert task.class_names == ("cat", "dog") and task.labels.tolist() == [0, 0, 1, 1]
+
+
+def test_a_symlink_loop_is_refused_and_a_link_elsewhere_is_followed(tmp_path: Path) -> None:
+    for rel in ("data/cat/a.png", "data/dog/c.png", "elsewhere/b.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), 9).save(tmp_path / rel)
+    (tmp_path / "data" / "cat" / "more").symlink_to(tmp_path / "elsewhere")
+    assert loaders.load_image_folder(tmp_path / "data").labels.tolist() == [0, 0, 1]
+    (tmp_path / "data" / "dog" / "loop").symlink_to(tmp_path / "data" / "dog")
+    with pytest.raises(DatasetError, match="a loop"):
+        loaders.load_image_folder(tmp_path / "data")
+
+
+def test_string_labels_in_an_npz_are_class_names(tmp_path: Path) -> None:
+    images = np.zeros((4, 8, 8), np.uint8)
+    np.savez(tmp_path / "s.npz", images=images, labels=np.array(["dog", "cat", "dog", "cat"]))
+    task = loaders.load_npz(tmp_path / "s.npz")
+    assert task.class_names == ("cat", "dog") and task.labels.tolist() == [1, 0, 1, 0]
+    np.savez(tmp_path / "f.npz", features=np.ones((4, 3)), labels=np.array(["b", "a", "b", "a"]))
+    assert loaders.load_features_npz(tmp_path / "f.npz")[2].tolist() == [1, 0, 1, 0]

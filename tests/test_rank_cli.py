@@ -114,6 +114,10 @@ def _write_png(path: Path, value: int) -> None:
         ("features_width", "width 3"),
         ("features_rerank", "re-ranking needs images"),
         ("k_too_large", "outside 0..18"),
+        ("json_under_a_file", "cannot be written"),
+        ("plot_is_a_folder", "is a folder"),
+        ("link_loop", "a loop"),
+        ("float_labels", "labels must be one integer class id"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path, capsys) -> None:
@@ -126,6 +130,16 @@ def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path
         _write_png(root / "cat" / "b.png", 20)
     if case not in ("missing", "empty", "one_class"):
         _write_png(root / "dog" / "c.png", 30)
+        _write_png(root / "dog" / "d.png", 40)
+    if case == "json_under_a_file":
+        args[3] = str(root / "cat" / "a.png" / "out.json")
+    if case == "plot_is_a_folder":
+        args += ["--plot", str(tmp_path)]
+    if case == "link_loop":
+        (root / "dog" / "again").symlink_to(root)
+    if case == "float_labels":
+        np.savez(tmp_path / "i.npz", images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0.0, 0.5, 1.0, 1.0]))
+        args[1] = str(tmp_path / "i.npz")
     if case == "unreadable":
         (root / "dog" / "broken.png").write_bytes(b"not an image at all")
     manifest = yaml.safe_load(zoo.DEFAULT_MANIFEST.read_text())
@@ -149,6 +163,24 @@ def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and needle in err and err.startswith("rank: ")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_closed_pipe_is_no_error() -> None:
+    """``rank.py --list-models | head``: the reader leaves first; no BrokenPipeError traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, "rank.py", "--list-models"], cwd=zoo.REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_a_class_of_one_image_is_named_on_stderr(tmp_path: Path, capsys) -> None:
+    for name, values in (("cat", [10, 20]), ("dog", [30])):
+        for i, value in enumerate(values):
+            _write_png(tmp_path / name / f"{i}.png", value)
+    rank.warn_small_classes(loaders.load_image_folder(tmp_path))
+    err = capsys.readouterr().err
+    assert err.startswith("rank: warning:") and "['dog']" in err and err.count("\n") == 1
 
 
 def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:

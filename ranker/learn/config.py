@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ranker.learn import losses
 from ranker.learn.modelspider import ModelConfig
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -65,11 +66,12 @@ class RecallConfig:
 class RunConfig:
     """A whole training run."""
 
-    name: str = "offline-default"  # run name: folder under out_dir and the exported checkpoint's name
+    name: str = "offline"  # run name: folder under out_dir and the exported checkpoint's name
     seed: int = 0  # seed_everything: weights, episode order, specific-token draws
     out_dir: str = "runs"  # run folders (logs, Lightning checkpoints, resolved config) go under here
     export_dir: str = "checkpoints"  # the exported folder goes to <export_dir>/<name>
-    ckpt_path: str | None = None  # a Lightning .ckpt to resume training from
+    ckpt_path: str | None = None  # a Lightning .ckpt to resume training from (its run folder is reused)
+    overwrite: bool = False  # replace an existing run folder and export folder of this name (else: refused)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -79,12 +81,19 @@ class RunConfig:
 
 def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrides: list[str] | None = None
                     ) -> RunConfig:
-    """Structured defaults, then the YAML file (if any), then ``key=value`` overrides; type-checked."""
+    """Structured defaults, then the YAML file (if any), then ``key=value`` overrides; type-checked.
+
+    Raises:
+        omegaconf.errors.OmegaConfBaseException: an unknown key, or a value of the wrong type.
+        ValueError: a value outside its choices (the loss name).
+    """""
     merged = OmegaConf.structured(RunConfig)
     if yaml_path is not None:
         merged = OmegaConf.merge(merged, OmegaConf.load(yaml_path))
     merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
-    return OmegaConf.to_object(merged)
+    cfg = OmegaConf.to_object(merged)
+    losses.get(cfg.optim.loss)  # an unknown loss name fails here, before any data loads
+    return cfg
 
 
 def to_yaml(cfg: RunConfig) -> str:

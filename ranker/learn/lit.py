@@ -109,12 +109,36 @@ class _Padded(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A permutation per epoch drawn from (seed, epoch) alone, so a run resumed from a checkpoint visits the
+    episodes in the order the uninterrupted run would have (Lightning calls ``set_epoch``; under DDP it wraps this
+    sampler and splits each permutation among the processes)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+def _mix(*keys: int) -> int:
+    """A well-mixed 63-bit seed from several integers (seed, epoch, step, process rank)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+
+
 class EpisodeDataModule(L.LightningDataModule):
     """Training episodes: the benchmark's training-role tasks minus ``data.val_tasks``; validation: those."""
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
-        self.cfg = cfg.data
+        self.cfg, self.seed = cfg.data, cfg.seed
         self.bench = bm.load_benchmark(self.cfg.benchmark)
         train_ids = self.bench.task_ids("train")
         if not self.cfg.val_tasks:
@@ -132,7 +156,8 @@ class EpisodeDataModule(L.LightningDataModule):
         self.val_episodes = load_episodes(self.bench, self.cfg.val_tasks, self.cfg.target_kinds)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Padded(self.train_episodes), batch_size=self.cfg.batch_size, shuffle=True)
+        episodes = _Padded(self.train_episodes)
+        return DataLoader(episodes, batch_size=self.cfg.batch_size, sampler=EpochShuffle(len(episodes), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Padded(self.val_episodes), batch_size=self.cfg.batch_size)
@@ -162,6 +187,11 @@ class RankerModule(L.LightningModule):
         k = k * (torch.rand(b, 1, device=has_specific.device) < self.cfg.optim.specific_prob)
         order = torch.rand(b, m, device=has_specific.device).argsort(1).argsort(1)  # a random rank per model
         return (order < k) & has_specific
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Seeds this step's randomness (dropout, the specific-token draw) from (seed, step, process) alone, so a
+        resumed run takes the same steps as the uninterrupted one."""
+        torch.manual_seed(_mix(self.cfg.seed, self.global_step, self.global_rank))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         mask = self._specific_draw(batch["has_specific"])

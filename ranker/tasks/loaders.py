@@ -23,6 +23,7 @@ from PIL import Image
 from skimage.data import lfw_subset as _skimage_lfw_subset
 from sklearn.datasets import load_digits
 from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.utils.misc import natural_key
 
 from ranker.tasks.datasets import DatasetError, Task, split
 
@@ -39,25 +40,29 @@ _FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
 def load_image_folder(root: str | Path) -> Task:
     """Loads an ImageFolder tree ``root/<class>/<image>`` of .png/.jpg/.jpeg files, found with timm's reader.
 
-    Class ids follow timm's natural sort of the folder names ("c2" before "c10"). A folder nested inside a class
-    folder is a class of its own, named by its path relative to ``root`` with "/" replaced by "_". Every image is
-    opened once to check it is readable; pixels are read later, on demand. The id hashes each file's relative path,
-    size and mtime, so touching or copying the files gives a new id.
+    A class is a folder directly under ``root``; images in folders nested below it belong to it (torchvision's
+    ImageFolder rule). Class ids follow timm's natural sort of the names ("c2" before "c10"). Symbolic links are
+    followed, but a link back into a folder already on its path (a loop) is refused. Every image is opened once to
+    check it is readable; pixels are read later, on demand. The id hashes each file's relative path, size and mtime,
+    so touching or copying the files gives a new id.
     """
     root = Path(root).resolve()
     if not root.exists():
         raise DatasetError(f"image folder {root} does not exist; {_FOLDER_LAYOUT}")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; {_FOLDER_LAYOUT} (or an .npz file)")
-    samples, class_to_idx = find_images_and_targets(str(root), leaf_name_only=False)
+    _refuse_link_loops(root)
+    samples, _ = find_images_and_targets(str(root), leaf_name_only=False)
     if not samples:
         raise DatasetError(f"image folder {root} has no .png/.jpg/.jpeg images; {_FOLDER_LAYOUT}")
-    if "" in class_to_idx:
-        raise DatasetError(f"image folder {root} has images directly inside it; move each into a subfolder per class")
-    if len(class_to_idx) < 2:
-        raise DatasetError(f"image folder {root} has only one class ({next(iter(class_to_idx))!r}); "
-                           "ranking needs at least two labelled classes, one subfolder each")
     paths = tuple(Path(p) for p, _ in samples)
+    top = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in paths]
+    if "" in top:
+        raise DatasetError(f"image folder {root} has images directly inside it; move each into a subfolder per class")
+    class_names = tuple(sorted(set(top), key=natural_key))
+    if len(class_names) < 2:
+        raise DatasetError(f"image folder {root} has only one class ({class_names[0]!r}); "
+                           "ranking needs at least two labelled classes, one subfolder each")
     bad = [p for p in paths if not _is_readable_image(p)]
     if bad:
         shown = ", ".join(str(p) for p in bad[:3]) + (", ..." if len(bad) > 3 else "")
@@ -67,10 +72,21 @@ def load_image_folder(root: str | Path) -> Task:
     digest = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
     return Task(
         id=f"folder:{root.name}:{digest}",
-        labels=np.array([target for _, target in samples], dtype=np.int64),
-        class_names=tuple(sorted(class_to_idx, key=class_to_idx.__getitem__)),
+        labels=np.array([class_names.index(name) for name in top], dtype=np.int64),
+        class_names=class_names,
         paths=paths,
     )
+
+
+def _refuse_link_loops(root: Path) -> None:
+    """Raises DatasetError when a symbolic link under ``root`` leads back to a folder on its own path."""
+    for folder, subfolders, _ in os.walk(root, followlinks=True):
+        here = Path(folder)
+        above = {os.path.realpath(p) for p in (here, *here.parents) if p == root or root in p.parents}
+        for name in subfolders:
+            if (here / name).is_symlink() and os.path.realpath(here / name) in above:
+                raise DatasetError(f"image folder {root}: the link {here / name} points back to "
+                                   f"{os.path.realpath(here / name)}, a loop; remove or replace the link")
 
 
 def _is_readable_image(path: Path) -> bool:
@@ -113,15 +129,26 @@ def _read_npz(path: str | Path, required: dict[str, str], optional: tuple[str, .
 def load_npz(path: str | Path) -> Task:
     """Loads ``images`` (uint8 [N, H, W] or [N, H, W, 3]) and ``labels`` (int [N]) saved with ``numpy.savez``.
 
-    An optional ``class_names`` string array names the classes; otherwise they are "0".."C-1". The file is read
-    without pickle support, so object arrays are refused.
+    An optional ``class_names`` string array names the classes; otherwise they are "0".."C-1". String labels are
+    class names themselves (ids in their sorted order). The file is read without pickle support, so object arrays
+    are refused.
     """
     arrays, digest = _read_npz(
         path, {"images": "uint8 [N, H, W] or [N, H, W, 3] pixels", "labels": "one integer per image"}, ("class_names",),
         ("features", "holds precomputed features, not images; pass it where features are accepted"))
     images, labels = arrays["images"], arrays["labels"]
-    num_classes = int(labels.max()) + 1 if labels.size else 0
-    names = arrays["class_names"].tolist() if "class_names" in arrays else [str(c) for c in range(num_classes)]
+    if labels.dtype.kind in "US":  # class names as labels: ids in sorted order of the names
+        if "class_names" in arrays:
+            raise DatasetError(f"{path} has string labels and class_names; keep one: integer labels with "
+                               "class_names, or the names themselves as labels")
+        names, labels = np.unique(labels, return_inverse=True)
+        names = names.tolist()
+    elif labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise DatasetError(f"{path}: labels must be one integer class id (or class name) per image, got "
+                           f"{labels.dtype} {labels.shape}")
+    else:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+        names = arrays["class_names"].tolist() if "class_names" in arrays else [str(c) for c in range(num_classes)]
     return Task(id=f"npz:{Path(path).stem}:{digest}", labels=labels, class_names=tuple(names), images=images)
 
 
@@ -129,14 +156,14 @@ def load_features_npz(path: str | Path) -> tuple[str, np.ndarray, np.ndarray]:
     """Reads precomputed ``features`` (float [N, D]) and ``labels`` (int [N]) saved with ``numpy.savez``.
 
     Returns the id (``npzfeat:<stem>:<sha1 prefix>``), the features as float32 and the labels re-indexed to
-    0..C-1 in sorted order of the ids given. Needs at least two classes. Read without pickle support.
+    0..C-1 in sorted order of the ids (or class names) given. Needs at least two classes. Read without pickle support.
     """
     arrays, digest = _read_npz(path, {"features": "float [N, D] features", "labels": "one integer per row of features"})
     feats, labels = arrays["features"], arrays["labels"]
     if feats.ndim != 2 or feats.dtype.kind not in "fiu" or not np.isfinite(feats).all():
         raise DatasetError(f"{path}: features must be a finite numeric [N, D] array, got {feats.dtype} {feats.shape}")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(feats):
-        raise DatasetError(f"{path}: labels must be {len(feats)} integers (one per row of features), got "
+    if labels.ndim != 1 or labels.dtype.kind not in "iuUS" or len(labels) != len(feats):
+        raise DatasetError(f"{path}: labels must be {len(feats)} integers or class names (one per row), got "
                            f"{labels.dtype} {labels.shape}")
     classes, labels = np.unique(labels, return_inverse=True)
     if len(classes) < 2:

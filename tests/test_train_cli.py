@@ -1,0 +1,164 @@
+"""train.py as a user meets it: the README's commands as written, bad invocations, folders it must not touch, and
+runs killed at random points that, rerun, export what an uninterrupted run exports."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from ranker.learn import lit
+from ranker.learn.config import load_run_config
+from ranker.serve import export
+
+ROOT = Path(train.__file__).resolve().parent
+TINY = ["trainer.max_epochs=3"]  # appended last, so it wins over a command's own epochs
+
+
+def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def readme_train_commands() -> list[list[str]]:
+    """The arguments of every ``train.py`` command in the README's code blocks, in order."""
+    commands = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        match = re.match(r"\.venv/bin/python train\.py(.*?)(#|$)", line.strip())
+        if match:
+            commands.append(shlex.split(match.group(1)))
+    return commands
+
+
+def folder_digest(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
+
+
+def test_the_readme_train_commands_run_as_written(tmp_path: Path) -> None:
+    """Run from an empty folder (so runs/ lands there) with tiny epochs; the resume command finds the first run."""
+    commands = readme_train_commands()
+    assert len(commands) == 3 and any("ckpt_path" in a for a in commands[2])
+    for args in commands:
+        run = run_train([*args, f"export_dir={tmp_path}/ckpt", *TINY], tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["offline", "small"]
+    assert export.load(tmp_path / "ckpt" / "small").config.run.optim.loss == "listnet"
+
+
+def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train.main(["--help"]) == 0
+    assert "Examples" in capsys.readouterr().out
+    out = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt"]
+    for args, says in ((["optim.loss=nope"], "unknown loss 'nope'"),
+                       (["trainer.max_epochs=many"], "trainer.max_epochs"),
+                       (["ckpt_path=nowhere.ckpt"], "is not a file")):
+        assert train.main(out + args) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_the_shipped_checkpoint_and_an_earlier_run_are_never_overwritten(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    assert load_run_config().name != "offline-default"
+    shipped = folder_digest(export.DEFAULT_CHECKPOINT)
+    assert train.main([f"out_dir={tmp_path}/runs", "name=offline-default", *TINY]) == 2
+    assert "checkpoints/offline-default exists" in capsys.readouterr().err
+    assert folder_digest(export.DEFAULT_CHECKPOINT) == shipped and not (tmp_path / "runs").exists()
+
+    args = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r"]
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "config.yaml").write_text("an earlier run's\n")
+    assert train.main(args + TINY) == 2
+    assert "runs/r exists" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "r" / "config.yaml").read_text() == "an earlier run's\n"
+
+
+def test_last_checkpoint_holds_the_last_epoch_when_it_is_no_validation_epoch(tmp_path: Path) -> None:
+    """Validation every 5 epochs, 7 epochs: last.ckpt must hold epoch 7 (index 6), not the best epoch 5; with 3
+    epochs (below the interval) validation still runs once, so a best checkpoint exists."""
+    for epochs in (7, 3):
+        cfg = load_run_config(overrides=[f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt",
+                                         f"name=e{epochs}", f"trainer.max_epochs={epochs}"])
+        data = lit.EpisodeDataModule(cfg)
+        data.setup()
+        train.fit(cfg, data)
+        checkpoints = tmp_path / "runs" / f"e{epochs}" / "checkpoints"
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+        assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == epochs - 1
+
+
+def epoch_of(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]
+
+
+def kill_and_resume(args: list[str], cwd: Path, epochs: int, kills: int, seed: int) -> list[int]:
+    """Starts train.py and SIGKILLs it at a random point of its training (0 to 0.1 s after ``last.ckpt`` reaches a
+    random epoch beyond the one it resumed from), then reruns it from ``last.ckpt`` (or afresh, when a kill came
+    before the first one), ``kills`` times; the last rerun ends by itself. Returns the epoch each rerun resumed from.
+    """
+    rng, resumed = random.Random(seed), []
+    last = cwd / "runs" / "k" / "checkpoints" / "last.ckpt"
+    for attempt in range(kills + 1):
+        extra = [f"ckpt_path={last}"] if last.exists() else ["overwrite=true"]
+        if attempt:
+            resumed.append(epoch_of(last) if last.exists() else -1)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, *extra], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if attempt == kills:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err[-2000:]
+            return resumed
+        target = rng.randrange(resumed[-1] + 1 if resumed else 0, epochs - 1)
+        while proc.poll() is None and not (last.exists() and epoch_of(last) >= target):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.1))
+        assert proc.poll() is None, "the run ended before its kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    raise AssertionError("unreachable")
+
+
+def check_kills(tmp_path: Path, kills: int) -> None:
+    args = ["name=k", "trainer.max_epochs=120"]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "killed").mkdir()
+    whole = run_train([*args, f"export_dir={tmp_path}/whole/ckpt"], tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    resumed = kill_and_resume([*args, f"export_dir={tmp_path}/killed/ckpt"], tmp_path / "killed", 120, kills, kills)
+    print(f"{kills} kill(s); the reruns resumed from epochs {resumed}")
+    assert len(resumed) == kills and all(epoch >= 0 for epoch in resumed)
+    weights = []
+    for name in ("whole", "killed"):
+        last = torch.load(tmp_path / name / "runs" / "k" / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["epoch"] == 119
+        weights.append(last["state_dict"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the same steps, bit for bit
+    expected = load_file(tmp_path / "whole" / "ckpt" / "k" / "model.safetensors")
+    got = load_file(tmp_path / "killed" / "ckpt" / "k" / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+    whole_k = export.load(tmp_path / "whole" / "ckpt" / "k").config.rerank_k
+    assert export.load(tmp_path / "killed" / "ckpt" / "k").config.rerank_k == whole_k
+
+
+def test_a_killed_training_run_resumes_to_the_uninterrupted_export(tmp_path: Path) -> None:
+    check_kills(tmp_path, kills=2)
+
+
+@pytest.mark.slow
+def test_ten_random_kills_of_training_lose_nothing(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    check_kills(tmp_path, kills=10)
+    print(f"10 kills and resumes: {time.perf_counter() - start:.0f} s")
