@@ -105,11 +105,13 @@ def epoch_of(checkpoint: Path) -> int:
 
 
 def kill_and_resume(args: list[str], cwd: Path, epochs: int, kills: int, seed: int) -> list[int]:
-    """Starts train.py and SIGKILLs it at a random point of its training (0 to 0.1 s after ``last.ckpt`` reaches a
-    random epoch beyond the one it resumed from), then reruns it from ``last.ckpt`` (or afresh, when a kill came
-    before the first one), ``kills`` times; the last rerun ends by itself. Returns the epoch each rerun resumed from.
+    """Starts train.py and SIGKILLs it at a random point of its training (0 to 0.1 s after ``last.ckpt`` reaches the
+    next of ``kills`` random epochs; at once, during start-up, when it is there already), then reruns it from
+    ``last.ckpt`` (or afresh, when a kill came before the first one), ``kills`` times; the last rerun ends by itself.
+    Returns the epoch each rerun resumed from.
     """
     rng, resumed = random.Random(seed), []
+    targets = sorted(rng.sample(range(epochs - 1), kills))
     last = cwd / "runs" / "k" / "checkpoints" / "last.ckpt"
     for attempt in range(kills + 1):
         extra = [f"ckpt_path={last}"] if last.exists() else ["overwrite=true"]
@@ -121,8 +123,7 @@ def kill_and_resume(args: list[str], cwd: Path, epochs: int, kills: int, seed: i
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err[-2000:]
             return resumed
-        target = rng.randrange(resumed[-1] + 1 if resumed else 0, epochs - 1)
-        while proc.poll() is None and not (last.exists() and epoch_of(last) >= target):
+        while proc.poll() is None and not (last.exists() and epoch_of(last) >= targets[attempt]):
             time.sleep(0.02)
         time.sleep(rng.uniform(0, 0.1))
         assert proc.poll() is None, "the run ended before its kill"
