@@ -4,9 +4,9 @@ Config: the dataclasses of ranker/learn/config.py, then ranker/configs/train/def
 overrides. The resolved config is saved as runs/<name>/config.yaml; Lightning checkpoints (``last.ckpt``, written
 every epoch, to resume; ``best.ckpt`` by validation weighted tau) and CSV logs go beside it. After fitting, the best
 checkpoint is reloaded, the re-ranking depth k is chosen on the validation tasks, and checkpoints/<name>/ is
-written. An existing run or export folder of the same name is never touched unless ``overwrite=true`` (or, for the
-run folder, ``ckpt_path`` resumes it); the shipped checkpoints/offline-default is only rewritten by
-``name=offline-default overwrite=true``.
+written. An existing run or export folder of the same name is never touched unless ``overwrite=true`` or
+``ckpt_path`` resumes that run (and so replaces its export); the shipped checkpoints/offline-default is only
+rewritten by ``name=offline-default overwrite=true``.
 
 Examples:
     python train.py                                      # embedded benchmark, CPU, under a minute
