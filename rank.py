@@ -50,7 +50,7 @@ def check_output(path: Path, flag: str) -> None:
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name such as {path / 'ranking'}"
                          f"{'.json' if flag == '--json' else '.png'}")
-    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path} cannot be written ({parent} is not a folder you may write into); "
                          "choose another path")

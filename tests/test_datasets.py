@@ -305,16 +305,14 @@ def test_restricted_unpickler_loads_plain_arrays(tmp_path):
 
 def test_images_nested_below_a_class_folder_belong_to_that_class(tmp_path: Path) -> None:
     for rel in ("cat/a.png", "cat/kitten/sub/b.png", "dog/c.png", "dog/puppy/d.png"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (4, 4), 9).save(tmp_path / rel)
+        write_png(tmp_path / rel)
     task = loaders.load_image_folder(tmp_path)
     assert task.class_names == ("cat", "dog") and task.labels.tolist() == [0, 0, 1, 1]
 
 
 def test_a_symlink_loop_is_refused_and_a_link_elsewhere_is_followed(tmp_path: Path) -> None:
     for rel in ("data/cat/a.png", "data/dog/c.png", "elsewhere/b.png"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (4, 4), 9).save(tmp_path / rel)
+        write_png(tmp_path / rel)
     (tmp_path / "data" / "cat" / "more").symlink_to(tmp_path / "elsewhere")
     assert loaders.load_image_folder(tmp_path / "data").labels.tolist() == [0, 0, 1]
     (tmp_path / "data" / "dog" / "loop").symlink_to(tmp_path / "data" / "dog")

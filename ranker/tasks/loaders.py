@@ -22,7 +22,7 @@ from numpy._core.multiarray import _reconstruct
 from PIL import Image
 from skimage.data import lfw_subset as _skimage_lfw_subset
 from sklearn.datasets import load_digits
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data import get_img_extensions
 from timm.utils.misc import natural_key
 
 from ranker.tasks.datasets import DatasetError, Task, split
@@ -38,7 +38,7 @@ _FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
 
 
 def load_image_folder(root: str | Path) -> Task:
-    """Loads an ImageFolder tree ``root/<class>/<image>`` of .png/.jpg/.jpeg files, found with timm's reader.
+    """Loads an ImageFolder tree ``root/<class>/<image>`` of .png/.jpg/.jpeg files (timm's image extensions).
 
     A class is a folder directly under ``root``; images in folders nested below it belong to it (torchvision's
     ImageFolder rule). Class ids follow timm's natural sort of the names ("c2" before "c10"). Symbolic links are
@@ -51,12 +51,10 @@ def load_image_folder(root: str | Path) -> Task:
         raise DatasetError(f"image folder {root} does not exist; {_FOLDER_LAYOUT}")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; {_FOLDER_LAYOUT} (or an .npz file)")
-    _refuse_link_loops(root)
-    samples, _ = find_images_and_targets(str(root), leaf_name_only=False)
-    if not samples:
+    paths = _image_files(root)
+    if not paths:
         raise DatasetError(f"image folder {root} has no .png/.jpg/.jpeg images; {_FOLDER_LAYOUT}")
-    paths = tuple(Path(p) for p, _ in samples)
-    top = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in paths]
+    top = [rel[0] if len(rel) > 1 else "" for rel in (p.relative_to(root).parts for p in paths)]
     if "" in top:
         raise DatasetError(f"image folder {root} has images directly inside it; move each into a subfolder per class")
     class_names = tuple(sorted(set(top), key=natural_key))
@@ -70,23 +68,35 @@ def load_image_folder(root: str | Path) -> Task:
                            "delete or replace them")
     stats = sorted((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()])
     digest = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
+    class_ids = {name: c for c, name in enumerate(class_names)}
     return Task(
         id=f"folder:{root.name}:{digest}",
-        labels=np.array([class_names.index(name) for name in top], dtype=np.int64),
+        labels=np.array([class_ids[name] for name in top], dtype=np.int64),
         class_names=class_names,
         paths=paths,
     )
 
 
-def _refuse_link_loops(root: Path) -> None:
-    """Raises DatasetError when a symbolic link under ``root`` leads back to a folder on its own path."""
-    for folder, subfolders, _ in os.walk(root, followlinks=True):
+def _image_files(root: Path) -> tuple[Path, ...]:
+    """Every image file under ``root`` (timm's extensions, any case), following symbolic links, in one walk; ordered
+    as timm's folder reader orders them (natural sort of the paths).
+
+    Raises:
+        DatasetError: a link leads back to a folder on its own path: a loop, which would be walked forever.
+    """
+    extensions = get_img_extensions(as_set=True)
+    on_path = {root: {os.path.realpath(root)}}  # each folder met -> the real paths of it and of the folders above it
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
         here = Path(folder)
-        above = {os.path.realpath(p) for p in (here, *here.parents) if p == root or root in p.parents}
         for name in subfolders:
-            if (here / name).is_symlink() and os.path.realpath(here / name) in above:
-                raise DatasetError(f"image folder {root}: the link {here / name} points back to "
-                                   f"{os.path.realpath(here / name)}, a loop; remove or replace the link")
+            real = os.path.realpath(here / name)
+            if real in on_path[here]:
+                raise DatasetError(f"image folder {root}: the link {here / name} points back to {real}, a loop; "
+                                   "remove or replace the link")
+            on_path[here / name] = on_path[here] | {real}
+        found += [here / f for f in files if os.path.splitext(f)[1].lower() in extensions]
+    return tuple(sorted(found, key=lambda p: natural_key(str(p))))
 
 
 def _is_readable_image(path: Path) -> bool:
