@@ -22,6 +22,7 @@ Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind proxy
     python -m data.build_history --merge
     python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
+    python -m data.build_history --kind finetune --role test --seed 1      # a second run of every pair: noise
     python -m data.build_history --merge
 """
 
@@ -144,26 +145,31 @@ def _done_store(root: Path) -> HistoryStore:
 
 
 def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
-                  models: list[str] | None = None) -> int:
+                  models: list[str] | None = None, seed: int | None = None) -> int:
     """Measures the missing (task, model) pairs of this shard (of ``models`` only, when given) into its part file.
+
+    ``seed`` (finetune only) replaces the recipe's seed: a run with another seed measures every pair again, as a
+    record of its own, which is how the noise of the ground truth is measured.
 
     Returns:
         The number of pairs measured.
     """
-    out = part_path(bench.root, kind, shard)
+    recipe = bench.config.finetune if seed is None else dataclasses.replace(bench.config.finetune, seed=seed)
+    run_seed = recipe.seed if kind == "finetune" else 0
+    out = part_path(bench.root, kind if run_seed == 0 else f"{kind}-seed{run_seed}", shard)
     own = HistoryStore.load(out) if out.is_file() else HistoryStore()
     index, count = shard
     specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
     mine = [(s, m) for s in specs for m in bench.models][index::count]
     done = _done_store(bench.root)
-    todo = [(s, m) for s, m in mine if (s.id, m, kind) not in done and (models is None or m in models)]
+    todo = [(s, m) for s, m in mine if (s.id, m, kind, run_seed) not in done and (models is None or m in models)]
     if kind == "linear_probe":  # model-major: each extractor is built once and its pools' features are read once
         todo.sort(key=lambda pair: bench.models.index(pair[1]))
     # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
     entries = bench.entries
     extractor, measured = None, 0
     for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):
-        if (spec.id, model, kind) in _done_store(bench.root):  # another run measured it meanwhile
+        if (spec.id, model, kind, run_seed) in _done_store(bench.root):  # another run measured it meanwhile
             continue
         bar.set_postfix_str(f"{model} · {spec.id}")
         train, test = bm.task_parts(spec, bench.config)
@@ -173,18 +179,17 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
                 extractor = zoo.load_extractor(entries[model])
             value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
                                  test.labels)
-            size, device, recipe = entries[model].input_size, str(features.best_device()), LINEAR_PROBE["name"]
-            epochs, lr, seed = 0, math.nan, 0
+            size, device, name = entries[model].input_size, str(features.best_device()), LINEAR_PROBE["name"]
+            epochs, lr = 0, math.nan
         else:
-            ft = bench.config.finetune
-            value, size, device = finetune(entries[model], train, test, ft)
+            value, size, device = finetune(entries[model], train, test, recipe)
             n = len(train.indices)
-            epochs = math.ceil(ft.steps * min(ft.batch_size, n) / n)  # passes over the data
-            recipe, lr, seed = ft.name, ft.lr, ft.seed
+            epochs = math.ceil(recipe.steps * min(recipe.batch_size, n) / n)  # passes over the data
+            name, lr = recipe.name, recipe.lr
         own.add(Record(
-            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=recipe,
+            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=name,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
-            seed=seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
+            seed=run_seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
         ))
         own.save(out)
         measured += 1
@@ -201,7 +206,7 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
     own = HistoryStore.load(out) if out.is_file() else HistoryStore()
     models = bench.models
     specs = [t for t in bench.config.tasks if (role == "all" or t.role == role)
-             and any((t.id, m, "proxy") not in done for m in models)]
+             and any((t.id, m, "proxy", 0) not in done for m in models)]
     if not specs:
         return 0
     entries = bench.entries
@@ -273,6 +278,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
     parser.add_argument("--models", nargs="*", help="linear_probe/finetune: only these zoo members")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
+    parser.add_argument("--seed", type=int, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     args = parser.parse_args()
     try:
@@ -287,17 +293,19 @@ def main() -> None:
             raise ValueError(f"models {unknown} are not in {bench.config.manifest}; see its model names")
         if args.kind in ("stats", "proxy") and (args.models or args.shard != (0, 1)):
             raise ValueError(f"--kind {args.kind} covers the whole zoo in one run; drop --models and --shard")
+        if args.seed is not None and args.kind != "finetune":
+            raise ValueError("--seed repeats fine-tuning runs; use it with --kind finetune")
         if args.kind == "stats":
             build_stats(bench)
             return
         if args.kind == "proxy":
             n = build_proxy(bench, args.role)
         else:
-            n = build_records(bench, args.kind, args.role, args.shard, args.models)
+            n = build_records(bench, args.kind, args.role, args.shard, args.models, args.seed)
     except ValueError as err:  # ZooError, HistoryError and DatasetError included: a problem the user can fix
         print(f"build_history: {err}", file=sys.stderr)
         sys.exit(2)
-    print(f"{n} measured into {part_path(bench.root, args.kind, args.shard)}; fold it in with --merge")
+    print(f"{n} measured into {bench.root / 'parts'}; fold it in with --merge")
 
 
 if __name__ == "__main__":

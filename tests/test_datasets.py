@@ -327,3 +327,48 @@ def test_string_labels_in_an_npz_are_class_names(tmp_path: Path) -> None:
     assert task.class_names == ("cat", "dog") and task.labels.tolist() == [1, 0, 1, 0]
     np.savez(tmp_path / "f.npz", features=np.ones((4, 3)), labels=np.array(["b", "a", "b", "a"]))
     assert loaders.load_features_npz(tmp_path / "f.npz")[2].tolist() == [1, 0, 1, 0]
+
+
+def test_episode_at_most_keeps_short_classes_whole_and_others_drawn_as_usual():
+    task = make_task([0] * 5 + [1] * 2 + [2] * 5)
+    capped = ds.sample_episode(task, ways=3, shots=3, seed=0, at_most=True)
+    assert np.bincount(capped.labels).tolist() == [3, 2, 3] and capped.id == "synthetic/w3s3max-seed0"
+    balanced = make_task([0] * 5 + [1] * 5 + [2] * 5)
+    full = ds.sample_episode(balanced, ways=3, shots=3, seed=0, at_most=True)
+    assert full.id == "synthetic/w3s3-seed0"  # no class short: the plain episode, id included
+    np.testing.assert_array_equal(full.images, ds.sample_episode(balanced, 3, 3, 0).images)
+
+
+def _clip_art_tree(root: Path) -> None:
+    """Two classes of 20 RGBA drawings (transparent but for a red dot), below the loader's rules' traps."""
+    for folder in ("animals/birds", "food/fruit/apples"):
+        for i in range(loaders.OPENCLIPART_MIN_IMAGES):
+            rgba = np.zeros((10, 20, 4), np.uint8)
+            rgba[4:6, 9:11] = (255, 0, 0, 255)
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgba).save(root / folder / f"{i}.png")
+    (root / "food/fruit/link.png").symlink_to(root / "animals/birds/0.png")  # the package's duplicates are links
+    for i in range(loaders.OPENCLIPART_MIN_IMAGES):  # loose files of a top-level category: its "misc", no class
+        write_png(root / "animals" / f"loose{i}.png")
+    for i in range(loaders.OPENCLIPART_MIN_IMAGES - 1):  # one image short of a class
+        write_png(root / "food/veg" / f"{i}.png")
+    Image.new("L", (5000, 4000)).save(root / "animals/birds/poster.png")  # 20 MP: skipped, never decoded
+
+
+def test_openclipart_classes_pixels_and_rules(tmp_path, monkeypatch):
+    _clip_art_tree(tmp_path)
+    monkeypatch.setenv("OPENCLIPART_DIR", str(tmp_path))
+    task = loaders.load_dataset("openclipart")
+    assert task.class_names == ("animals/birds", "food/fruit/apples")
+    assert np.bincount(task.labels).tolist() == [20, 20] and task.id == "openclipart:2c40"
+    size = loaders.OPENCLIPART_SIZE
+    assert task.images.shape == (40, size, size, 3)
+    image = task.images[0].astype(int)
+    assert (image[0, 0] == 255).all() and (image[size // 2, size // 2] == (255, 0, 0)).all()  # white around red
+    assert (image[size // 4 - 5] == 255).all()  # a 2:1 drawing is centred: white above it
+
+
+def test_openclipart_missing_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENCLIPART_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="apt-get install openclipart-png"):
+        loaders.openclipart()

@@ -55,6 +55,14 @@ def test_matrix_has_nan_for_missing_pairs_and_follows_the_requested_order() -> N
     np.testing.assert_array_equal(values, [[3.0, np.nan], [np.nan, np.nan]])
 
 
+def test_repeated_runs_keep_a_record_per_seed_and_the_matrix_averages_them() -> None:
+    store = HistoryStore([_rec("t1", "m1", 70.0), _rec("t1", "m1", 80.0, seed=1), _rec("t1", "m2", 50.0, seed=1)])
+    assert len(store) == 3 and store.seeds("finetune") == [0, 1]
+    np.testing.assert_array_equal(store.matrix("finetune")[2], [[75.0, 50.0]])  # the mean over the seeds measured
+    np.testing.assert_array_equal(store.matrix("finetune", seed=0)[2], [[70.0, np.nan]])
+    np.testing.assert_array_equal(store.matrix("finetune", seed=1)[2], [[80.0, 50.0]])
+
+
 def test_malformed_files_and_records_are_refused(tmp_path: Path) -> None:
     (tmp_path / "cols.csv").write_text("task,model,kind,value\na,m,finetune,1\n")
     with pytest.raises(HistoryError, match="lacks column"):
@@ -83,7 +91,7 @@ def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_ben
     assert not (root / "history.csv").exists()  # only --merge writes history.csv
     assert build_history.merge_parts(root) == 4 and not list((root / "parts").glob("*.csv"))
     merged = _values(root / "history.csv")
-    assert set(merged) == {(t, m, "linear_probe") for t in ("d3", "d2-inv") for m in tiny_bench.models}
+    assert set(merged) == {(t, m, "linear_probe", 0) for t in ("d3", "d2-inv") for m in tiny_bench.models}
     assert all(0 <= v <= 100 for v in merged.values())
 
     # The same pairs measured in one run give the same values: shards change who measures, not what.
@@ -104,10 +112,24 @@ def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> Non
     build_history.merge_parts(tiny_bench.root)
     (record,) = HistoryStore.load(tiny_bench.root / "history.csv").records()
     recipe = tiny_bench.config.finetune
-    assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune")
+    assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune", 0)
     assert (record.recipe, record.input_size, record.n_train, record.n_test) == (recipe.name, 32, 16, 24)
     assert record.epochs == math.ceil(recipe.steps * recipe.batch_size / 16) and record.device == "cpu"
     assert 50.0 <= record.value <= 100.0  # a pre-trained model beats chance (50%) on 2 classes
+
+
+def test_a_second_seed_measures_every_pair_again_as_records_of_its_own(tiny_bench: bm.Benchmark,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model, seeds_run = ["tiny_resnet_fmnist"], []
+    finetune = build_history.finetune
+    monkeypatch.setattr(build_history, "finetune", lambda *a: seeds_run.append(a[-1].seed) or finetune(*a))
+    assert build_history.build_records(tiny_bench, "finetune", "test", models=model) == 1
+    assert build_history.build_records(tiny_bench, "finetune", "test", models=model, seed=1) == 1
+    assert build_history.build_records(tiny_bench, "finetune", "test", models=model, seed=1) == 0  # resumes
+    build_history.merge_parts(tiny_bench.root)
+    store = HistoryStore.load(tiny_bench.root / "history.csv")
+    assert store.seeds("finetune") == [0, 1]
+    assert seeds_run == [0, 1] and store.get("d2-inv", model[0], "finetune", 1).seed == 1  # trained with that seed
 
 
 def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:

@@ -1,4 +1,4 @@
-"""The offline zoo: real weights, verified hashes, clear errors."""
+"""The offline and v2 zoos: real weights, verified hashes, clear errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from skimage.data import chelsea
 
 from ranker.zoo import manifest as zoo
 
-MANIFEST = zoo.load_manifest()
+MANIFEST = zoo.load_manifest(zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v2.yaml")  # the offline zoo and more
 IMAGENET_CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_v2_extends_the_default_zoo_with_members_that_differ_by_pre_training():
+    offline = zoo.load_manifest()
+    assert MANIFEST.name == "v2" and MANIFEST.extends is None  # resolved on loading
+    assert MANIFEST.models[: len(offline.models)] == offline.models
+    added = {m.name: m.arch for m in MANIFEST.models[len(offline.models):]}
+    assert added == {"efficientnet_lite3_int8": "tf_efficientnet_lite3", "mobilenetv2_100_coco_ssd": "mobilenetv2_100",
+                     "mobilenetv2_100_dogs": "mobilenetv2_100", "hed_vgg16": "vgg16"}
 
 
 def test_default_zoo_is_large_and_mixed():

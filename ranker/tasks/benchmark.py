@@ -47,6 +47,13 @@ class TaskSpec:
     n_test: int = 0  # held-out images per class the accuracy is measured on; 0: the rest of the pool
     seed: int = 0  # seed of the per-class draw
     test_dataset: str | None = None  # a separate held-out dataset (e.g. an official test folder); then n_test: all
+    group: str = field(default="", repr=False)  # what grouped cross-validation holds out whole; empty: the dataset
+    # (repr=False: the spec's repr hashes into part ids, and the group does not change a part's images)
+
+    @property
+    def group_name(self) -> str:
+        """The task's cross-validation group: ``group``, or its dataset when none is given."""
+        return self.group or self.dataset
 
 
 @dataclass
@@ -152,13 +159,14 @@ def load_benchmark(name_or_dir: str | Path = DEFAULT_BENCHMARK) -> Benchmark:
 
 @functools.lru_cache(maxsize=16)
 def pool(dataset: str, variant: str, per_class: int) -> datasets.Task:
-    """The images every task of (dataset, variant) draws from: ``per_class`` per class (seed 0), then the variant.
+    """The images every task of (dataset, variant) draws from: ``per_class`` per class (seed 0; all of a class that
+    has fewer), then the variant.
 
     Cached in memory: pools are rebuilt from the datasets, which takes seconds, and shared by many tasks.
     """
     task = loaders.animal_mnist_split()[1] if dataset == "animal_mnist_heldout" else loaders.load_dataset(dataset)
     if per_class:
-        task = datasets.sample_episode(task, task.num_classes, min(per_class, np.bincount(task.labels).min()), 0)
+        task = datasets.sample_episode(task, task.num_classes, per_class, 0, at_most=True)
     return task if variant == "none" else datasets.variant(task, variant)
 
 

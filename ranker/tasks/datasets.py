@@ -93,11 +93,13 @@ class Task:
         )
 
 
-def sample_episode(task: Task, ways: int, shots: int, seed: int) -> Task:
+def sample_episode(task: Task, ways: int, shots: int, seed: int, at_most: bool = False) -> Task:
     """Draws a few-shot episode: ``ways`` random classes, then ``shots`` random samples of each.
 
     The id suffix ``w{ways}s{shots}-seed{seed}`` follows Model Spider's episode naming. Samples are grouped by class
-    (in class id order), and by their order in ``task`` within a class.
+    (in class id order), and by their order in ``task`` within a class. With ``at_most`` a class with fewer than
+    ``shots`` samples keeps all of them (suffix ``w{ways}s{shots}max-seed{seed}`` when one does), where by default
+    it is an error; classes with enough samples get the same draw either way.
     """
     if not 2 <= ways <= task.num_classes:
         raise DatasetError(f"cannot draw a {ways}-way episode from dataset {task.id!r} with {task.num_classes} "
@@ -105,14 +107,15 @@ def sample_episode(task: Task, ways: int, shots: int, seed: int) -> Task:
     if shots < 1:
         raise ValueError(f"shots must be at least 1, got {shots}")
     rng = np.random.default_rng(seed)
-    picked = []
+    picked, short = [], False
     for c in np.sort(rng.choice(task.num_classes, size=ways, replace=False)):
         members = np.flatnonzero(task.labels == c)
-        if len(members) < shots:
+        if len(members) < shots and not at_most:
             raise DatasetError(f"class {task.class_names[c]!r} of dataset {task.id!r} has only {len(members)} "
                                f"samples, fewer than shots={shots}; lower shots")
-        picked.append(np.sort(rng.choice(members, size=shots, replace=False)))
-    return task.subset(np.concatenate(picked), f"w{ways}s{shots}-seed{seed}")
+        short |= len(members) < shots
+        picked.append(np.sort(rng.choice(members, size=min(shots, len(members)), replace=False)))
+    return task.subset(np.concatenate(picked), f"w{ways}s{shots}{'max' if short else ''}-seed{seed}")
 
 
 def split(task: Task, test_fraction: float, seed: int) -> tuple[Task, Task]:

