@@ -43,6 +43,101 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
     plt.close(fig)
 
 
+def mean_tau(gt: np.ndarray, score: np.ndarray) -> float:
+    """Mean over the rows of ``gt`` [T, M] of weighted tau (``rank=None``) of the one ranking ``score`` [M]."""
+    return float(np.mean([weighted_tau(row, score) for row in gt]))
+
+
+def best_constant(gt: np.ndarray) -> tuple[np.ndarray, float]:
+    """The constant ranking that best fits the tasks ``gt`` [T, M] themselves: the ceiling of every constant list.
+
+    Exact search is over M! orders, so this climbs: from each model's mean accuracy and its mean rank, it moves
+    one model to another place in the order while that raises the mean weighted tau. The result is a constant
+    ranking that scores this well, so the true ceiling is at least as high.
+
+    Returns:
+        (scores [M], higher is better; the mean weighted tau it reaches on ``gt``)
+    """
+    starts = [gt.mean(0), (gt.argsort(1).argsort(1)).mean(0)]
+    best_order, best = None, -np.inf
+    for start in starts:
+        order = list(np.argsort(-start))
+        value = mean_tau(gt, _scores(order))
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(order)):
+                for j in range(len(order)):
+                    if i == j:
+                        continue
+                    trial = order.copy()
+                    trial.insert(j, trial.pop(i))
+                    trial_value = mean_tau(gt, _scores(trial))
+                    if trial_value > value + 1e-12:
+                        order, value, improved = trial, trial_value, True
+        if value > best:
+            best_order, best = order, value
+    return _scores(best_order), best
+
+
+def _scores(order: list[int]) -> np.ndarray:
+    """Scores that rank the models in ``order`` (best first)."""
+    scores = np.empty(len(order))
+    scores[order] = np.arange(len(order), 0, -1)
+    return scores
+
+
+def seed_agreement(runs: list[np.ndarray]) -> float:
+    """Seed-to-seed weighted tau of one task: the mean over ordered pairs of runs (``rank=None`` is asymmetric)."""
+    return float(np.mean([weighted_tau(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
+
+
+def learnability(bench: bm.Benchmark) -> list[str]:
+    """REPORT.md's section on whether the benchmark can show learning: the figures of issue 13, item 5.
+
+    Over the test tasks whose fine-tuning ground truth (mean over seeds) covers the whole zoo: the prior's
+    weighted tau (each model's mean accuracy over the training tasks that cover the zoo), the best constant
+    ranking in hindsight, the mean weighted tau between two test tasks' rows, and, per task with several
+    seeds, the seed-to-seed weighted tau (the noise ceiling: how well one run ranks the other).
+    """
+    history, models = bench.history, bench.models
+    test, _, gt = history.matrix("finetune", bench.task_ids("test"), models)
+    full = ~np.isnan(gt).any(1)
+    train, _, train_gt = history.matrix("finetune", bench.task_ids("train"), models)
+    train_full = ~np.isnan(train_gt).any(1)
+    lines = ["", "## Can this benchmark show learning?", ""]
+    if full.sum() < 2:
+        return lines + [f"Fewer than two test tasks have fine-tuning ground truth for all {len(models)} models yet."]
+    gt, test = gt[full], [t for t, ok in zip(test, full, strict=True) if ok]
+    lines.append(f"Over the {len(test)} of {len(full)} test tasks with fine-tuning ground truth for all "
+                 f"{len(models)} models (mean over seeds); weighted tau is `rank=None`.")
+    lines.append("")
+    if train_full.any():
+        prior = train_gt[train_full].mean(0)
+        lines.append(f"- the prior (mean accuracy over the {int(train_full.sum())} training tasks that cover the zoo): "
+                     f"**{mean_tau(gt, prior):.3f}**")
+    scores, ceiling = best_constant(gt)
+    top = ", ".join(models[j] for j in np.argsort(-scores)[:5])
+    lines.append(f"- the best constant ranking in hindsight (fitted on these test tasks): **{ceiling:.3f}** "
+                 f"(its top 5: {top})")
+    pairwise = [weighted_tau(a, b) for i, a in enumerate(gt) for j, b in enumerate(gt) if i != j]
+    lines.append(f"- mean weighted tau between two test tasks' ground-truth rows: **{np.mean(pairwise):.3f}** "
+                 "(1: every task ranks the zoo alike)")
+    seeds = history.seeds("finetune")
+    runs = {s: history.matrix("finetune", test, models, seed=s)[2] for s in seeds}
+    ceilings = {t: seed_agreement([runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()])
+                for i, t in enumerate(test) if sum(not np.isnan(runs[s][i]).any() for s in seeds) >= 2}
+    if ceilings:
+        values = np.array(list(ceilings.values()))
+        lines.append(f"- noise ceiling (seed-to-seed weighted tau) over the {len(ceilings)} tasks with 2+ seeds: "
+                     f"median **{np.median(values):.3f}**, min {values.min():.3f}, max {values.max():.3f}")
+        lines += ["", "| test task | seed-to-seed weighted tau |", "|---|---|"]
+        lines += [f"| {t} | {v:.3f} |" for t, v in ceilings.items()]
+    else:
+        lines.append("- noise ceiling: no test task has fine-tuning runs with two seeds for the whole zoo yet")
+    return lines
+
+
 def report(bench: bm.Benchmark, load_seconds: float) -> str:
     """The REPORT.md text (and writes heatmap.png beside it)."""
     models = bench.models
@@ -106,6 +201,7 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
         mean = np.mean(taus, axis=0)
         lines.append(f"- probe vs finetune ranking agreement, mean over {len(taus)} tasks: weighted tau "
                      f"{mean[0]:.3f} (`rank=None`), {mean[1]:.3f} (symmetric)")
+    lines += learnability(bench)
     if history.records("finetune") or history.records("linear_probe"):
         _heatmap(bench, models, bench.root / "heatmap.png")
         lines += ["", "## Task × model accuracy", "", "![task x model heatmap](heatmap.png)"]
