@@ -10,7 +10,7 @@ Examples:
     python rank.py --data path/to/imagefolder --json ranking.json --plot ranking.png
     python rank.py --data a/ b.npz --rerank 0         # several datasets reuse the loaded models
     python rank.py --data feats.npz                   # general-encoder features + labels: never re-ranked
-    python rank.py --list-models
+    python rank.py --list-models                      # the zoo as a table (--names: one name per line)
 
 JSON (``--json``): ``{"dataset", "ranking": [{"model", "score", "stage"}, ...], "timings": {stage: s},
 "neighbours": [{"task", "similarity"}], "k"}``; a list of those with several ``--data``.
@@ -25,16 +25,18 @@ import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ranker.files import write_atomic
-from ranker.serve import export
-from ranker.serve.pipeline import Pipeline, Ranking
-from ranker.tasks import datasets, loaders
-from ranker.zoo import manifest as zoo
 
-DEMO = Path(__file__).resolve().parent / "data" / "demo"
+if TYPE_CHECKING:  # the heavy imports (torch, timm, FAISS) wait until the arguments are known: --help is instant
+    from ranker.serve.pipeline import Ranking
+    from ranker.tasks import datasets
+
+ROOT = Path(__file__).resolve().parent
+DEMO = ROOT / "data" / "demo"
 
 
 def _is_features_npz(path: str) -> bool:
@@ -100,21 +102,48 @@ def plot(results: list[Ranking], out: Path) -> None:
     write_atomic(out, buffer.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
+def zoo_table(manifest: Path) -> str:
+    """The zoo as a table of what a user chooses by: architecture, input size, parameters, features, pre-training."""
+    from ranker.zoo import manifest as zoo
+
+    lines = [f"{'model':28s} {'architecture':22s} {'px':>4s} {'params':>7s} {'dim':>5s}  pre-training"]
+    for e in zoo.load_manifest(manifest).models:
+        text = " ".join(e.pretraining.split())
+        lines.append(f"{e.name:28s} {e.arch:22s} {e.input_size:4d} {zoo.parameter_count(e) / 1e6:6.2f}M "
+                     f"{e.feature_dim:5d}  {text if len(text) <= 72 else text[:71] + '…'}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    """rank.py's arguments; the defaults are paths, not the package's constants, so that --help imports nothing."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=[str(DEMO)],
                         help="ImageFolder directories, .npz files (images or general-encoder features, with labels) "
                              "or real dataset names")
-    parser.add_argument("--checkpoint", type=Path, default=export.DEFAULT_CHECKPOINT, help="exported ranker folder")
-    parser.add_argument("--manifest", type=Path, default=zoo.DEFAULT_MANIFEST, help="zoo manifest YAML")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "offline-default",
+                        help="exported ranker folder (default: %(default)s)")
+    parser.add_argument("--manifest", type=Path, default=ROOT / "ranker" / "configs" / "zoo" / "offline.yaml",
+                        help="zoo manifest YAML (default: %(default)s)")
     parser.add_argument("--rerank", type=int, metavar="K", help="re-rank the top K (default: the checkpoint's k)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the ranking(s) as JSON here")
     parser.add_argument("--plot", type=Path, metavar="OUT", help="write a bar chart (PNG) of the scores here")
-    parser.add_argument("--list-models", action="store_true", help="print the zoo, one model name per line")
-    args = parser.parse_args(argv)
+    parser.add_argument("--list-models", action="store_true",
+                        help="print the zoo as a table: architecture, input px, parameters, features, pre-training")
+    parser.add_argument("--names", action="store_true", help="print the zoo's model names, one per line (for scripts)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    from ranker.serve import export
+    from ranker.serve.pipeline import Pipeline
+    from ranker.tasks import datasets, loaders
+    from ranker.zoo import manifest as zoo
+
     try:
-        if args.list_models:
-            print("\n".join(zoo.list_models(args.manifest)))
+        if args.list_models or args.names:
+            print(zoo_table(args.manifest) if args.list_models else "\n".join(zoo.list_models(args.manifest)))
             return 0
         for flag, path in (("--json", args.json), ("--plot", args.plot)):
             if path is not None:

@@ -35,9 +35,33 @@ def demo_prototypes(cache) -> tuple[datasets.Task, torch.Tensor]:
     return task, stats.class_prototypes(features.extract(general, task, progress=False), task.labels, 5)
 
 
-def test_list_models_prints_the_zoo(capsys) -> None:
-    assert rank.main(["--list-models"]) == 0
-    assert capsys.readouterr().out.split() == zoo.list_models()
+def test_names_prints_the_zoo_one_name_a_line(capsys) -> None:
+    assert rank.main(["--names"]) == 0
+    assert capsys.readouterr().out.splitlines() == zoo.list_models()
+
+
+def test_list_models_is_a_table_of_what_a_user_chooses_by(capsys) -> None:
+    v2 = zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v2.yaml"
+    assert rank.main(["--list-models", "--manifest", str(v2)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:5] == ["model", "architecture", "px", "params", "dim"]
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert list(by_name) == zoo.list_models(v2)
+    assert by_name["hed_vgg16"][1:5] == ["vgg16", "128", "14.71M", "512"]  # 13 convs of VGG16: 14.71M parameters
+    assert by_name["mobilenetv2_100"][3] == "2.22M" and "ImageNet-1k" in rows[3]
+
+
+def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
+    """rank.py names its defaults without importing the package (so --help is instant): they must stay the same."""
+    code = ("import sys, runpy; sys.argv = ['rank.py', '--help']\n"
+            "try: runpy.run_path('rank.py', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]" and "--list-models" in out.stdout
+    parser_defaults = {a.dest: a.default for a in rank.parser()._actions}
+    assert parser_defaults["checkpoint"] == export.DEFAULT_CHECKPOINT
+    assert parser_defaults["manifest"] == zoo.DEFAULT_MANIFEST
 
 
 def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototypes, tmp_path, capsys) -> None:
@@ -166,8 +190,8 @@ def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path
 
 
 def test_a_closed_pipe_is_no_error() -> None:
-    """``rank.py --list-models | head``: the reader leaves first; no BrokenPipeError traceback, exit 0."""
-    proc = subprocess.Popen([sys.executable, "rank.py", "--list-models"], cwd=zoo.REPO_ROOT, stdout=subprocess.PIPE,
+    """``rank.py --names | head``: the reader leaves first; no BrokenPipeError traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, "rank.py", "--names"], cwd=zoo.REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)

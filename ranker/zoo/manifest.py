@@ -98,6 +98,16 @@ def get_entry(name: str, manifest: str | Path = DEFAULT_MANIFEST) -> ZooEntry:
     raise ZooError(f"unknown model '{name}'; `python rank.py --list-models` lists the zoo")
 
 
+def parameter_count(entry: ZooEntry) -> int:
+    """Parameters of the member as it is fine-tuned (trunk, no source head), counted on the meta device: no weights
+    are read and no memory is filled, so listing a zoo stays instant."""
+    with torch.device("meta"):
+        model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **dict(entry.arch_kwargs))
+    if entry.trunk_layers is not None:
+        model = nn.Sequential(*model.features[: entry.trunk_layers])
+    return sum(p.numel() for p in model.parameters())
+
+
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
     """Hash of a state dict's names, dtypes, shapes and bytes, independent of the file it came from."""
     digest = hashlib.sha256()
