@@ -2,13 +2,14 @@
 
 Run from the repository root:
 
-    PYTHONPATH=. python data/make_demo.py
+    python -m data.make_demo
 
 The classes trouser, pullover, sandal, bag and ankle_boot get 50 images each, drawn without replacement with
 ``numpy.random.default_rng(0)`` and saved as 28x28 grayscale PNGs named by their index in the test split. Re-running
 empties the five class folders and writes the same files again.
 """
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ SEED = 0
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     task = fashion_mnist("test")
     rng = np.random.default_rng(SEED)
     for folder, label in CLASSES.items():
