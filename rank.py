@@ -172,11 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python rank.py`` and the ``ptm-rank`` command: exits with main's status."""
     try:
         code = main()
         sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at interpreter exit
-    except BrokenPipeError:  # the reader of stdout went away (`rank.py --list-models | head`): not an error here
+    except BrokenPipeError:  # the reader of stdout went away (`rank.py --names | head`): not an error here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
         code = 0
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()

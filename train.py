@@ -17,21 +17,16 @@ Examples:
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf.errors import OmegaConfBaseException
 
-from ranker.files import write_atomic
-from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
-from ranker.learn.lit import EpisodeDataModule, RankerModule, rerank_sweep
+from ranker.learn import lit
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
 from ranker.serve import export
 from ranker.zoo.manifest import load_manifest
 
@@ -58,50 +53,25 @@ def check_folders(cfg: RunConfig) -> None:
                          "replace it")
 
 
-def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
-    """Trains, picks k on the validation tasks, exports; returns the export folder."""
+def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
+    """Trains and picks k on the validation tasks (``lit.fit``), exports; returns the export folder."""
     start = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
-    module = RankerModule(cfg, data.dims)
-    run_dir = Path(cfg.out_dir) / cfg.name
-    if rank_zero_only.rank == 0:  # DDP's other processes rerun this script once rank 0 has made the folder
-        if cfg.overwrite and cfg.ckpt_path is None and run_dir.exists():
-            shutil.rmtree(run_dir)
-        write_atomic(run_dir / "config.yaml", to_yaml(cfg).encode())
-    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/wtau", mode="max",
-                           enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", every_n_epochs=1,
-                           save_on_train_epoch_end=True, enable_version_counter=False)  # no monitor: the latest
-    trainer = L.Trainer(
-        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-        logger=CSVLogger(run_dir, name="logs"), callbacks=[best, last],
-        log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir, enable_model_summary=False,
-        # validate at least once, at the last epoch, when max_epochs is below the validation interval
-        check_val_every_n_epoch=min(cfg.trainer.check_val_every_n_epoch, cfg.trainer.max_epochs),
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
-    if not trainer.is_global_zero:
+    fitted = lit.fit(cfg, data)
+    if fitted is None:  # a DDP process other than rank 0: rank 0 exports
         return Path(cfg.export_dir) / cfg.name
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    net = module.net.cpu()
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    net.eval()
-    sweep = rerank_sweep(net, data.val_episodes)
-    k = max(range(len(sweep)), key=lambda i: (round(sweep[i], 6), -i))  # best validation tau; ties: smaller k
     bench = data.bench
     config = export.ExportConfig(dims=data.dims, models=bench.models, general_encoder=bench.config.general_encoder,
                                  general_encoder_sha256=bench.entries[bench.config.general_encoder].weights_sha256,
-                                 rerank_k=k, run=cfg)
+                                 rerank_k=fitted.rerank_k, run=cfg)
     history = data.train_episodes + data.val_episodes
     stats = bench.task_stats()
     folder = export.export(
-        Path(cfg.export_dir) / cfg.name, net, config, load_manifest(bench.manifest_path), [e.task for e in history],
-        [e.kind for e in history], torch.stack([stats[e.task][1] for e in history]),
+        Path(cfg.export_dir) / cfg.name, fitted.net, config, load_manifest(bench.manifest_path),
+        [e.task for e in history], [e.kind for e in history], torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
-    print(f"best val/wtau {float(best.best_model_score):.3f} ({best.best_model_path})")
-    print("val wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(sweep)))
-    print(f"chose k={k}; exported {folder} in {time.perf_counter() - start:.0f} s")
+    print(f"best val/wtau {fitted.best_score:.3f} ({fitted.best_path})")
+    print("val wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))
+    print(f"chose k={fitted.rerank_k}; exported {folder} in {time.perf_counter() - start:.0f} s")
     return folder
 
 
@@ -114,7 +84,7 @@ def main(argv: list[str]) -> int:
         cfg = load_run_config(DEFAULT_TRAIN_CONFIG, argv)
         if rank_zero_only.rank == 0:  # the folders of DDP's other processes are rank 0's, made on purpose
             check_folders(cfg)
-        data = EpisodeDataModule(cfg)
+        data = lit.EpisodeDataModule(cfg)
         data.setup()
     except OmegaConfBaseException as err:  # unknown key, or a value of the wrong type
         where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""

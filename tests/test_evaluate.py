@@ -13,6 +13,7 @@ from scipy.stats import weightedtau
 from data import build_history
 from ranker import evaluate, transfer
 from ranker.learn import lit
+from ranker.learn.config import load_run_config
 from ranker.learn.metrics import top1_regret, weighted_tau
 from ranker.learn.modelspider import Ranker
 from ranker.serve import export
@@ -69,7 +70,8 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
         assert -1 <= m["wtau"] <= 1 and m["regret"] in (0.0, 20.0) and m["seconds_per_task"] >= 0
         assert m["n_tasks"] == 1
     json.dumps(result)  # the JSON contract: plain numbers and strings only
-    assert "| prior |" in evaluate.markdown(result)
+    assert "| prior |" in evaluate.markdown(result) and ".png" not in evaluate.markdown(result)  # no chart written
+    assert "![weighted tau per method, fixed split](eval.png)" in evaluate.markdown(result, "eval.png")
     evaluate.plot(result, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -96,6 +98,16 @@ def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs
     assert set(result["per_task"]["ranker"]) == {"d2-inv"}
 
 
+def test_features_come_from_the_cache_unless_a_fresh_one_is_asked_for(tiny_bench: bm.Benchmark,
+                                                                       tmp_path: Path) -> None:
+    _ground_truth(tiny_bench)
+    cache = tmp_path / "cache"  # $RANKER_CACHE (conftest)
+    assert evaluate.evaluate(str(tiny_bench.root), ["logme"], fresh_cache=True)["fresh_cache"]
+    assert not cache.exists()
+    assert not evaluate.evaluate(str(tiny_bench.root), ["logme"])["fresh_cache"]
+    assert len(list(cache.rglob("*.safetensors"))) == 2  # the test task's training part, by both models
+
+
 def test_the_prior_prefers_training_task_finetune_history_to_probes(tiny_bench: bm.Benchmark) -> None:
     _ground_truth(tiny_bench)
     for model, ft in zip(tiny_bench.models, (50.0, 60.0), strict=True):  # fine-tuning history says the opposite
@@ -120,3 +132,114 @@ def test_evaluate_refuses_test_tasks_without_ground_truth_and_unknown_estimators
         evaluate.evaluate(str(tiny_bench.root))
     with pytest.raises(ValueError, match="unknown transferability estimator"):
         evaluate.evaluate(str(tiny_bench.root), ["logme", "oracle"])
+
+
+GROUPED_TASKS = """tasks:
+  - {id: a1, role: train, dataset: digits, classes: [1, 2, 3], n_train: 5, n_test: 10, group: a}
+  - {id: a2, role: train, dataset: digits, classes: [4, 5], n_train: 5, n_test: 10, group: a}
+  - {id: b1, role: train, dataset: digits, variant: invert, classes: [1, 2], n_train: 5, n_test: 10, group: b}
+  - {id: b2, role: test, dataset: digits, variant: invert, classes: [6, 7, 8], n_train: 5, n_test: 10, group: b}
+  - {id: c1, role: test, dataset: digits, variant: rot90, classes: [0, 9], n_train: 5, n_test: 10, group: c}
+  - {id: c2, role: train, dataset: digits, variant: rot90, classes: [3, 4], n_train: 5, n_test: 10, group: c}
+"""
+
+
+def grouped_bench(tiny: bm.Benchmark, tmp_path: Path) -> tuple[bm.Benchmark, Path]:
+    """Six digits tasks in three groups (each group holds a training task, two hold a test task) with planted
+    fine-tuning ground truth, stats, and an untrained checkpoint whose run config trains 2 epochs validating on
+    a1 and b1."""
+    text = (tiny.root / "benchmark.yaml").read_text()
+    (tiny.root / "benchmark.yaml").write_text(text[: text.index("tasks:")] + GROUPED_TASKS)
+    bench = bm.load_benchmark(tiny.root)
+    rng = np.random.default_rng(0)
+    for task in bench.config.tasks:
+        for model, acc in zip(bench.models, rng.choice(np.arange(50.0, 100.0), 2, replace=False), strict=True):
+            bench.history.add(Record(task.id, model, "finetune", "top1_accuracy", float(acc)))
+    bench.history.save(bench.root / "history.csv")
+    build_history.build_stats(bench)
+    dims = lit.ranker_dims(bench)
+    run = load_run_config(overrides=[f"data.benchmark={bench.root}", "data.val_tasks=[a1,b1]",
+                                     "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"])
+    config = export.ExportConfig(dims=dims, models=bench.models, general_encoder=bench.models[0], rerank_k=1,
+                                 run=run)
+    folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, load_manifest(bench.manifest_path), ["t"],
+                           ["finetune"], torch.ones(1, 2), torch.zeros(1, 2))
+    return bench, folder
+
+
+def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm.Benchmark, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spies on what each fold's prior averages, what its ranker trains and validates on, and what it evaluates."""
+    bench, folder = grouped_bench(tiny_bench, tmp_path)
+    group = {t.id: t.group_name for t in bench.config.tasks}
+    seen: list[tuple[str | None, str, list[str]]] = []  # (held-out group or None: the fixed split, use, task ids)
+    current: dict[str, str | None] = {"group": None}
+
+    def spy(name: str, real, ids_of):
+        def wrapped(*args, **kwargs):
+            out = real(*args, **kwargs)
+            seen.append((current["group"], name, ids_of(args, out)))
+            return out
+        return wrapped
+
+    real_fold_runs, real_setup = evaluate._fold_runs, lit.EpisodeDataModule.setup
+
+    def fold_runs(bench, benchmark, fold, *args):
+        current["group"] = fold.group
+        return real_fold_runs(bench, benchmark, fold, *args)
+
+    monkeypatch.setattr(evaluate, "_fold_runs", fold_runs)
+    monkeypatch.setattr(evaluate, "_prior", spy("prior", evaluate._prior, lambda a, _: list(a[1])))
+    monkeypatch.setattr(evaluate, "_ranker_runs", spy("evaluated", evaluate._ranker_runs, lambda a, _: list(a[3])))
+    monkeypatch.setattr(lit.EpisodeDataModule, "setup", spy(
+        "episodes", real_setup, lambda a, _: [e.task for e in a[0].train_episodes + a[0].val_episodes]))
+    monkeypatch.chdir(tmp_path)
+    result = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True)
+
+    cv = result["cv"]
+    assert cv["groups"] == ["a", "b", "c"] and cv["n_tasks"] == 6
+    assert {"logme", "prior", "ranker", "ranker_rerank"} == set(cv["methods"]) == set(result["methods"])
+    assert sorted(t for f in cv["folds"] for t in f["held_out"]) == sorted(group)  # every task once
+    for fold in cv["folds"]:
+        held_out = fold["held_out"]
+        uses = {name: ids for g, name, ids in seen if g == fold["group"]}
+        assert set(uses) == {"prior", "episodes", "evaluated"}
+        assert uses["evaluated"] == held_out and {group[t] for t in held_out} == {fold["group"]}
+        for name in ("prior", "episodes"):
+            assert uses[name] and fold["group"] not in {group[t] for t in uses[name]}, (name, fold["group"])
+        assert fold["group"] not in {group[t] for t in fold["val_tasks"]}
+        assert set(cv["per_task"]["ranker"]) >= set(held_out)
+    assert fold_of(cv, "a")["val_tasks"] == ["b1"] and fold_of(cv, "c")["val_tasks"] == ["a1", "b1"]
+    fixed = [ids for g, name, ids in seen if g is None]
+    assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"]]  # the fixed split: ranker on test, prior on training
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "checkpoints").exists()  # trained in a temp dir
+    json.dumps(result)
+    report = evaluate.markdown(result)
+    assert "## Leave-one-group-out cross-validation (6 tasks" in report and ".png" not in report
+
+
+def fold_of(cv: dict, group: str) -> dict:
+    return next(f for f in cv["folds"] if f["group"] == group)
+
+
+def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero() -> None:
+    rng = np.random.default_rng(1)
+    gt = rng.normal(size=(12, 5)) * 10 + 70
+    prior = np.tile(rng.normal(size=5), (12, 1))
+    noisy = gt + rng.normal(size=gt.shape) * 8
+    zeros = np.zeros(12)
+    runs = {"prior": evaluate.Run(prior, zeros, zeros), "copy": evaluate.Run(prior.copy(), zeros, zeros),
+            "noisy": evaluate.Run(noisy, zeros, zeros)}
+    runs["noisy"].scores[3, 1] = np.nan  # failed on one task: out of its mean and its intervals
+    split = evaluate._split([f"t{i}" for i in range(12)], gt, runs)
+    for m in split["methods"].values():
+        for key in evaluate.METRICS:
+            lo, hi = m[f"{key}_ci"]
+            assert lo <= m[key] <= hi
+    assert split["methods"]["noisy"]["n_tasks"] == 11 and "t3" not in split["per_task"]["noisy"]
+    assert split["methods"]["copy"]["vs_prior"]["wtau_ci"] == [0.0, 0.0]
+    noisy = split["methods"]["noisy"]
+    assert noisy["vs_prior"]["wtau_ci"][0] > 0  # ranking by noisy ground truth beats a constant ranking
+    assert "prior" in split["methods"] and "vs_prior" not in split["methods"]["prior"]
+    again = evaluate._split([f"t{i}" for i in range(12)], gt, runs)
+    assert again == split  # a fixed seed

@@ -14,15 +14,21 @@ them for every model (``val/wtau_specific``, the most re-ranking could give).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from ranker.files import write_atomic
 from ranker.learn import losses
-from ranker.learn.config import RunConfig
+from ranker.learn.config import RunConfig, to_yaml
 from ranker.learn.metrics import NDCG, KendallTau, Top1Regret, WeightedTau, weighted_tau
 from ranker.learn.modelspider import Ranker, RankerDims
 from ranker.tasks import benchmark as bm
@@ -134,9 +140,14 @@ def _mix(*keys: int) -> int:
 
 
 class EpisodeDataModule(L.LightningDataModule):
-    """Training episodes: the benchmark's training-role tasks minus ``data.val_tasks``; validation: those."""
+    """Episodes of ``tasks`` (default: the benchmark's training-role tasks): validation takes the ``data.val_tasks``
+    among them, training the rest.
 
-    def __init__(self, cfg: RunConfig) -> None:
+    Grouped cross-validation passes a fold's tasks, which may hold test-role tasks of the other groups; the
+    ``data.val_tasks`` of the held-out group are then left out of validation.
+    """
+
+    def __init__(self, cfg: RunConfig, tasks: list[str] | None = None) -> None:
         super().__init__()
         self.cfg, self.seed = cfg.data, cfg.seed
         self.bench = bm.load_benchmark(self.cfg.benchmark)
@@ -148,12 +159,17 @@ class EpisodeDataModule(L.LightningDataModule):
         if wrong:
             raise ValueError(f"data.val_tasks {wrong} are not training-role tasks of benchmark "
                              f"{self.bench.config.name!r}; test tasks never take part in training or model choice")
-        self.train_ids = [t for t in train_ids if t not in self.cfg.val_tasks]
+        tasks = train_ids if tasks is None else tasks
+        self.val_ids = [t for t in self.cfg.val_tasks if t in tasks]
+        if not self.val_ids:
+            raise ValueError(f"none of data.val_tasks {self.cfg.val_tasks} is among this run's tasks; name "
+                             "validation tasks of two groups or more, so that every fold keeps some")
+        self.train_ids = [t for t in tasks if t not in self.val_ids]
         self.dims = ranker_dims(self.bench)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_episodes = load_episodes(self.bench, self.train_ids, self.cfg.target_kinds)
-        self.val_episodes = load_episodes(self.bench, self.cfg.val_tasks, self.cfg.target_kinds)
+        self.val_episodes = load_episodes(self.bench, self.val_ids, self.cfg.target_kinds)
 
     def train_dataloader(self) -> DataLoader:
         episodes = _Padded(self.train_episodes)
@@ -227,3 +243,49 @@ def rerank_sweep(net: Ranker, episodes: list[Episode]) -> list[float]:
         taus.append(float(np.mean([weighted_tau(g, s) for g, s in zip(batch["target"].numpy(), scores.numpy(),
                                                                        strict=True)])))
     return taus
+
+
+@dataclass
+class Fitted:
+    """A finished run: the best validation checkpoint's network and the re-ranking depth chosen with it."""
+
+    net: Ranker  # CPU, eval mode
+    rerank_k: int  # the depth of the best validation tau (ties: the smaller k)
+    sweep: list[float]  # validation tau (rank=None) by re-ranking depth k = 0..M
+    best_score: float  # the best val/wtau
+    best_path: str  # its Lightning checkpoint
+
+
+def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
+    """Trains in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch, ``best.ckpt`` by val/wtau, CSV
+    logs), reloads the best checkpoint and picks the re-ranking depth k on the validation tasks. ``overwrite``
+    empties the run folder first, unless ``ckpt_path`` resumes it. None in DDP's other processes."""
+    L.seed_everything(cfg.seed, workers=True)
+    module = RankerModule(cfg, data.dims)
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if rank_zero_only.rank == 0:  # DDP's other processes rerun the script once rank 0 has made the folder
+        if cfg.overwrite and cfg.ckpt_path is None and run_dir.exists():
+            shutil.rmtree(run_dir)
+        write_atomic(run_dir / "config.yaml", to_yaml(cfg).encode())
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/wtau", mode="max",
+                           enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", every_n_epochs=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)  # no monitor: the latest
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
+        logger=CSVLogger(run_dir, name="logs"), callbacks=[best, last],
+        log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir, enable_model_summary=False,
+        # validate at least once, at the last epoch, when max_epochs is below the validation interval
+        check_val_every_n_epoch=min(cfg.trainer.check_val_every_n_epoch, cfg.trainer.max_epochs),
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    if not trainer.is_global_zero:
+        return None
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    net = module.net.cpu()
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    net.eval()
+    sweep = rerank_sweep(net, data.val_episodes)
+    k = max(range(len(sweep)), key=lambda i: (round(sweep[i], 6), -i))  # best validation tau; ties: smaller k
+    return Fitted(net, k, sweep, float(best.best_model_score), best.best_model_path)
