@@ -214,3 +214,12 @@ def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_readme_python_example_runs_as_written(capsys) -> None:
+    readme = (zoo.REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[0].split()[0] in zoo.list_models() and "features" in lines[-1]
