@@ -35,20 +35,17 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from ranker import transfer
 from ranker.tasks import benchmark as bm
 from ranker.tasks import features, stats
 from ranker.tasks.history import HistoryStore, Record
+from ranker.tune.finetune import finetune
 from ranker.zoo import manifest as zoo
 
 PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
@@ -69,67 +66,6 @@ def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tenso
     clf = LogisticRegression(C=LINEAR_PROBE["C"], max_iter=LINEAR_PROBE["max_iter"])
     clf.fit(scaler.transform(train_x.numpy()), train_y)
     return 100.0 * float((clf.predict(scaler.transform(test_x.numpy())) == test_y).mean())
-
-
-class FinetuneModule(L.LightningModule):
-    """A zoo member's trunk, unfrozen, with a new linear head; trained with a FinetuneRecipe."""
-
-    def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int, recipe: bm.FinetuneRecipe) -> None:
-        super().__init__()
-        self.recipe = recipe
-        self.trunk = extractor.trunk.train().requires_grad_(True)
-        self.pool = extractor.pool
-        self.head = nn.Linear(extractor.entry.feature_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.trunk(x.contiguous(memory_format=torch.channels_last))
-        return self.head(out.mean(dim=(2, 3)) if self.pool else out)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        lr, steps = self.recipe.lr, self.recipe.steps
-        opt = torch.optim.AdamW(
-            [{"params": self.trunk.parameters(), "lr": lr},
-             {"params": self.head.parameters(), "lr": lr * self.recipe.head_lr_mult}],
-            weight_decay=self.recipe.weight_decay,
-        )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
-        return [opt], [{"scheduler": sched, "interval": "step"}]
-
-
-def _tensors(part: bm.TaskPart, transform) -> TensorDataset:
-    task = part.task
-    images = torch.stack([transform(task.image(i)) for i in range(len(task))])
-    return TensorDataset(images, torch.as_tensor(task.labels))
-
-
-def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
-             recipe: bm.FinetuneRecipe) -> tuple[float, int, str]:
-    """Fine-tunes one zoo member on ``train``; returns (held-out accuracy in percent, input size, device)."""
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    size = min(entry.input_size, recipe.max_input_size or entry.input_size)
-    extractor = zoo.load_extractor(entry)
-    transform = zoo.entry_transform(dataclasses.replace(entry, input_size=size))
-    module = FinetuneModule(extractor, len(train.class_names), recipe)
-    data = _tensors(train, transform)
-    trainer = L.Trainer(
-        max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        deterministic="warn",  # bit-reproducible on the CPU; on CUDA, ops without deterministic kernels only warn
-    )
-    trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
-    device = trainer.strategy.root_device
-    module.to(device).eval()
-    correct = 0
-    with torch.inference_mode():
-        for x, y in DataLoader(_tensors(test, transform), batch_size=64):
-            correct += int((module(x.to(device)).argmax(1).cpu() == y).sum())
-    return 100.0 * correct / len(test.indices), size, str(device)
 
 
 def part_path(root: Path, kind: str, shard: tuple[int, int]) -> Path:

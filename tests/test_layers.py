@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ranker"
 
-LAYERS = ("files", "zoo", "tasks", "transfer", "learn", "serve", "evaluate")
+LAYERS = ("files", "zoo", "tasks", "transfer", "learn", "serve", "tune", "evaluate")
 """Lowest first: a module may import its own layer and the layers before it in this tuple, never one after it."""
 
 

@@ -50,6 +50,30 @@ def logme(features: Array, labels: Array) -> float:
     Returns:
         The mean over targets of L / N.
     """
+    return float(_fit(features, labels)[0].mean())
+
+
+def posterior_weights(features: Array, labels: Array) -> tuple[float, torch.Tensor]:
+    """LogME score and the posterior mean weights of every target, at the evidence-maximising alpha and beta.
+
+    The weights of target k are m_k = beta A^-1 F^T y_k = (F^T F + t I)^-1 F^T y_k with t = alpha / beta of the
+    iteration step whose m the score uses (the reference code's ``LogME.ms``): F m_k is the model's prediction of
+    target k, which is how B-Tuning maps a model's features into the label space (``ranker.tune``).
+
+    Args:
+        features: `[N, D]`, as for :func:`logme`.
+        labels: `[N]` integer classes (the rows of the weights follow the sorted distinct classes), or `[N, K]`
+            float regression targets.
+
+    Returns:
+        (the :func:`logme` score, the weights `[K, D]` in float64 on the features' device).
+    """
+    evidence, weights = _fit(features, labels)
+    return float(evidence.mean()), weights
+
+
+def _fit(features: Array, labels: Array) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximum evidence per sample `[K]` and posterior mean weights `[K, D]` of every target (see :func:`logme`)."""
     f = check_features(features)
     n, d = f.shape
     y = as_tensor(labels, "labels")
@@ -76,15 +100,25 @@ def logme(features: Array, labels: Array) -> float:
     if n > d:
         sigma, v = torch.linalg.eigh(f.T @ f)
         sigma = sigma.clamp(min=0)
-        z_sq = (v.T @ f_t_y) ** 2
+        z = v.T @ f_t_y
+        z_sq = z**2
     else:
         sigma = sigma.clamp(min=0)
         z_sq = sigma[:, None] * x**2
-    return float(_max_evidence(sigma, z_sq, y_sq, n, d).mean())
+    evidence, t = _max_evidence(sigma, z_sq, y_sq, n, d)
+    # m = (F^T F + t I)^-1 F^T y: V diag(1 / (sigma + t)) V^T F^T y in the eigenbasis of F^T F, and by the
+    # push-through identity F^T U diag(1 / (sigma + t)) U^T y from that of F F^T
+    if n > d:
+        weights = v @ (z / (sigma[:, None] + t))
+    else:
+        weights = f.T @ (u @ (x / (sigma[:, None] + t)))
+    return evidence, weights.T
 
 
-def _max_evidence(sigma: torch.Tensor, z_sq: torch.Tensor, y_sq: torch.Tensor, n: int, d: int) -> torch.Tensor:
-    """Maximum evidence per sample of each target, `[K]`, by the batched fixed-point iteration.
+def _max_evidence(sigma: torch.Tensor, z_sq: torch.Tensor, y_sq: torch.Tensor, n: int, d: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximum evidence per sample of each target, `[K]`, by the batched fixed-point iteration, and the t = alpha /
+    beta `[K]` of the step whose m it uses (the step each target stopped at).
 
     Args:
         sigma: non-negative eigenvalues of F^T F (or of F F^T), `[r]`.
@@ -98,6 +132,7 @@ def _max_evidence(sigma: torch.Tensor, z_sq: torch.Tensor, y_sq: torch.Tensor, n
     beta = torch.ones_like(y_sq)
     m_sq = torch.zeros_like(y_sq)
     res_sq = torch.zeros_like(y_sq)
+    m_t = torch.ones_like(y_sq)
     active = torch.ones_like(y_sq, dtype=torch.bool)
     for _ in range(MAX_ITERATIONS):
         t = alpha / beta
@@ -110,10 +145,11 @@ def _max_evidence(sigma: torch.Tensor, z_sq: torch.Tensor, y_sq: torch.Tensor, n
         beta = torch.where(active, step_beta, beta)
         m_sq = torch.where(active, step_m_sq, m_sq)
         res_sq = torch.where(active, step_res_sq, res_sq)
+        m_t = torch.where(active, t, m_t)
         active &= (step_alpha / step_beta - t).abs() / t > TOLERANCE
         if not active.any():
             break
     log_det = torch.log(alpha + beta * s).sum(0) + (d - sigma.shape[0]) * torch.log(alpha)
     evidence = (d / 2 * torch.log(alpha) + n / 2 * torch.log(beta) - n / 2 * math.log(2 * math.pi)
                 - beta / 2 * res_sq - alpha / 2 * m_sq - log_det / 2)
-    return evidence / n
+    return evidence / n, m_t

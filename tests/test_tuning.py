@@ -1,0 +1,202 @@
+"""B-Tuning: LogME's posterior weights against plain numpy, pi, the teachers' term, the recipe it shares with the
+benchmark's fine-tuning, and ``python -m ranker.tune`` end to end on real digits with real zoo members."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ranker import transfer
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
+from ranker.tasks import loaders
+from ranker.transfer.logme import posterior_weights
+from ranker.tune import __main__ as cli
+from ranker.tune import btuning
+from ranker.tune.finetune import FinetuneModule, finetune
+from ranker.zoo import manifest as zoo
+
+
+def plain_posterior(f: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Posterior mean weights ``[K, D]``: the evidence fixed point with explicit A = alpha I + beta F^T F and
+    np.linalg.solve, one target at a time; m is the last step's, whose alpha and beta the evidence uses."""
+    n, d = f.shape
+    gram = f.T @ f
+    sigma = np.linalg.eigvalsh(gram)
+    weights = []
+    for t in targets.T:
+        alpha, beta = 1.0, 1.0
+        for _ in range(11):
+            m = beta * np.linalg.solve(alpha * np.eye(d) + beta * gram, f.T @ t)
+            gamma = np.sum(beta * sigma / (alpha + beta * sigma))
+            new_alpha = gamma / (m @ m + 1e-5)
+            new_beta = (n - gamma) / (np.sum((f @ m - t) ** 2) + 1e-5)
+            converged = abs(new_alpha / new_beta - alpha / beta) / (alpha / beta) <= 1e-3
+            alpha, beta = new_alpha, new_beta
+            if converged:
+                break
+        weights.append(m)
+    return np.stack(weights)
+
+
+@pytest.mark.parametrize("n, d", [(120, 16), (20, 50)])
+def test_posterior_weights_match_plain_numpy(n: int, d: int) -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 4
+    f = rng.normal(size=(n, d)) + 1.5 * rng.normal(size=(4, d))[y]
+    score, weights = posterior_weights(f, y)
+    expected = plain_posterior(f, np.eye(4)[y])
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    assert score == transfer.get("logme")(f, y)
+    regression = rng.normal(size=(n, 2)) + f[:, :2]
+    np.testing.assert_allclose(posterior_weights(f, regression)[1].numpy(), plain_posterior(f, regression), rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_pi_is_the_softmax_of_evidence_over_the_temperature() -> None:
+    evidence = [0.21, 0.05, 0.18]
+    expected = np.exp(np.array(evidence) / 0.1) / np.exp(np.array(evidence) / 0.1).sum()
+    np.testing.assert_allclose(btuning.teacher_pi(evidence).numpy(), expected, rtol=1e-12)
+    assert btuning.TEMPERATURE == 0.1 and btuning.TRADEOFF == 100.0  # the authors' b_tuning.py defaults
+
+
+@pytest.fixture
+def digits_parts(tiny_bench: bm.Benchmark) -> tuple[bm.TaskPart, bm.TaskPart]:
+    """A 3-way task of real digits (5 training images per class); features cached under tmp_path."""
+    return bm.task_parts(tiny_bench.config.tasks[0], tiny_bench.config)
+
+
+def test_teach_weights_teachers_by_their_logme_scores(digits_parts) -> None:
+    train = digits_parts[0].task
+    recipe = bm.FinetuneRecipe()
+    target, teachers = zoo.get_entry("tiny_resnet_fmnist"), [zoo.get_entry(m) for m in ("tiny_byobnet_mixed",
+                                                                                         "tiny_convnext_amnist")]
+    teaching = btuning.teach(target, teachers, train, recipe)
+    feats = {e.name: btuning.fit_logme(e, train, recipe)[2] for e in teachers}
+    scores = [transfer.get("logme")(feats[e.name], train.labels) for e in teachers]
+    assert teaching.evidence == pytest.approx(scores, rel=1e-12)
+    assert teaching.pi == pytest.approx(btuning.teacher_pi(scores).tolist(), rel=1e-12)
+    mapped = sum(p * feats[e.name] @ posterior_weights(feats[e.name], train.labels)[1].T
+                 for p, e in zip(teaching.pi, teachers, strict=True))
+    torch.testing.assert_close(teaching.targets, mapped.float())
+    assert teaching.targets.shape == (len(train), 3) and teaching.target_weights.shape == (3, target.feature_dim)
+
+
+def test_teachers_term_is_zero_when_the_target_teaches_itself(digits_parts) -> None:
+    train, recipe = digits_parts[0].task, bm.FinetuneRecipe()
+    target = zoo.get_entry("tiny_resnet_fmnist")
+    images = btuning._images(train, zoo.entry_transform(btuning.recipe_entry(target, recipe)))
+    terms = {}
+    for teacher in ("tiny_resnet_fmnist", "tiny_byobnet_mixed"):
+        teaching = btuning.teach(target, [zoo.get_entry(teacher)], train, recipe)
+        assert teaching.pi == [1.0]
+        module = btuning.BTuningModule(zoo.load_extractor(target), 3, recipe, teaching.target_weights).eval()
+        with torch.no_grad():
+            terms[teacher] = float(module.teachers_term(module.features(images), teaching.targets))
+    assert terms["tiny_resnet_fmnist"] < 1e-10
+    assert terms["tiny_byobnet_mixed"] > 1e-4
+
+
+def test_zero_tradeoff_is_the_benchmarks_finetune_bit_for_bit(digits_parts) -> None:
+    train, test = digits_parts
+    recipe = bm.FinetuneRecipe(steps=6)
+    target = zoo.get_entry("tiny_resnet_fmnist")
+    teaching = btuning.teach(target, [zoo.get_entry("tiny_byobnet_mixed")], train.task, recipe)
+    plain = btuning.tune(target, teaching, train.task, recipe, test.task, tradeoff=0.0)
+    assert plain.test_accuracy == finetune(target, train, test, recipe)[0]
+    assert plain.losses["teachers"] == [0.0] * 6 and plain.losses["total"] == plain.losses["cross_entropy"]
+    tuned = btuning.tune(target, teaching, train.task, recipe, test.task)
+    assert min(tuned.losses["teachers"]) > 0
+    assert tuned.losses["cross_entropy"][0] == plain.losses["cross_entropy"][0]  # same first batch, same head
+    assert not torch.equal(tuned.module.head.weight, plain.module.head.weight)
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Real digits of 3 classes as .npz files: 12 training and 10 held-out images per class."""
+    task = loaders.digits()
+    folder = tmp_path_factory.mktemp("digits")
+    rng = np.random.default_rng(0)
+    parts = {"train": [], "test": []}
+    for c in (1, 4, 7):
+        members = rng.permutation(np.flatnonzero(task.labels == c))
+        parts["train"].append(members[:12])
+        parts["test"].append(members[12:22])
+    paths = []
+    for name, chunks in parts.items():
+        idx = np.concatenate(chunks)
+        np.savez(folder / f"{name}.npz", images=task.images[idx], labels=np.searchsorted([1, 4, 7], task.labels[idx]),
+                 class_names=np.array(["one", "four", "seven"]))
+        paths.append(folder / f"{name}.npz")
+    return paths[0], paths[1]
+
+
+def test_command_ranks_tunes_and_writes_the_model_json_and_plot(digits_npz, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
+    train, test = digits_npz
+    out = tmp_path / "tuned"
+    assert cli.main(["--data", str(train), "--test", str(test), "-k", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["btuning.json", "loss.png", "model.safetensors"]
+    result = json.loads((out / "btuning.json").read_text())
+    assert result["target"] == result["ranking"][0] and result["teachers"] == result["ranking"][1:3]
+    assert sorted(result["ranking"]) == sorted(zoo.list_models())
+    assert sum(result["pi"]) == pytest.approx(1.0) and len(result["pi"]) == 2
+    assert set(result["logme"]) == {result["target"], *result["teachers"]}
+    assert result["classes"] == ["one", "four", "seven"] and result["n_train"] == 36 and result["n_test"] == 30
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "held-out accuracy" in capsys.readouterr().out
+
+    # the saved tensors are the tuned model: loaded into the benchmark's FinetuneModule they score the same
+    entry = zoo.get_entry(result["target"])
+    with safe_open(out / "model.safetensors", "pt") as f:
+        meta = f.metadata()
+    assert meta["target"] == entry.name and json.loads(meta["classes"]) == result["classes"]
+    module = FinetuneModule(zoo.load_extractor(entry), 3, bm.FinetuneRecipe())
+    module.load_state_dict(load_file(out / "model.safetensors"))
+    sized = btuning.recipe_entry(entry, bm.FinetuneRecipe())
+    assert int(meta["input_size"]) == sized.input_size == result["input_size"]
+    accuracy = btuning.accuracy(module, loaders.load_dataset(str(test)), zoo.entry_transform(sized),
+                                torch.device("cpu"))
+    assert accuracy == pytest.approx(result["test_accuracy"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--target", "no_such_net", "--teachers", "tiny_byobnet_mixed"], "unknown model(s) ['no_such_net']"),
+    (["--target", "tiny_byobnet_mixed", "--teachers", "tiny_byobnet_mixed"], "both the target and a teacher"),
+    (["--teachers", "tiny_byobnet_mixed", "-k", "2"], "pass --teachers or -k, not both"),
+    (["-k", "18"], "-k 18 is outside 1..17"),
+    (["--teachers", "tiny_vit_fmnist", "tiny_vit_fmnist"], "names a model twice"),
+    (["--test", "digits"], "give both the same classes"),
+    (["--data", "no/such/folder"], "no/such/folder"),
+])
+def test_user_mistakes_end_with_one_line_and_status_2(digits_npz, tmp_path, capsys, extra, message) -> None:
+    args = ["--data", str(digits_npz[0]), "--out", str(tmp_path / "out"), *extra]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tune: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_path_that_is_a_file_is_refused(digits_npz, tmp_path, capsys) -> None:
+    (tmp_path / "taken").write_text("")
+    assert cli.main(["--data", str(digits_npz[0]), "--out", str(tmp_path / "taken")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_help_loads_no_model_library_and_defaults_are_the_packages() -> None:
+    code = ("import sys, runpy; sys.argv = ['ranker.tune', '--help']\n"
+            "try: runpy.run_module('ranker.tune', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]" and "--teachers" in out.stdout
+    defaults = {a.dest: a.default for a in cli.parser()._actions}
+    assert defaults["checkpoint"] == export.DEFAULT_CHECKPOINT and defaults["manifest"] == zoo.DEFAULT_MANIFEST
