@@ -98,14 +98,19 @@ def get_entry(name: str, manifest: str | Path = DEFAULT_MANIFEST) -> ZooEntry:
     raise ZooError(f"unknown model '{name}'; `python rank.py --list-models` lists the zoo")
 
 
-def parameter_count(entry: ZooEntry) -> int:
-    """Parameters of the member as it is fine-tuned (trunk, no source head), counted on the meta device: no weights
-    are read and no memory is filled, so listing a zoo stays instant."""
+def meta_model(entry: ZooEntry) -> nn.Module:
+    """The member's architecture as the zoo builds it (trunk, no source head) on the meta device, in eval mode: its
+    structure and shapes without reading weights or filling memory, so that describing a zoo stays instant."""
     with torch.device("meta"):
         model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **dict(entry.arch_kwargs))
     if entry.trunk_layers is not None:
         model = nn.Sequential(*model.features[: entry.trunk_layers])
-    return sum(p.numel() for p in model.parameters())
+    return model.eval()
+
+
+def parameter_count(entry: ZooEntry) -> int:
+    """Parameters of the member as it is fine-tuned (trunk, no source head)."""
+    return sum(p.numel() for p in meta_model(entry).parameters())
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
