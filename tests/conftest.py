@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,16 @@ from omegaconf import OmegaConf
 
 from ranker.tasks import benchmark as bm
 from ranker.zoo import manifest as zoo
+
+
+def help_output_and_heavy_imports(run: str) -> tuple[str, list[str]]:
+    """Runs ``run`` (a ``runpy`` call of a command, with ``sys.argv`` set to ask for ``--help``) in a fresh
+    interpreter; returns its output and which of torch, timm and FAISS it imported (a fast --help imports none)."""
+    code = (f"import sys, runpy\ntry: {run}\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
+    *lines, loaded = out.stdout.splitlines()
+    return "\n".join(lines), eval(loaded)
 
 
 def make_bench(root: Path, models: tuple[str, ...]) -> bm.Benchmark:

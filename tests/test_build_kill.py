@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_bench
 
 from data import build_history
 from ranker.tasks.history import HistoryStore
-from tests.conftest import make_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tiny_resnet_fmnist", "tiny_convnext_amnist", "tiny_efficientnet_amnist")

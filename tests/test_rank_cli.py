@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import help_output_and_heavy_imports
 
 import rank
 from ranker.serve import export
@@ -53,12 +54,9 @@ def test_list_models_is_a_table_of_what_a_user_chooses_by(capsys) -> None:
 
 def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     """rank.py names its defaults without importing the package (so --help is instant): they must stay the same."""
-    code = ("import sys, runpy; sys.argv = ['rank.py', '--help']\n"
-            "try: runpy.run_path('rank.py', run_name='__main__')\n"
-            "except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'timm', 'faiss') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "[]" and "--list-models" in out.stdout
+    text, loaded = help_output_and_heavy_imports("sys.argv = ['rank.py', '--help']; runpy.run_path('rank.py', "
+                                                 "run_name='__main__')")
+    assert loaded == [] and "--list-models" in text
     parser_defaults = {a.dest: a.default for a in rank.parser()._actions}
     assert parser_defaults["checkpoint"] == export.DEFAULT_CHECKPOINT
     assert parser_defaults["manifest"] == zoo.DEFAULT_MANIFEST

@@ -4,13 +4,12 @@ benchmark's fine-tuning, and ``python -m ranker.tune`` end to end on real digits
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import help_output_and_heavy_imports
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -192,11 +191,8 @@ def test_an_out_path_that_is_a_file_is_refused(digits_npz, tmp_path, capsys) -> 
 
 
 def test_help_loads_no_model_library_and_defaults_are_the_packages() -> None:
-    code = ("import sys, runpy; sys.argv = ['ranker.tune', '--help']\n"
-            "try: runpy.run_module('ranker.tune', run_name='__main__')\n"
-            "except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'timm', 'faiss') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "[]" and "--teachers" in out.stdout
+    text, loaded = help_output_and_heavy_imports("sys.argv = ['ranker.tune', '--help']; runpy.run_module("
+                                                 "'ranker.tune', run_name='__main__')")
+    assert loaded == [] and "--teachers" in text
     defaults = {a.dest: a.default for a in cli.parser()._actions}
     assert defaults["checkpoint"] == export.DEFAULT_CHECKPOINT and defaults["manifest"] == zoo.DEFAULT_MANIFEST
