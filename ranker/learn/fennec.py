@@ -1,0 +1,162 @@
+"""Fennec (Bai et al., arXiv 2403.06382): zoo models and tasks as vectors of one latent space, a model's fitness for a
+task their dot product, fitted to the history with a listwise loss.
+
+The model side is tied to archi2vec (:mod:`ranker.zoo.archi2vec`): model m's latent vector is
+``v_m = free_m + A a_m``, a learned free part plus a linear map ``A`` of its fixed architecture vector ``a_m``, so
+that models with similar architectures start from similar vectors and a model without history still has one
+(``A a``, :meth:`Fennec.model_vector`). The task side is ``u = W unit(s) + b``, a linear map of the general
+encoder's summary vector ``s`` (:func:`ranker.tasks.stats.summary_vector`, unit-normalized as Model Spider's
+tokenizer normalizes prototypes). The score is ``u · v_m``: one dot product per model once ``u`` is computed.
+
+The task map's bias ``b`` is the only bias: it adds ``b · v_m`` to model m on every task, a per-model prior in the
+latent space, and unlike a free per-model scalar it is also defined for a cold-start model. ``A`` has no bias:
+a vector added to every model would add ``u · c`` to all models of a task alike, which ranks nothing.
+
+Training (:func:`fit_net`) is full-batch Adam in Lightning on the training tasks' episodes
+(:func:`ranker.learn.lit.load_episodes` targets, NaN masked) with a loss of :mod:`ranker.learn.losses`; the
+weights of the epoch with the best validation weighted tau (rank=None, the main ranker's checkpoint monitor) are
+kept, and training stops after ``patience`` epochs without a better one. The default lr (1e-3) had the best mean
+validation tau of {1e-3, 3e-3, 1e-2} over seeds 0-2 on the offline benchmark's validation tasks (no test task
+looked at); on those 22 training tasks the 2560 -> 16 task map overfits within tens of epochs.
+
+Example:
+    >>> net = fit_fennec(bench, train_ids, val_ids, seed=0)
+    >>> net.score(summaries(bench, test_ids))  # [T, M]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ranker.learn import lit, losses
+from ranker.learn.config import DataConfig
+from ranker.learn.metrics import WeightedTau
+from ranker.tasks import benchmark as bm
+from ranker.zoo.archi2vec import zoo_vectors
+
+MODEL_SIDES = ("both", "free", "archi")  # v_m = free_m + A a_m; free_m alone; A a_m alone (the ablations)
+
+
+class Fennec(nn.Module):
+    """Scores ``[B, M]`` = task vectors ``[B, latent]`` @ model vectors ``[M, latent]``.T.
+
+    Args:
+        archi: the zoo's archi2vec vectors ``[M, archi_dim]`` in zoo order (kept as a buffer, not trained).
+        task_dim: width of a task summary vector (twice the general encoder's width).
+        latent: width of the shared space.
+        model_side: which parts make a model vector, one of :data:`MODEL_SIDES`.
+    """
+
+    def __init__(self, archi: torch.Tensor, task_dim: int, latent: int, model_side: str = "both") -> None:
+        super().__init__()
+        if model_side not in MODEL_SIDES:
+            raise ValueError(f"unknown model_side {model_side!r}; use one of {MODEL_SIDES}")
+        num_models, archi_dim = archi.shape
+        self.register_buffer("archi", archi.float().clone())
+        self.task_map = nn.Linear(task_dim, latent)
+        # Unit variance per latent coordinate, like the task map's output at init, so that neither factor of the
+        # dot product starts near zero (both near zero is a saddle where the gradient of each vanishes).
+        self.free = nn.Parameter(torch.randn(num_models, latent) * latent**-0.5) if model_side != "archi" else None
+        self.archi_map = nn.Linear(archi_dim, latent, bias=False) if model_side != "free" else None
+
+    def model_vector(self, archi: torch.Tensor) -> torch.Tensor:
+        """Latent vectors ``[N, latent]`` of models without history from their archi2vec vectors ``[N, archi_dim]``:
+        the free part is zero, so this is ``A a`` (the cold start)."""
+        if self.archi_map is None:
+            raise ValueError("this Fennec has no archi2vec map (model_side='free'): a new model has no vector")
+        return self.archi_map(archi)
+
+    def model_vectors(self) -> torch.Tensor:
+        """The zoo's latent vectors ``[M, latent]``: ``free + A archi`` (or one part, per ``model_side``)."""
+        if self.free is None:
+            return self.model_vector(self.archi)
+        return self.free if self.archi_map is None else self.free + self.model_vector(self.archi)
+
+    def task_vector(self, summary: torch.Tensor) -> torch.Tensor:
+        """Latent vectors ``[B, latent]`` of tasks from their summary vectors ``[B, task_dim]``."""
+        return self.task_map(F.normalize(summary, dim=-1, eps=1e-8))
+
+    def score(self, summary: torch.Tensor) -> torch.Tensor:
+        """Fitness of every zoo model for each task, ``[B, M]`` (higher = better)."""
+        return self.task_vector(summary) @ self.model_vectors().T
+
+
+class FennecModule(L.LightningModule):
+    """Trains a :class:`Fennec` on batches ``(summary [B, task_dim], target [B, M])``; logs ``val/wtau``."""
+
+    def __init__(self, net: Fennec, loss: str, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net, self.loss, self.lr, self.weight_decay = net, losses.get(loss), lr, weight_decay
+        self.wtau = WeightedTau("rank_none")
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        summary, target = batch
+        loss = self.loss(self.net.score(summary), target)
+        self.log("train/loss", loss, batch_size=len(summary))
+        return loss
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        summary, target = batch
+        self.wtau.update(self.net.score(summary), target)
+        self.log("val/wtau", self.wtau, batch_size=len(summary))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def fit_net(net: Fennec, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *,
+            loss: str = "listmle", lr: float = 1e-3, weight_decay: float = 1e-4, max_epochs: int = 300,
+        patience: int = 50, seed: int = 0) -> Fennec:
+    """Trains ``net`` in place on ``train`` = (summaries ``[T, task_dim]``, targets ``[T, M]`` NaN where
+    unmeasured), one full batch per epoch on the CPU, validating every epoch on ``val``; returns it in eval
+    mode with the weights of the best validation weighted tau (ties: the earliest epoch).
+
+    Nothing here is random (full batches, no dropout): a seeded ``net`` gives a deterministic run.
+    """
+    module = FennecModule(net, loss, lr, weight_decay)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/wtau", mode="max",
+                               enable_version_counter=False)
+        trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
+                            callbacks=[best, EarlyStopping("val/wtau", mode="max", patience=patience)],
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            deterministic=True, default_root_dir=tmp)
+        trainer.fit(module, DataLoader(TensorDataset(*train), batch_size=len(train[0])),
+                    DataLoader(TensorDataset(*val), batch_size=len(val[0])))
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    return net.eval()
+
+
+def summaries(bench: bm.Benchmark, task_ids: list[str]) -> torch.Tensor:
+    """The tasks' general-encoder summary vectors ``[T, task_dim]`` float32, in ``task_ids`` order."""
+    stats = bench.task_stats()
+    return torch.stack([stats[t][1].float() for t in task_ids])
+
+
+def _history(bench: bm.Benchmark, task_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes`` with the
+    default ``data.target_kinds``)."""
+    episodes = lit.load_episodes(bench, task_ids, DataConfig().target_kinds)
+    return summaries(bench, task_ids), torch.stack([e.target for e in episodes])
+
+
+def fit_fennec(bench: bm.Benchmark, train_ids: list[str], val_ids: list[str], *, latent: int = 16,
+               model_side: str = "both", seed: int = 0, **train_kwargs: Any) -> Fennec:
+    """A :class:`Fennec` over ``bench``'s zoo fitted to the history of ``train_ids``, its epoch chosen on
+    ``val_ids`` (``train_kwargs``: :func:`fit_net`'s loss, lr, weight_decay, max_epochs, patience)."""
+    names, archi = zoo_vectors(bench.manifest_path)
+    if names != bench.models:
+        raise ValueError(f"the manifest's models {names} are not the benchmark's {bench.models}")
+    train, val = _history(bench, train_ids), _history(bench, val_ids)
+    L.seed_everything(seed, workers=True, verbose=False)
+    net = Fennec(archi, train[0].shape[1], latent, model_side)
+    return fit_net(net, train, val, **train_kwargs)

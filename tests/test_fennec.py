@@ -1,0 +1,84 @@
+"""Fennec: shapes, scores as dot products, the cold-start vector, seeded training, and learning a task-dependent
+ranking that no constant ranking has."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from ranker.learn import fennec
+from ranker.learn.config import load_run_config
+from ranker.learn.metrics import weighted_tau
+from ranker.tasks import benchmark as bm
+
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+def _net(model_side: str = "both", num_models: int = 5, archi_dim: int = 7, task_dim: int = 12) -> fennec.Fennec:
+    torch.manual_seed(0)
+    return fennec.Fennec(torch.rand(num_models, archi_dim), task_dim, latent=4, model_side=model_side)
+
+
+@pytest.mark.parametrize("side", fennec.MODEL_SIDES)
+def test_scores_are_dot_products_of_task_and_model_vectors(side: str) -> None:
+    net = _net(side)
+    summary = torch.randn(3, 12)
+    unit = summary / summary.norm(dim=1, keepdim=True)
+    task = unit @ net.task_map.weight.T + net.task_map.bias
+    free = net.free if side != "archi" else torch.zeros(5, 4)
+    mapped = net.archi @ net.archi_map.weight.T if side != "free" else torch.zeros(5, 4)
+    scores = net.score(summary)
+    assert scores.shape == (3, 5)
+    torch.testing.assert_close(scores, task @ (free + mapped).T)
+    assert (net.free is None) == (side == "archi") and (net.archi_map is None) == (side == "free")
+
+
+def test_cold_start_vector_is_the_archi_map_alone() -> None:
+    net = _net()
+    new = torch.rand(2, 7)
+    torch.testing.assert_close(net.model_vector(new), new @ net.archi_map.weight.T)
+    with torch.no_grad():
+        net.free.zero_()
+    torch.testing.assert_close(net.model_vectors(), net.model_vector(net.archi))  # a zoo model with no free part
+    with pytest.raises(ValueError, match="no archi2vec map"):
+        _net("free").model_vector(new)
+
+
+def _synthetic(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tasks whose summary's first slot x in [-1, 1] decides the order of 6 models (accuracy 70 + 10 x w_m, w_m from
+    -1 to 1), so the ranking flips with x's sign; noise slots and one NaN target per task."""
+    x = torch.rand(n, 1, generator=generator) * 2 - 1
+    summary = torch.cat([x, torch.ones(n, 1), 0.1 * torch.randn(n, 6, generator=generator)], 1)
+    target = 70 + 10 * x * torch.linspace(-1, 1, 6) + 0.5 * torch.randn(n, 6, generator=generator)
+    target[torch.arange(n), torch.randint(0, 6, (n,), generator=generator)] = float("nan")
+    return summary, target
+
+
+def test_learns_a_task_dependent_ranking_a_constant_one_misses() -> None:
+    generator = torch.Generator().manual_seed(0)
+    train, val, test = (_synthetic(n, generator) for n in (40, 10, 30))
+    L.seed_everything(0, verbose=False)
+    net = fennec.fit_net(fennec.Fennec(torch.rand(6, 3, generator=generator), 8, latent=4), train, val, lr=3e-2,
+                         max_epochs=150)
+    constant = torch.nanmean(train[1], 0)  # the prior: each model's mean training accuracy
+    with torch.no_grad():
+        learned = np.mean([weighted_tau(g, s) for g, s in zip(test[1].numpy(), net.score(test[0]).numpy())])
+    prior = np.mean([weighted_tau(g, constant.numpy()) for g in test[1].numpy()])
+    assert learned > 0.6 and learned > prior + 0.5, (learned, prior)
+
+
+def test_training_on_the_offline_benchmark_is_seeded() -> None:
+    bench = bm.load_benchmark("offline")
+    val = load_run_config().data.val_tasks
+    train = [t for t in bench.task_ids("train") if t not in val][:8]
+    nets = [fennec.fit_fennec(bench, train, val[:3], seed=seed, max_epochs=3) for seed in (1, 1, 2)]
+    test = fennec.summaries(bench, bench.task_ids("test"))
+    with torch.no_grad():
+        scores = [net.score(test) for net in nets]
+    assert scores[0].shape == (13, len(bench.models))
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
+    assert not torch.allclose(scores[0], scores[2])
