@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -97,7 +98,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, 
             return float(losses.get(cfg.optim.loss)(net.eval()(batch["prototypes"], batch["class_mask"]),
                                                     batch["target"]))
 
-    train.L.seed_everything(cfg.seed)  # fit seeds the same way before it builds the module
+    L.seed_everything(cfg.seed)  # lit.fit seeds the same way before it builds the module
     before = loss(lit.RankerModule(cfg, data.dims).net)
     folder = train.fit(cfg, data)
     after = loss(export.load(folder).net)
