@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from data import benchmark_report
+from ranker.files import write_atomic
 from ranker.learn.metrics import weighted_tau
 from ranker.tasks import benchmark as bm
 from ranker.tune.finetune import finetune
@@ -50,11 +52,11 @@ def main() -> None:
         recipe = dataclasses.replace(bench.config.finetune, max_input_size=size, steps=steps)
         train, test = bm.task_parts(specs[task], bench.config)
         done[variant, task, model] = finetune(bench.entries[model], train, test, recipe)[0]
-        rows = [{"variant": v, "task": t, "model": m, "accuracy": f"{a:.4f}"} for (v, t, m), a in done.items()]
-        with args.out.open("w", newline="") as f:  # rewritten whole after each pair: a kill loses one pair at most
-            writer = csv.DictWriter(f, fieldnames=["variant", "task", "model", "accuracy"])
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=["variant", "task", "model", "accuracy"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({"variant": v, "task": t, "model": m, "accuracy": f"{a:.4f}"} for (v, t, m), a in done.items())
+        write_atomic(args.out, text.getvalue().encode())  # after each pair, atomically: a kill loses that pair only
     print(f"{len(args.tasks)} tasks x {len(models)} models; weighted tau rank=None")
     print(f"{'variant':>8s}  {'between tasks':>13s}  {'best constant':>13s}  best model per task")
     for variant in args.variants:

@@ -90,6 +90,8 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     Returns:
         The number of pairs measured.
     """
+    if seed is not None and kind != "finetune":
+        raise ValueError("--seed repeats fine-tuning runs; use it with --kind finetune")
     recipe = bench.config.finetune if seed is None else dataclasses.replace(bench.config.finetune, seed=seed)
     run_seed = recipe.seed if kind == "finetune" else 0
     out = part_path(bench.root, kind if run_seed == 0 else f"{kind}-seed{run_seed}", shard)
@@ -200,6 +202,12 @@ def merge_parts(root: Path) -> int:
     return len(store)
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**32:
+        raise argparse.ArgumentTypeError(f"--seed {text}: give an integer from 0 to 2**32 - 1")
+    return int(text)
+
+
 def _shard(text: str) -> tuple[int, int]:
     index, count = (int(x) for x in text.split("/"))
     if not 0 <= index < count:
@@ -214,7 +222,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
     parser.add_argument("--models", nargs="*", help="linear_probe/finetune: only these zoo members")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
-    parser.add_argument("--seed", type=int, help="finetune: this seed instead of the recipe's (repeat runs)")
+    parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     args = parser.parse_args()
     try:
@@ -229,8 +237,6 @@ def main() -> None:
             raise ValueError(f"models {unknown} are not in {bench.config.manifest}; see its model names")
         if args.kind in ("stats", "proxy") and (args.models or args.shard != (0, 1)):
             raise ValueError(f"--kind {args.kind} covers the whole zoo in one run; drop --models and --shard")
-        if args.seed is not None and args.kind != "finetune":
-            raise ValueError("--seed repeats fine-tuning runs; use it with --kind finetune")
         if args.kind == "stats":
             build_stats(bench)
             return

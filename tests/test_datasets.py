@@ -360,12 +360,14 @@ def test_openclipart_classes_pixels_and_rules(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCLIPART_DIR", str(tmp_path))
     task = loaders.load_dataset("openclipart")
     assert task.class_names == ("animals/birds", "food/fruit/apples")
-    assert np.bincount(task.labels).tolist() == [20, 20] and task.id == "openclipart:2c40"
+    assert np.bincount(task.labels).tolist() == [20, 20] and task.id.startswith("openclipart:2c40-")
     size = loaders.OPENCLIPART_SIZE
     assert task.images.shape == (40, size, size, 3)
     image = task.images[0].astype(int)
     assert (image[0, 0] == 255).all() and (image[size // 2, size // 2] == (255, 0, 0)).all()  # white around red
     assert (image[size // 4 - 5] == 255).all()  # a 2:1 drawing is centred: white above it
+    write_png(tmp_path / "animals/birds/3.png", 9)  # another drawing under the same name: another id (cache key)
+    assert loaders.openclipart().id != task.id
 
 
 def test_openclipart_missing_names_the_package(tmp_path, monkeypatch):

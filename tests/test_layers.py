@@ -24,13 +24,16 @@ def layer_of(module: str) -> str:
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, dotted name) of every import of the package in a module; ``from ranker import x`` names ``ranker.x``."""
+    """(line, dotted name) of every import of the package, or of the repository's ``data`` scripts, in a module;
+    ``from ranker import x`` names ``ranker.x``."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "ranker"]
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in ("ranker", "data")]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "ranker":
+            if node.module.split(".")[0] == "data":
+                found.append((node.lineno, node.module))
+            elif node.module == "ranker":
                 found += [(node.lineno, f"ranker.{alias.name}") for alias in node.names]
             elif node.module.startswith("ranker."):
                 found.append((node.lineno, node.module))
@@ -49,7 +52,9 @@ def upward_imports(package: Path) -> list[str]:
             continue  # the package's own __init__ imports nothing
         own = LAYERS.index(layer_of(module))
         for line, target in imported_modules(ast.parse(path.read_text(), str(path))):
-            if LAYERS.index(layer_of(target)) > own:
+            if target.split(".")[0] == "data":
+                problems.append(f"{rel}.py:{line} ({layer_of(module)}) imports {target} (scripts, above the package)")
+            elif LAYERS.index(layer_of(target)) > own:
                 problems.append(f"{rel}.py:{line} ({layer_of(module)}) imports {target} ({layer_of(target)})")
     return problems
 
@@ -73,8 +78,9 @@ def test_an_upward_import_is_caught(tmp_path: Path) -> None:
     (package / "__init__.py").write_text("")
     (package / "serve" / "pipeline.py").write_text("from ranker.tasks import datasets\n")  # down: fine
     (package / "tasks" / "stats.py").write_text("import torch\n\n\ndef f():\n    from ranker.serve import pipeline\n")
-    (package / "tasks" / "history.py").write_text("from ranker import evaluate\n")
+    (package / "tasks" / "history.py").write_text("from ranker import evaluate\nfrom data.build_history import x\n")
     assert upward_imports(package) == [
         "ranker/tasks/history.py:1 (tasks) imports ranker.evaluate (evaluate)",
+        "ranker/tasks/history.py:2 (tasks) imports data.build_history (scripts, above the package)",
         "ranker/tasks/stats.py:5 (tasks) imports ranker.serve (serve)",
     ]

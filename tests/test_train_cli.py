@@ -63,6 +63,7 @@ def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsy
     out = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt"]
     for args, says in ((["optim.loss=nope"], "unknown loss 'nope'"),
                        (["trainer.max_epochs=many"], "trainer.max_epochs"),
+                       (["trainer.max_epochs=-1"], "give 1 or more"),  # was an OverflowError traceback
                        (["ckpt_path=nowhere.ckpt"], "is not a file")):
         assert train.main(out + args) == 2
         err = capsys.readouterr().err

@@ -83,6 +83,14 @@ def test_manifest_with_repeated_names_is_refused(tmp_path):
         zoo.load_manifest(path)
 
 
+@pytest.mark.parametrize("text", ["name: [unclosed\n", "name: x\nmodels: 3\n"])
+def test_a_file_that_is_no_manifest_is_a_zoo_error(tmp_path, text):
+    """Not YAML, or YAML of another shape: one ZooError (rank.py prints it in a line), not a YAML traceback."""
+    (tmp_path / "zoo.yaml").write_text(text)
+    with pytest.raises(zoo.ZooError, match="is not a manifest"):
+        zoo.load_manifest(tmp_path / "zoo.yaml")
+
+
 def test_unreadable_weights_file_is_a_zoo_error(tmp_path):
     entry = next(m for m in MANIFEST.models if m.name == "mobilenetv2_100")
     broken = tmp_path / "broken.pth"

@@ -85,13 +85,16 @@ def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrid
 
     Raises:
         omegaconf.errors.OmegaConfBaseException: an unknown key, or a value of the wrong type.
-        ValueError: a value outside its choices (the loss name).
-    """""
+        ValueError: a value outside its range or choices (epoch counts below 1, the loss name).
+    """
     merged = OmegaConf.structured(RunConfig)
     if yaml_path is not None:
         merged = OmegaConf.merge(merged, OmegaConf.load(yaml_path))
     merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
     cfg = OmegaConf.to_object(merged)
+    for name in ("max_epochs", "check_val_every_n_epoch"):
+        if getattr(cfg.trainer, name) < 1:
+            raise ValueError(f"trainer.{name}={getattr(cfg.trainer, name)}: it counts epochs, give 1 or more")
     losses.get(cfg.optim.loss)  # an unknown loss name fails here, before any data loads
     return cfg
 

@@ -114,7 +114,7 @@ class FennecModule(L.LightningModule):
 
 def fit_net(net: Fennec, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *,
             loss: str = "listmle", lr: float = 1e-3, weight_decay: float = 1e-4, max_epochs: int = 300,
-        patience: int = 50, seed: int = 0) -> Fennec:
+            patience: int = 50) -> Fennec:
     """Trains ``net`` in place on ``train`` = (summaries ``[T, task_dim]``, targets ``[T, M]`` NaN where
     unmeasured), one full batch per epoch on the CPU, validating every epoch on ``val``; returns it in eval
     mode with the weights of the best validation weighted tau (ties: the earliest epoch).

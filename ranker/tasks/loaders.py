@@ -39,8 +39,9 @@ OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 OPENCLIPART_MIN_IMAGES = 20
 """A sub-category folder is a class when it holds at least this many PNGs of its own (links to others' not counted)."""
 OPENCLIPART_SIZE = 128
-OPENCLIPART_MAX_PIXELS = 16_000_000
 """Clip art is drawn onto a white square of this many pixels, aspect kept (the zoo resizes from there)."""
+OPENCLIPART_MAX_PIXELS = 16_000_000
+"""PNGs above this many pixels are left out (posters: see ``_modest``)."""
 
 _FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
 
@@ -305,7 +306,9 @@ def openclipart() -> Task:
                            "reinstall openclipart-png")
     images = np.stack([_clip_art(f) for files in classes.values() for f in files])
     labels = np.repeat(np.arange(len(classes)), [len(files) for files in classes.values()])
-    return Task(id=f"openclipart:{len(classes)}c{len(images)}", labels=labels, class_names=tuple(classes),
+    listing = "\n".join(f"{f.relative_to(root)} {f.stat().st_size}" for files in classes.values() for f in files)
+    digest = hashlib.sha1(f"{OPENCLIPART_SIZE}\n{listing}".encode()).hexdigest()[:12]  # what is read, and how
+    return Task(id=f"openclipart:{len(classes)}c{len(images)}-{digest}", labels=labels, class_names=tuple(classes),
                 images=images)
 
 

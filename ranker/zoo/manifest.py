@@ -25,7 +25,9 @@ from pathlib import Path
 
 import timm
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
@@ -75,7 +77,11 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"zoo manifest {path} not found; pass an existing YAML file")
-    manifest: Manifest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Manifest), OmegaConf.load(path)))
+    try:
+        manifest: Manifest = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Manifest), OmegaConf.load(path)))
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ZooError(f"zoo manifest {path} is not a manifest ({str(err).splitlines()[0]}); see "
+                       "ranker/configs/zoo/offline.yaml for the format") from None
     if manifest.extends is not None:
         manifest.models = load_manifest(path.parent / manifest.extends).models + manifest.models
         manifest.extends = None

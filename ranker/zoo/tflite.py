@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tflite  # the FlatBuffer schema's generated classes (pure Python)
 import torch
 
 from ranker.zoo.errors import ZooError
@@ -37,7 +38,6 @@ TF_BN_EPS = 1e-3  # batch-norm eps of timm's tf_* ports (timm.layers BN_EPS_TF_D
 
 def _model(path: Path, data: bytes):
     """The FlatBuffer root, after checking it is a TFLite model with one subgraph."""
-    import tflite  # the generated schema classes; imported here so the zoo works without them for other formats
 
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ZooError(f"{path} is not a TensorFlow Lite model (no TFL3 FlatBuffer identifier); reinstall it")
