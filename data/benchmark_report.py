@@ -179,7 +179,9 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
         p_spread = np.nanmax(p) - np.nanmin(p) if p is not None else np.nan
         if f is not None:
             spreads[spec.role].append(f_spread)
-        tau = (weighted_tau(f, p), weighted_tau(f, p, "symmetric")) if f is not None and p is not None else None
+        both = ~np.isnan(f) & ~np.isnan(p) if f is not None and p is not None else np.zeros(0, bool)
+        tau = ((weighted_tau(f[both], p[both]), weighted_tau(f[both], p[both], "symmetric")) if both.sum() >= 2
+               else None)  # over the models measured both ways
         if tau:
             taus.append(tau)
         n_classes = len(spec.classes) or "all"
