@@ -92,7 +92,7 @@ def test_teach_weights_teachers_by_their_logme_scores(digits_parts) -> None:
 def test_teachers_term_is_zero_when_the_target_teaches_itself(digits_parts) -> None:
     train, recipe = digits_parts[0].task, bm.FinetuneRecipe()
     target = zoo.get_entry("tiny_resnet_fmnist")
-    images = btuning._images(train, zoo.entry_transform(btuning.recipe_entry(target, recipe)))
+    images = btuning.images(train, zoo.entry_transform(btuning.recipe_entry(target, recipe)))
     terms = {}
     for teacher in ("tiny_resnet_fmnist", "tiny_byobnet_mixed"):
         teaching = btuning.teach(target, [zoo.get_entry(teacher)], train, recipe)

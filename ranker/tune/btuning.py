@@ -22,9 +22,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from ranker.tasks import features
 from ranker.tasks.benchmark import FinetuneRecipe
 from ranker.tasks.datasets import Task
 from ranker.transfer.logme import posterior_weights
-from ranker.tune.finetune import FinetuneModule
+from ranker.tune.finetune import FinetuneModule, accuracy, images, recipe_entry
 from ranker.zoo import manifest as zoo
 
 TEMPERATURE = 0.1  # of the softmax over the teachers' LogME scores (the authors' --temperature)
@@ -67,11 +66,6 @@ class Tuned:
     losses: dict[str, list[float]]  # per step: "total", "cross_entropy", "teachers" (lambda x MSE)
     test_accuracy: float | None  # percent on ``test``; None without one
     seconds: float  # training and evaluation
-
-
-def recipe_entry(entry: zoo.ZooEntry, recipe: FinetuneRecipe) -> zoo.ZooEntry:
-    """``entry`` at the recipe's input size, min(native, ``max_input_size``) px, as ``finetune.finetune``."""
-    return dataclasses.replace(entry, input_size=min(entry.input_size, recipe.max_input_size or entry.input_size))
 
 
 def teacher_pi(evidence: Sequence[float], temperature: float = TEMPERATURE) -> torch.Tensor:
@@ -119,11 +113,6 @@ class BTuningModule(FinetuneModule):
         self.register_buffer("target_weights", target_weights, persistent=False)  # not part of the tuned model
         self.losses: dict[str, list[float]] = {"total": [], "cross_entropy": [], "teachers": []}
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled trunk features ``[B, D]``: what FinetuneModule.forward feeds its head."""
-        out = self.trunk(x.contiguous(memory_format=torch.channels_last))
-        return out.mean(dim=(2, 3)) if self.pool else out
-
     def teachers_term(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """MSE between the target's mapped features and the teachers' (lambda not applied)."""
         return F.mse_loss(feats @ self.target_weights.T, targets)
@@ -153,20 +142,6 @@ class _StepBar(L.Callback):
         self.bar.close()
 
 
-def _images(task: Task, transform: Callable) -> torch.Tensor:
-    return torch.stack([transform(task.image(i)) for i in range(len(task))])
-
-
-def accuracy(module: FinetuneModule, test: Task, transform: Callable, device: torch.device) -> float:
-    """Percent of ``test`` images the module classifies right, as ``finetune.finetune`` measures it."""
-    module.to(device).eval()
-    correct = 0
-    with torch.inference_mode():
-        for x, y in DataLoader(TensorDataset(_images(test, transform), torch.as_tensor(test.labels)), batch_size=64):
-            correct += int((module(x.to(device)).argmax(1).cpu() == y).sum())
-    return 100.0 * correct / len(test)
-
-
 def tune(target: zoo.ZooEntry, teaching: Teaching, train: Task, recipe: FinetuneRecipe, test: Task | None = None,
          tradeoff: float = TRADEOFF, progress: bool = False) -> Tuned:
     """B-Tunes ``target`` on ``train`` under ``recipe`` (in the steps and order of ``finetune.finetune``).
@@ -184,7 +159,7 @@ def tune(target: zoo.ZooEntry, teaching: Teaching, train: Task, recipe: Finetune
     extractor = zoo.load_extractor(target)
     transform = zoo.entry_transform(sized)
     module = BTuningModule(extractor, train.num_classes, recipe, teaching.target_weights, tradeoff)
-    data = TensorDataset(_images(train, transform), torch.as_tensor(train.labels), teaching.targets)
+    data = TensorDataset(images(train, transform), torch.as_tensor(train.labels), teaching.targets)
     trainer = L.Trainer(
         max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, deterministic="warn",

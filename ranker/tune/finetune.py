@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ranker.tasks import benchmark as bm
+from ranker.tasks.datasets import Task
 from ranker.zoo import manifest as zoo
 
 
@@ -29,9 +31,13 @@ class FinetuneModule(L.LightningModule):
         self.pool = extractor.pool
         self.head = nn.Linear(extractor.entry.feature_dim, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled trunk features ``[B, D]``: what the head reads."""
         out = self.trunk(x.contiguous(memory_format=torch.channels_last))
-        return self.head(out.mean(dim=(2, 3)) if self.pool else out)
+        return out.mean(dim=(2, 3)) if self.pool else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
@@ -50,21 +56,35 @@ class FinetuneModule(L.LightningModule):
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
 
-def _tensors(part: bm.TaskPart, transform) -> TensorDataset:
-    task = part.task
-    images = torch.stack([transform(task.image(i)) for i in range(len(task))])
-    return TensorDataset(images, torch.as_tensor(task.labels))
+def recipe_entry(entry: zoo.ZooEntry, recipe: bm.FinetuneRecipe) -> zoo.ZooEntry:
+    """``entry`` at the recipe's input size: min(native, ``max_input_size``) px."""
+    return dataclasses.replace(entry, input_size=min(entry.input_size, recipe.max_input_size or entry.input_size))
+
+
+def images(task: Task, transform: Callable) -> torch.Tensor:
+    """Every image of ``task`` through ``transform``, stacked ``[N, 3, S, S]``."""
+    return torch.stack([transform(task.image(i)) for i in range(len(task))])
+
+
+def accuracy(module: FinetuneModule, test: Task, transform: Callable, device: torch.device) -> float:
+    """Percent of ``test`` images the module classifies right (eval mode, on ``device``)."""
+    module.to(device).eval()
+    correct = 0
+    with torch.inference_mode():
+        for x, y in DataLoader(TensorDataset(images(test, transform), torch.as_tensor(test.labels)), batch_size=64):
+            correct += int((module(x.to(device)).argmax(1).cpu() == y).sum())
+    return 100.0 * correct / len(test)
 
 
 def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
              recipe: bm.FinetuneRecipe) -> tuple[float, int, str]:
     """Fine-tunes one zoo member on ``train``; returns (held-out accuracy in percent, input size, device)."""
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    size = min(entry.input_size, recipe.max_input_size or entry.input_size)
+    sized = recipe_entry(entry, recipe)
     extractor = zoo.load_extractor(entry)
-    transform = zoo.entry_transform(dataclasses.replace(entry, input_size=size))
+    transform = zoo.entry_transform(sized)
     module = FinetuneModule(extractor, len(train.class_names), recipe)
-    data = _tensors(train, transform)
+    data = TensorDataset(images(train.task, transform), torch.as_tensor(train.labels))
     trainer = L.Trainer(
         max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -72,9 +92,4 @@ def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
     )
     trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
     device = trainer.strategy.root_device
-    module.to(device).eval()
-    correct = 0
-    with torch.inference_mode():
-        for x, y in DataLoader(_tensors(test, transform), batch_size=64):
-            correct += int((module(x.to(device)).argmax(1).cpu() == y).sum())
-    return 100.0 * correct / len(test.indices), size, str(device)
+    return accuracy(module, test.task, transform, device), sized.input_size, str(device)
