@@ -23,7 +23,8 @@ def task() -> datasets.Task:
 
 
 def test_features_match_a_direct_forward_pass(extractor, task, tmp_path):
-    feats = features.extract(extractor, task, cache_dir=tmp_path, batch_size=7, progress=False)
+    feats = features.extract(extractor, task, cache_dir=tmp_path, batch_size=7, device=torch.device("cpu"),
+                             progress=False)
     assert feats.shape == (40, extractor.entry.feature_dim) and feats.dtype == torch.float32
     direct = extractor(torch.stack([extractor.transform(task.image(i)) for i in range(len(task))]))
     torch.testing.assert_close(feats, direct, rtol=1e-5, atol=1e-5)
