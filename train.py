@@ -3,13 +3,14 @@
 Config: the dataclasses of ranker/learn/config.py, then ranker/configs/train/default.yaml, then ``key=value``
 overrides. The resolved config is saved as runs/<name>/config.yaml; Lightning checkpoints (``last.ckpt``, written
 every epoch, to resume; ``best.ckpt`` by validation weighted tau) and CSV logs go beside it. After fitting, the best
-checkpoint is reloaded, the re-ranking depth k is chosen on the validation tasks, and checkpoints/<name>/ is
+checkpoint is reloaded, the re-ranking depth k (and a calibrated ranker's Model Spider factor, by grouped
+cross-validation inside the training tasks: one more training per task group) is chosen, and checkpoints/<name>/ is
 written. An existing run or export folder of the same name is never touched unless ``overwrite=true`` or
 ``ckpt_path`` resumes that run (and so replaces its export); the shipped checkpoints/offline-default is only
 rewritten by ``name=offline-default overwrite=true``.
 
 Examples:
-    python train.py                                      # embedded benchmark, CPU, under a minute
+    python train.py                                      # embedded benchmark, CPU, about 2 minutes
     python train.py name=small trainer.max_epochs=3 model.dim=128 optim.loss=listnet
     python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
     srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # see README (SLURM)
@@ -70,8 +71,9 @@ def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
         [e.task for e in history], [e.kind for e in history], torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
     print(f"best val/wtau {fitted.best_score:.3f} ({fitted.best_path})")
-    print("val wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))
-    print(f"chose k={fitted.rerank_k}; exported {folder} in {time.perf_counter() - start:.0f} s")
+    print("wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))
+    print(f"chose k={fitted.rerank_k}, Model Spider scale x {fitted.spider_shrink:g} (by {fitted.chosen_by}); "
+          f"exported {folder} in {time.perf_counter() - start:.0f} s")
     return folder
 
 

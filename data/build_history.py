@@ -4,6 +4,8 @@ Kinds (``--kind``):
     stats         general-encoder class prototypes + summary of every task's training part, and every zoo
                   model's own class prototypes (float16), into stats.safetensors / model_stats.safetensors
     linear_probe  logistic regression on frozen features (native input size), accuracy on the held-out part
+    logme         LogME (ranker.transfer) of each model's frozen features on each task's training part: the raw
+                  evidence that Ranker v2 learns to weigh against the prior (issue 15); no held-out part used
     finetune      the benchmark's ``finetune`` recipe (benchmark.FinetuneRecipe), Lightning, CUDA when present
     proxy         normalized mean rank (``ranker.transfer.aggregate``) of the PROXY_ESTIMATORS' scores over the
                   zoo on each task's training part: a label that costs no training
@@ -18,6 +20,7 @@ every part into it and deletes the parts; run it once every builder has ended.
 Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind stats
     python -m data.build_history --kind linear_probe
+    python -m data.build_history --kind logme
     python -m data.build_history --kind finetune --role test
     python -m data.build_history --kind proxy
     python -m data.build_history --merge
@@ -50,6 +53,9 @@ from ranker.zoo import manifest as zoo
 
 PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
 """Every feature-based estimator: LEEP and NCE need source heads that most of the offline zoo lacks."""
+
+FROZEN_KINDS = ("linear_probe", "logme")
+"""Kinds measured on frozen features, model by model (each extractor built once)."""
 
 LINEAR_PROBE = {"name": "linear_probe-v1", "C": 1.0, "max_iter": 2000}
 """Standardized frozen features (native input size) → scikit-learn multinomial LogisticRegression (lbfgs)."""
@@ -101,7 +107,7 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     mine = [(s, m) for s in specs for m in bench.models][index::count]
     done = _done_store(bench.root)
     todo = [(s, m) for s, m in mine if (s.id, m, kind, run_seed) not in done and (models is None or m in models)]
-    if kind == "linear_probe":  # model-major: each extractor is built once and its pools' features are read once
+    if kind in FROZEN_KINDS:  # model-major: each extractor is built once and its pools' features are read once
         todo.sort(key=lambda pair: bench.models.index(pair[1]))
     # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
     entries = bench.entries
@@ -112,12 +118,20 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
         bar.set_postfix_str(f"{model} · {spec.id}")
         train, test = bm.task_parts(spec, bench.config)
         start = time.time()
-        if kind == "linear_probe":
+        metric = "top1_accuracy"
+        if kind in FROZEN_KINDS:
             if extractor is None or extractor.entry.name != model:
                 extractor = zoo.load_extractor(entries[model])
-            value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
-                                 test.labels)
-            size, device, name = entries[model].input_size, str(features.best_device()), LINEAR_PROBE["name"]
+            if kind == "linear_probe":
+                value = linear_probe(part_features(extractor, train), train.labels, part_features(extractor, test),
+                                     test.labels)
+                name = LINEAR_PROBE["name"]
+            else:
+                # the training part's own features, as ranker.evaluate's `logme` row computes it (same cache)
+                value = transfer.get("logme")(features.extract(extractor, train.task, progress=False),
+                                              torch.as_tensor(train.labels))
+                name, metric = "logme-v1", "logme"
+            size, device = entries[model].input_size, str(features.best_device())
             epochs, lr = 0, math.nan
         else:
             value, size, device = finetune(entries[model], train, test, recipe)
@@ -125,7 +139,7 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
             epochs = math.ceil(recipe.steps * min(recipe.batch_size, n) / n)  # passes over the data
             name, lr = recipe.name, recipe.lr
         own.add(Record(
-            task=spec.id, model=model, kind=kind, metric="top1_accuracy", value=value, recipe=name,
+            task=spec.id, model=model, kind=kind, metric=metric, value=value, recipe=name,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
             seed=run_seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
         ))
@@ -218,9 +232,9 @@ def _shard(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK, help="name under data/benchmarks/ or a folder")
-    parser.add_argument("--kind", choices=["stats", "linear_probe", "finetune", "proxy"])
+    parser.add_argument("--kind", choices=["stats", "linear_probe", "logme", "finetune", "proxy"])
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
-    parser.add_argument("--models", nargs="*", help="linear_probe/finetune: only these zoo members")
+    parser.add_argument("--models", nargs="*", help="linear_probe/logme/finetune: only these zoo members")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
     parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
@@ -231,7 +245,7 @@ def main() -> None:
             print(f"history.csv: {merge_parts(bench.root)} records")
             return
         if args.kind is None:
-            raise ValueError("pass --kind stats, linear_probe, finetune or proxy (or --merge)")
+            raise ValueError("pass --kind stats, linear_probe, logme, finetune or proxy (or --merge)")
         unknown = sorted(set(args.models or ()) - set(bench.models))
         if unknown:
             raise ValueError(f"models {unknown} are not in {bench.config.manifest}; see its model names")

@@ -143,7 +143,8 @@ def _ranker_runs(bench: bm.Benchmark, net: Ranker, k: int, task_ids: list[str], 
         for i, episode in enumerate(episodes):
             batch = lit.collate([episode])
             start = time.perf_counter()
-            ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth)[0]
+            ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth,
+                                batch["evidence"])[0]
             seconds[i] = time.perf_counter() - start
             scores[i] = ranked.numpy()
             top = set(ranked.topk(depth).indices.tolist())  # rerank keeps the plain top k on top: those were re-scored
@@ -249,7 +250,8 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
         data.setup()
         with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bar: stdout is the report's
             fitted = lit.fit(cfg, data)
-        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "train_seconds": time.perf_counter() - start}
+        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_shrink": fitted.spider_shrink,
+                 "train_seconds": time.perf_counter() - start}
         runs |= _ranker_runs(bench, fitted.net, fitted.rerank_k, fold.held_out, extraction)
     return runs, info
 
@@ -409,10 +411,12 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
                   "Each fold holds out every task of one group; the prior and the ranker (retrained with the "
                   "checkpoint's run config, k chosen on its validation tasks outside the group) see only the "
                   "other groups' tasks.", "",
-                  "| held-out group | tasks | training tasks | ranker validation tasks | k | training s |",
-                  "|---|---|---|---|---|---|"]
+                  "| held-out group | tasks | training tasks | ranker validation tasks | k | Model Spider scale x | "
+                  "training s |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {f['group']} | {len(f['held_out'])} | {f['n_train_tasks']} | {len(f.get('val_tasks', []))} | "
-                  f"{f.get('rerank_k', '')} | {f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]
+                  f"{f.get('rerank_k', '')} | {f.get('spider_shrink', '')} | {f.get('train_seconds', 0):.0f} |"
+                  for f in cv["folds"]]
         lines += ["", *_table(cv["methods"])]
         lines += [f"\n- `{name}` not evaluated: {why}." for name, why in cv["skipped"].items()]
         if trained:

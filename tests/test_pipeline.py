@@ -38,7 +38,7 @@ def test_a_large_zoo_is_recalled_from_nearest_tasks_then_model_tokens() -> None:
                   for m in exported.performance[t].nan_to_num(-1).argsort(descending=True)[:3].tolist()}
     assert from_tasks <= set(models)
     query = exported.net.recall_query(prototypes[None], torch.ones(1, len(prototypes), dtype=torch.bool))[0]
-    by_token = [exported.config.models[m] for m in (exported.net.tokens.weight @ query).argsort(descending=True)]
+    by_token = [exported.config.models[m] for m in (exported.net.recall_keys() @ query).argsort(descending=True)]
     filled = [m for m in by_token if m not in from_tasks][: 8 - len(from_tasks)]
     assert set(models) == from_tasks | set(filled)
     # the candidates are ordered by the ranker's own scores
@@ -47,17 +47,20 @@ def test_a_large_zoo_is_recalled_from_nearest_tasks_then_model_tokens() -> None:
 
 
 def test_recall_query_is_the_score_gradient_at_the_mean_token() -> None:
+    """score(t, m) = prior_m + scale x head(token_m) ≈ const + query · [token_m, prior_m] near the mean token."""
     torch.manual_seed(0)
     net = export.load().net.double()
+    net.calibration.spider_scale.data.fill_(0.7)
     _, prototypes = _test_task_prototypes()
     prototypes, mask = prototypes[None].double(), torch.ones(1, len(prototypes), dtype=torch.bool)
-    query = net.recall_query(prototypes, mask)[0]
+    query, dim = net.recall_query(prototypes, mask)[0], net.tokens.weight.shape[1]
     tokens = net.tokenizer(prototypes, mask)
     mean = net.tokens.weight.mean(0, keepdim=True)
     for _ in range(3):
         u, eps = torch.randn_like(mean), 1e-6
         diff = (net.head(mean + eps * u, tokens, mask) - net.head(mean - eps * u, tokens, mask)) / (2 * eps)
-        torch.testing.assert_close(diff.detach()[0, 0], (query * u[0]).sum(), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(0.7 * diff.detach()[0, 0], (query[:dim] * u[0]).sum(), rtol=1e-6, atol=1e-9)
+    assert query[dim] == 1 and torch.equal(net.recall_keys()[:, dim], net.calibration.prior.detach())
 
 
 def test_best_models_skip_unmeasured_ones() -> None:

@@ -15,6 +15,7 @@ import yaml
 from conftest import help_output_and_heavy_imports
 
 import rank
+from ranker import transfer
 from ranker.serve import export
 from ranker.tasks import datasets, features, loaders, stats
 from ranker.zoo import manifest as zoo
@@ -79,15 +80,18 @@ def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototy
     assert [n["task"] for n in result["neighbours"]] and {n["task"] for n in result["neighbours"]} <= set(
         exported.task_ids)
     # the same ranking straight from the ranker: plain scores, then Ranker.rerank with the top 2's own prototypes
+    # and the LogME of their features
     mask = torch.ones(1, 5, dtype=torch.bool)
     plain = exported.net(prototypes[None], mask)[0]
     top = plain.topk(2).indices.tolist()
     assert set(models[:2]) == {exported.config.models[m] for m in top}
     specific = torch.zeros(1, len(models), 5, max(exported.net.dims.model_dims))
+    evidence = torch.full((1, len(models)), float("nan"))
     for m in top:
         own = features.extract(zoo.load_extractor(exported.config.models[m]), task, progress=False)
         specific[0, m, :, : own.shape[1]] = stats.class_prototypes(own, task.labels, 5)
-    final = exported.net.rerank(prototypes[None], mask, specific, 2)[0]
+        evidence[0, m] = transfer.get("logme")(own, torch.as_tensor(task.labels))
+    final = exported.net.rerank(prototypes[None], mask, specific, 2, evidence)[0]
     assert models == [exported.config.models[m] for m in final.argsort(descending=True).tolist()]
     # the table on stdout and the plot
     assert out[3].split() == ["rank", "model", "score", "stage"] and out[4].split()[1] == models[0]

@@ -19,9 +19,12 @@ from ranker.serve import export
 from ranker.zoo.manifest import DEFAULT_MANIFEST, load_manifest
 
 
-def _net(models: int = 4, dims: tuple[int, ...] = (8, 16, 8, 12), general: int = 10) -> Ranker:
+def _net(models: int = 4, dims: tuple[int, ...] = (8, 16, 8, 12), general: int = 10,
+         calibrated: bool = False) -> Ranker:
+    """Model Spider's network alone by default (its mechanics); ``calibrated`` adds Ranker v2's terms."""
     torch.manual_seed(0)
-    return Ranker(RankerDims(models, general, list(dims)), ModelConfig(dim=16, dropout=0.0)).eval()
+    return Ranker(RankerDims(models, general, list(dims)), ModelConfig(dim=16, dropout=0.0, calibrated=calibrated)
+                  ).eval()
 
 
 def test_scores_ignore_class_order_and_padding() -> None:
@@ -72,6 +75,40 @@ def test_rerank_reorders_only_the_top_k() -> None:
         assert order[0] == top[full[b, top].argmax()]  # ... in the order their specific tokens give
         rest = [i for i in plain[b].argsort(descending=True).tolist() if i not in top.tolist()]
         assert order[2:].tolist() == rest  # the others keep their plain order
+
+
+def test_the_calibrated_prior_is_each_models_mean_z_scored_target() -> None:
+    targets = torch.tensor([[1.0, 2.0, 3.0], [10.0, float("nan"), 30.0], [5.0, 5.0, 5.0]])
+    net = _net(models=3, dims=(8,) * 3, calibrated=True)
+    net.calibration.set_prior(targets)
+    # row 0 z = (-1.22, 0, 1.22), row 1 z = (-1, -, 1), row 2 has no spread (0, 0, 0)
+    z = 1.5**0.5
+    torch.testing.assert_close(net.calibration.prior, torch.tensor([(-z - 1) / 3, 0.0, (z + 1) / 3]))
+
+
+def test_a_fresh_calibrated_ranker_says_the_prior_whatever_the_task() -> None:
+    net = _net(calibrated=True)
+    net.calibration.set_prior(torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
+    protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
+    specific, has = torch.randn(2, 4, 3, 16), torch.ones(2, 4, dtype=torch.bool)
+    for scores in (net(protos, mask), net(protos, mask, specific, has, evidence=torch.randn(2, 4))):
+        assert scores.argsort(1, descending=True).tolist() == [[2, 0, 3, 1]] * 2
+
+
+def test_evidence_moves_only_embedded_models_and_its_scale_does_not_matter() -> None:
+    net = _net(calibrated=True)
+    with torch.no_grad():
+        net.calibration.evidence_weight.fill_(1.0)
+    protos, mask = torch.randn(1, 3, 10), torch.ones(1, 3, dtype=torch.bool)
+    specific, has = torch.randn(1, 4, 3, 16), torch.tensor([[True, True, True, False]])
+    logme = torch.tensor([[0.5, 0.9, 0.1, 7.0]])
+    with torch.no_grad():
+        plain = net(protos, mask, specific, has)
+        moved = net(protos, mask, specific, has, evidence=logme)
+        rescaled = net(protos, mask, specific, has, evidence=10 * logme - 3)
+    z = (logme[0, :3] - logme[0, :3].mean()) / logme[0, :3].std(unbiased=False)
+    torch.testing.assert_close((moved - plain)[0], torch.cat([z, torch.zeros(1)]))
+    torch.testing.assert_close(rescaled, moved)
 
 
 def test_every_shipped_train_yaml_matches_the_config_classes() -> None:

@@ -14,6 +14,7 @@ them for every model (``val/wtau_specific``, the most re-ranking could give).
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ class Episode:
     specific: torch.Tensor  # each model's own prototypes [M, C, D_max] float16, zero-padded; zero if absent
     has_specific: torch.Tensor  # [M] bool: the model's prototypes are in the benchmark's model_stats
     target: torch.Tensor  # ground truth [M] float32 over the zoo, NaN where unmeasured
+    evidence: torch.Tensor  # LogME [M] float32 of each model's features on the training part (history kind
+    # ``logme``), NaN where not measured; a calibrated ranker weighs it for the models it embeds
 
 
 def ranker_dims(bench: bm.Benchmark) -> RankerDims:
@@ -75,7 +78,9 @@ def load_episodes(bench: bm.Benchmark, task_ids: list[str], target_kinds: list[s
             if model in own[task]:
                 specific[m, :, : own[task][model].shape[1]] = own[task][model]
         has = torch.tensor([model in own[task] for model in models])
-        episodes.append(Episode(task, kind, prototypes, specific, has, torch.as_tensor(row[0], dtype=torch.float32)))
+        evidence = torch.as_tensor(bench.history.matrix("logme", [task], models)[2][0], dtype=torch.float32)
+        episodes.append(Episode(task, kind, prototypes, specific, has, torch.as_tensor(row[0], dtype=torch.float32),
+                                evidence))
     if missing:
         raise ValueError(f"tasks {missing} have no ground truth of kinds {target_kinds} for two models or more; "
                          f"build it with `python -m data.build_history --benchmark {bench.config.name} --kind ...`")
@@ -84,7 +89,7 @@ def load_episodes(bench: bm.Benchmark, task_ids: list[str], target_kinds: list[s
 
 def collate(episodes: list[Episode]) -> dict[str, torch.Tensor]:
     """Pads a list of episodes to the batch's largest class count: ``prototypes [B, C, D]``, ``class_mask [B, C]``,
-    ``specific [B, M, C, D_max]`` float32, ``has_specific [B, M]``, ``target [B, M]``."""
+    ``specific [B, M, C, D_max]`` float32, ``has_specific [B, M]``, ``target [B, M]``, ``evidence [B, M]``."""
     c = max(e.prototypes.shape[0] for e in episodes)
     b, (m, _, width), d = len(episodes), episodes[0].specific.shape, episodes[0].prototypes.shape[1]
     batch = {
@@ -93,6 +98,7 @@ def collate(episodes: list[Episode]) -> dict[str, torch.Tensor]:
         "specific": torch.zeros(b, m, c, width),
         "has_specific": torch.stack([e.has_specific for e in episodes]),
         "target": torch.stack([e.target for e in episodes]),
+        "evidence": torch.stack([e.evidence for e in episodes]),
     }
     for i, e in enumerate(episodes):
         n = e.prototypes.shape[0]
@@ -204,6 +210,12 @@ class RankerModule(L.LightningModule):
         order = torch.rand(b, m, device=has_specific.device).argsort(1).argsort(1)  # a random rank per model
         return (order < k) & has_specific
 
+    def setup(self, stage: str) -> None:
+        """A calibrated ranker starts at the prior of this run's training episodes (before a resumed run's
+        checkpoint, which Lightning restores after this hook, replaces it)."""
+        if stage == "fit" and self.net.calibration is not None:
+            self.net.calibration.set_prior(torch.stack([e.target for e in self.trainer.datamodule.train_episodes]))
+
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Seeds this step's randomness (dropout, the specific-token draw) from (seed, step, process) alone, so a
         resumed run takes the same steps as the uninterrupted one."""
@@ -211,14 +223,16 @@ class RankerModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         mask = self._specific_draw(batch["has_specific"])
-        scores = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], mask)
+        scores = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], mask,
+                          evidence=batch["evidence"])
         loss = self.loss(scores, batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         plain = self.net(batch["prototypes"], batch["class_mask"])
-        specific = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], batch["has_specific"])
+        specific = self.net(batch["prototypes"], batch["class_mask"], batch["specific"], batch["has_specific"],
+                            evidence=batch["evidence"])
         self.log("val/loss", self.loss(plain, batch["target"]), batch_size=len(plain), sync_dist=True)
         for metrics, scores in ((self.plain_metrics, plain), (self.specific_metrics, specific)):
             for name, metric in metrics.items():
@@ -226,7 +240,15 @@ class RankerModule(L.LightningModule):
                 self.log(f"val/{name}", metric, prog_bar=name == "wtau", batch_size=len(scores))
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.weight_decay)
+        named = dict(self.named_parameters())
+        calibration = {n: p for n, p in named.items() if n.startswith("net.calibration.")}
+        groups = [{"params": [p for n, p in named.items() if n not in calibration]}]
+        if calibration:  # a handful of scalars: their own step size, and no decay of the prior (decay shrinks to it)
+            groups.append({"params": [p for n, p in calibration.items() if n != "net.calibration.prior"],
+                           "lr": self.cfg.optim.calibration_lr})
+            groups.append({"params": [calibration["net.calibration.prior"]], "lr": self.cfg.optim.calibration_lr,
+                           "weight_decay": 0.0})
+        optimizer = torch.optim.Adam(groups, lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.weight_decay)
         steps = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -239,27 +261,82 @@ def rerank_sweep(net: Ranker, episodes: list[Episode]) -> list[float]:
     batch = collate(episodes)
     taus = []
     for k in range(batch["target"].shape[1] + 1):
-        scores = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k)
+        scores = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"])
         taus.append(float(np.mean([weighted_tau(g, s) for g, s in zip(batch["target"].numpy(), scores.numpy(),
                                                                        strict=True)])))
     return taus
 
 
+SPIDER_SHRINK = (0.0, 0.25, 0.5, 1.0)
+"""Factors on a calibrated ranker's learned Model Spider scale that ``fit`` chooses among: its task-conditioned
+term can learn which dataset a task came from, which helps on tasks like the training ones and hurts on new ones
+(issue 15's study)."""
+
+
 @dataclass
 class Fitted:
-    """A finished run: the best validation checkpoint's network and the re-ranking depth chosen with it."""
+    """A finished run: the best validation checkpoint's network, and what was chosen for it.
+
+    A calibrated ranker's Model Spider factor and re-ranking depth are chosen by grouped cross-validation inside
+    the run's tasks (``select``): each task group held out in turn, a ranker trained on the others, the factor and
+    k scored on the held-out group. Model Spider's ranker (or a run whose tasks form one group, or a DDP run)
+    chooses k on the validation tasks.
+    """
 
     net: Ranker  # CPU, eval mode
-    rerank_k: int  # the depth of the best validation tau (ties: the smaller k)
-    sweep: list[float]  # validation tau (rank=None) by re-ranking depth k = 0..M
+    rerank_k: int  # the chosen depth, at most M // 2 (ties: the smaller k)
+    sweep: list[float]  # the tau (rank=None) that chose it, by depth k = 0..M, at the chosen factor
     best_score: float  # the best val/wtau
     best_path: str  # its Lightning checkpoint
+    spider_shrink: float = 1.0  # the factor on a calibrated ranker's Model Spider scale
+    chosen_by: str = "validation"  # "validation", or "grouped cross-validation over <groups>"
 
 
-def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
-    """Trains in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch, ``best.ckpt`` by val/wtau, CSV
-    logs), reloads the best checkpoint and picks the re-ranking depth k on the validation tasks. ``overwrite``
-    empties the run folder first, unless ``ckpt_path`` resumes it. None in DDP's other processes."""
+def _choose(sweeps: dict[float, list[float]]) -> tuple[float, int]:
+    """(factor, k) of the best tau with k <= M // 2; ties: the smaller factor, then the smaller k."""
+    return max(((f, k) for f, sweep in sweeps.items() for k in range(len(sweep) // 2 + 1)),
+               key=lambda fk: (round(sweeps[fk[0]][fk[1]], 6), -fk[0], -fk[1]))
+
+
+def _sweeps(net: Ranker, episodes: list[Episode]) -> dict[float, list[float]]:
+    """``rerank_sweep`` at each factor of SPIDER_SHRINK (the net's scale is restored afterwards)."""
+    learned, out = net.calibration.spider_scale.detach().clone(), {}
+    for factor in SPIDER_SHRINK:
+        net.calibration.spider_scale.data = learned * factor
+        out[factor] = rerank_sweep(net, episodes)
+    net.calibration.spider_scale.data = learned
+    return out
+
+
+def select(cfg: RunConfig, data: EpisodeDataModule) -> tuple[dict[float, list[float]], list[str]]:
+    """Grouped cross-validation inside the run's tasks (training and validation, by their benchmark ``group``):
+    per group, a ranker trained on the other groups (validating on their ``data.val_tasks``) in
+    ``<out_dir>/<name>/inner/``, scored on the held-out group at every factor and depth. Returns the task-weighted
+    mean tau by factor and depth, and the groups held out (a group is skipped when no validation task is left
+    outside it)."""
+    group = {t.id: t.group_name for t in data.bench.config.tasks}
+    tasks = data.train_ids + data.val_ids
+    totals, count, used = {}, 0, []
+    for i, name in enumerate(dict.fromkeys(group[t] for t in tasks)):
+        held = [t for t in tasks if group[t] == name]
+        inner = copy.deepcopy(cfg)
+        inner.name, inner.out_dir, inner.ckpt_path, inner.overwrite = f"inner{i}", str(Path(cfg.out_dir) / cfg.name
+                                                                                        / "inner"), None, True
+        try:
+            inner_data = EpisodeDataModule(inner, [t for t in tasks if group[t] != name])
+        except ValueError:  # no validation task outside this group
+            continue
+        inner_data.setup()
+        net = _train(inner, inner_data)[0]
+        for factor, sweep in _sweeps(net, load_episodes(data.bench, held, cfg.data.target_kinds)).items():
+            totals[factor] = totals.get(factor, 0) + len(held) * np.asarray(sweep)
+        count, used = count + len(held), used + [name]
+    return {f: (t / max(count, 1)).tolist() for f, t in totals.items()}, used
+
+
+def _train(cfg: RunConfig, data: EpisodeDataModule) -> tuple[Ranker, ModelCheckpoint] | None:
+    """Trains in ``<out_dir>/<name>/`` and returns the best validation checkpoint's network (CPU, eval mode) and
+    that checkpoint's callback; None in DDP's other processes."""
     L.seed_everything(cfg.seed, workers=True)
     module = RankerModule(cfg, data.dims)
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -286,6 +363,31 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
     net = module.net.cpu()
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     net.eval()
-    sweep = rerank_sweep(net, data.val_episodes)
-    k = max(range(len(sweep)), key=lambda i: (round(sweep[i], 6), -i))  # best validation tau; ties: smaller k
-    return Fitted(net, k, sweep, float(best.best_model_score), best.best_model_path)
+    return net, best
+
+
+def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
+    """Trains in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch, ``best.ckpt`` by val/wtau, CSV
+    logs), reloads the best checkpoint and chooses what :class:`Fitted` says. ``overwrite`` empties the run folder
+    first, unless ``ckpt_path`` resumes it. None in DDP's other processes."""
+    trained = _train(cfg, data)
+    if trained is None:
+        return None
+    (net, best), chosen_by = trained, "validation"
+    sweeps = {1.0: rerank_sweep(net, data.val_episodes)}
+    if net.calibration is not None:
+        sweeps, groups = select(cfg, data) if _single_process(cfg) else ({}, [])
+        if len(groups) >= 2:
+            chosen_by = "grouped cross-validation over " + ", ".join(groups)
+        else:
+            sweeps = _sweeps(net, data.val_episodes)
+    shrink, k = _choose(sweeps)
+    if net.calibration is not None:
+        net.calibration.spider_scale.data *= shrink
+    return Fitted(net, k, sweeps[shrink], float(best.best_model_score), best.best_model_path, shrink, chosen_by)
+
+
+def _single_process(cfg: RunConfig) -> bool:
+    """The run trained in one process (the inner runs of ``select`` train there too; under DDP they would not)."""
+    return cfg.trainer.num_nodes == 1 and cfg.trainer.strategy in ("auto", "single_device") and \
+        str(cfg.trainer.devices) in ("auto", "1")

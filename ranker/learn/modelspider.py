@@ -34,6 +34,8 @@ class ModelConfig:
     tokenizer_heads: int = 2  # attention heads of each tokenizer layer (must divide dim)
     head_heads: int = 1  # attention heads of the fitness head (Model Spider: 1)
     dropout: float = 0.1  # dropout in the tokenizer and on the fitness head's attention
+    calibrated: bool = True  # Ranker v2 (issue 15): learned prior + scaled Model Spider score + weighed evidence
+    # of the embedded models (see Calibration); False: Model Spider's score alone, as in Zhang et al.
 
 
 @dataclass
@@ -128,6 +130,53 @@ class FitnessHead(nn.Module):
         return self.score(self.norm(query + attended)).view(b, m)
 
 
+def zscore_within(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` ``[B, K]`` z-scored within each row over the entries where ``mask`` is True and the value finite;
+    0 elsewhere, and in rows with fewer than two such entries or no spread."""
+    valid = mask & torch.isfinite(values)
+    n = valid.sum(1, keepdim=True)
+    x = torch.where(valid, values, torch.zeros_like(values))
+    mean = x.sum(1, keepdim=True) / n.clamp(min=1)
+    var = torch.where(valid, (x - mean) ** 2, torch.zeros_like(x)).sum(1, keepdim=True) / n.clamp(min=1)
+    z = (x - mean) / var.sqrt().clamp(min=1e-8)
+    return torch.where(valid & (n >= 2) & (var > 0), z, torch.zeros_like(z))
+
+
+class Calibration(nn.Module):
+    """Ranker v2's explicit terms (issue 15): score(t, m) = prior_m + spider_scale x spider(t, m)
+    + evidence_weight x z(t, m).
+
+    ``prior`` is one value per model, set before training to the models' mean z-scored ground truth over the
+    training tasks (``set_prior``) and learned from there: with the other two terms at their initial 0 the ranker
+    says exactly the prior, which is what it should say when nothing else is known. ``spider_scale`` shrinks
+    Model Spider's task-conditioned score (0 at the start: it must earn its weight). ``z`` is the task's own
+    evidence on the models that embedded its data (LogME of their features, z-scored among those models, since
+    LogME's scale differs between tasks); on the shipped benchmark LogME follows a model's ups and downs across
+    tasks but compares different models badly, which the prior term corrects (issue 15's study).
+    """
+
+    def __init__(self, num_models: int) -> None:
+        super().__init__()
+        self.prior = nn.Parameter(torch.zeros(num_models))
+        self.spider_scale = nn.Parameter(torch.zeros(()))
+        self.evidence_weight = nn.Parameter(torch.zeros(()))
+
+    @torch.no_grad()
+    def set_prior(self, targets: torch.Tensor) -> None:
+        """The prior from training targets ``[T, M]`` (NaN where unmeasured): each task's row z-scored over its
+        measured models, then averaged per model (0 for a model measured nowhere)."""
+        z = zscore_within(targets, torch.isfinite(targets))
+        counts = torch.isfinite(targets).sum(0)
+        self.prior.copy_(z.sum(0) / counts.clamp(min=1))
+
+    def forward(self, spider: torch.Tensor, models: list[int], evidence: torch.Tensor | None,
+                embedded: torch.Tensor | None) -> torch.Tensor:
+        score = self.prior[models] + self.spider_scale * spider
+        if evidence is not None and embedded is not None:
+            score = score + self.evidence_weight * zscore_within(evidence, embedded)
+        return score
+
+
 class Ranker(nn.Module):
     """Scores every zoo model for a batch of tasks in one call."""
 
@@ -141,9 +190,11 @@ class Ranker(nn.Module):
         self.tokenizer = TaskTokenizer(dims.general_dim, cfg)
         self.specific = SpecificProjection(dims.model_dims, cfg.dim)
         self.head = FitnessHead(cfg)
+        self.calibration = Calibration(dims.num_models) if cfg.calibrated else None
 
     def forward(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor | None = None,
-                specific_mask: torch.Tensor | None = None, models: torch.Tensor | None = None) -> torch.Tensor:
+                specific_mask: torch.Tensor | None = None, models: torch.Tensor | None = None,
+                evidence: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B, K]`` (higher = better) of the K models ``models`` (zoo indices; None: all M, in zoo order).
 
         Args:
@@ -152,6 +203,8 @@ class Ranker(nn.Module):
             specific: those models' own class prototypes ``[B, K, C, D_max]`` (zero where absent), or None.
             specific_mask: ``[B, K]``, True where ``specific`` holds model k's prototypes for task b.
             models: ``[K]`` long zoo indices of the models to score.
+            evidence: ``[B, K]`` LogME of each model's own features on the task (read where ``specific_mask`` is
+                True and the value finite); only a calibrated ranker uses it.
         """
         if (specific is None) != (specific_mask is None):
             raise ValueError("pass specific and specific_mask together, or neither")
@@ -159,28 +212,42 @@ class Ranker(nn.Module):
         members = list(range(self.dims.num_models)) if models is None else models.tolist()
         tokens = self.tokens() if models is None else self.tokens()[models]
         projected = None if specific is None else self.specific(specific, members)
-        return self.head(tokens, task_tokens, class_mask, projected, specific_mask)
+        spider = self.head(tokens, task_tokens, class_mask, projected, specific_mask)
+        if self.calibration is None:
+            return spider
+        return self.calibration(spider, members, evidence, specific_mask)
 
     @torch.no_grad()
     def rerank(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor,
-               k: int) -> torch.Tensor:
+               k: int, evidence: torch.Tensor | None = None) -> torch.Tensor:
         """Final scores ``[B, M]`` after re-ranking: the top ``k`` models by the plain score are re-scored with
         their specific tokens and keep the top ``k`` places in that new order; the others keep their plain
-        order below them. Only the top ``k`` models' entries of ``specific`` are read (a caller computes just
-        those). The returned values are comparable within a task only. Call it in eval mode (no dropout)."""
+        order below them. Only the top ``k`` models' entries of ``specific`` and ``evidence`` (``[B, M]`` LogME)
+        are read (a caller computes just those). The returned values are comparable within a task only. Call it
+        in eval mode (no dropout)."""
         plain = self(prototypes, class_mask)
         if k == 0:
             return plain
         top = plain.topk(min(k, plain.shape[1]), dim=1).indices
         specific_mask = torch.zeros_like(plain, dtype=torch.bool).scatter_(1, top, True)
-        rescored = self(prototypes, class_mask, specific * specific_mask[..., None, None], specific_mask)
+        rescored = self(prototypes, class_mask, specific * specific_mask[..., None, None], specific_mask,
+                        evidence=evidence)
         return merge_rerank(plain, rescored, specific_mask)
 
+    def recall_keys(self) -> torch.Tensor:
+        """``[M, dim]`` model tokens, with the calibrated prior appended as one more column: the vectors that
+        ``recall_query`` queries by inner product."""
+        keys = self.tokens().detach()
+        if self.calibration is not None:
+            keys = torch.cat([keys, self.calibration.prior.detach()[:, None]], 1)
+        return keys
+
     def recall_query(self, prototypes: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
-        """``[B, dim]`` vectors q with score(task, model m) ≈ const + q · token_m: the gradient of the score with
-        respect to a model token, taken at the zoo's mean token. A maximum-inner-product search of the model
-        tokens with q recalls a hub's likely top models without scoring every one (first-order Taylor
-        approximation of the fitness head; ``benchmarks/recall_scale.py`` measures how much it misses)."""
+        """Vectors q with score(task, model m) ≈ const + q · ``recall_keys()[m]``: the gradient of Model Spider's
+        score with respect to a model token, taken at the zoo's mean token (times the calibrated scale, with a 1
+        for the prior column). A maximum-inner-product search of the keys with q recalls a hub's likely top models
+        without scoring every one (first-order Taylor approximation of the fitness head;
+        ``benchmarks/recall_scale.py`` measures how much it misses)."""
         with torch.enable_grad():
             task_tokens = self.tokenizer(prototypes, class_mask).detach()
             mean = self.tokens().detach().mean(0, keepdim=True)
@@ -189,7 +256,11 @@ class Ranker(nn.Module):
                 token = mean.clone().requires_grad_(True)
                 score = self.head(token, task_tokens[b : b + 1], class_mask[b : b + 1])
                 queries.append(torch.autograd.grad(score.sum(), token)[0][0])
-        return torch.stack(queries)
+        queries = torch.stack(queries)
+        if self.calibration is None:
+            return queries
+        scale = self.calibration.spider_scale.detach()
+        return torch.cat([scale * queries, torch.ones(len(queries), 1)], 1)
 
 
 def merge_rerank(plain: torch.Tensor, rescored: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@
 4. ``score``: the learned ranker scores the candidates from the general-encoder prototypes alone.
 5. ``specific_features``: only the top ``k`` candidates embed the images themselves (loading each model once
    per Pipeline, so several datasets reuse them).
-6. ``rerank``: those k are re-scored with their own prototypes and keep the top k places, in that order.
+6. ``rerank``: those k are re-scored with their own prototypes (and, for a calibrated ranker, the LogME of their
+   features, z-scored among them) and keep the top k places, in that order.
 ``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 
 Example:
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ranker import transfer
 from ranker.learn.config import RecallConfig
 from ranker.learn.modelspider import Ranker, merge_rerank
 from ranker.serve.export import Exported, ExportError
@@ -151,16 +153,16 @@ class Pipeline:
             start = time.perf_counter()
             top = plain[0].topk(k).indices
             reranked[top] = True
-            own = [stats.class_prototypes(features.extract(self._extractor(self.models[candidates[i]]), task,
-                                                           cache_dir=self.cache_dir), labels, num_classes)
-                   for i in top.tolist()]
             width = max(self.net.dims.model_dims[m] for m in candidates.tolist())  # every candidate's map reads
             specific = torch.zeros(1, len(candidates), num_classes, width)
-            for i, p in zip(top.tolist(), own, strict=True):
-                specific[0, i, :, : p.shape[1]] = p
+            evidence = torch.full((1, len(candidates)), float("nan"))
+            for i in top.tolist():
+                own = features.extract(self._extractor(self.models[candidates[i]]), task, cache_dir=self.cache_dir)
+                specific[0, i, :, : own.shape[1]] = stats.class_prototypes(own, labels, num_classes)
+                evidence[0, i] = transfer.get("logme")(own, labels)
             timings["specific_features"] = time.perf_counter() - start
             start = time.perf_counter()
-            rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates)
+            rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
             final = merge_rerank(plain, rescored, reranked[None])[0]
             timings["rerank"] = time.perf_counter() - start
         order = final.argsort(descending=True, stable=True).tolist()
@@ -194,7 +196,7 @@ class Recall:
         self.net, self.task_index, self.best, self.cfg = net, task_index, best[:, : cfg.per_task], cfg
         self.token_index = None
         if net.dims.num_models > cfg.size:
-            self.token_index = VectorIndex.build(net.tokens.weight, cosine=False)
+            self.token_index = VectorIndex.build(net.recall_keys(), cosine=False)
 
     def __call__(self, prototypes: torch.Tensor, mask: torch.Tensor, summary: torch.Tensor
                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:

@@ -4,6 +4,8 @@ A record is one (task, model, kind, seed) measurement. Kinds:
     finetune      accuracy of the fully fine-tuned model on the task's held-out split
     linear_probe  accuracy of a logistic-regression head on frozen features, same held-out split
     proxy         an aggregated transferability-estimator ranking score (no training; higher is better)
+    logme         LogME of the model's frozen features on the task's training part (no training; its scale
+                  differs between tasks, so compare it within a task)
 
 On disk a store is a plain CSV (one row per record, columns :data:`COLUMNS`) that opens in any spreadsheet.
 Duplicates are resolved by one rule: for a (task, model, kind, seed) key the record added last wins, so merging
@@ -31,7 +33,7 @@ import numpy as np
 
 from ranker.files import write_atomic
 
-KINDS = ("finetune", "linear_probe", "proxy")
+KINDS = ("finetune", "linear_probe", "proxy", "logme")
 
 
 class HistoryError(ValueError):

@@ -1,0 +1,113 @@
+"""The cost-quality curve of the calibrated ranker: mean weighted tau (rank=None) against k, the number of models
+that embed the task's data (k = 0: one general-encoder pass; k = M: LogME's cost), beside the prior and LogME over
+all M models.
+
+Fixed split: the shipped checkpoint on the benchmark's test tasks. ``--cv``: leave-one-group-out over every task
+with fine-tuning ground truth, the ranker retrained per fold with the checkpoint's run config (as
+``ranker.evaluate --cv`` does; its own k and Model Spider factor chosen inside the fold's training tasks). LogME
+and the prior come from the history (kinds ``logme`` and ``finetune``), the ground truth is ``finetune``.
+Prints a markdown table; ``--plot`` draws both curves.
+
+Run (the figures in README.md):
+    python benchmarks/cost_quality.py --cv --plot benchmarks/cost_quality.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ranker import evaluate
+from ranker.learn import lit
+from ranker.learn.metrics import weighted_tau
+from ranker.learn.modelspider import Ranker
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
+
+
+def curve(net: Ranker, bench: bm.Benchmark, tasks: list[str]) -> np.ndarray:
+    """``[len(tasks), M + 1]`` weighted tau of each task at every re-ranking depth."""
+    batch = lit.collate(lit.load_episodes(bench, tasks, ["finetune"]))
+    out = np.zeros((len(tasks), batch["target"].shape[1] + 1))
+    for k in range(out.shape[1]):
+        scores = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"])
+        out[:, k] = [weighted_tau(g, s) for g, s in zip(batch["target"].numpy(), scores.numpy(), strict=True)]
+    return out
+
+
+def baselines(bench: bm.Benchmark, tasks: list[str], history: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task weighted tau of the prior (mean fine-tuning accuracy over ``history``) and of LogME."""
+    _, _, gt = bench.history.matrix("finetune", tasks, bench.models)
+    _, _, logme = bench.history.matrix("logme", tasks, bench.models)
+    prior = np.nanmean(bench.history.matrix("finetune", history, bench.models)[2], axis=0)
+    return (np.array([weighted_tau(g, prior) for g in gt]),
+            np.array([weighted_tau(g, s) for g, s in zip(gt, logme, strict=True)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
+    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT)
+    parser.add_argument("--cv", action="store_true", help="add leave-one-group-out cross-validation")
+    parser.add_argument("--plot", type=Path, help="write the curves here (PNG)")
+    args = parser.parse_args()
+    bench = bm.load_benchmark(args.benchmark)
+    exported = export.load(args.checkpoint, bench.manifest_path)
+    test = bench.task_ids("test")
+    results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
+                               exported.config.rerank_k)}
+    if args.cv:
+        _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
+        measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
+        taus, priors, logmes, ks = [], [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, fold in enumerate(evaluate.folds(bench, measured)):
+                cfg = copy.deepcopy(exported.config.run)
+                cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = args.benchmark, f"fold{i}", tmp, None
+                data = lit.EpisodeDataModule(cfg, fold.train)
+                data.setup()
+                with contextlib.redirect_stdout(sys.stderr):
+                    fitted = lit.fit(cfg, data)
+                taus.append(curve(fitted.net, bench, fold.held_out))
+                prior, logme = baselines(bench, fold.held_out, fold.train)
+                priors.append(prior)
+                logmes.append(logme)
+                ks.append(fitted.rerank_k)
+        results["grouped CV"] = (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes),
+                                 "/".join(map(str, ks)))
+    m = len(bench.models)
+    print(f"mean weighted tau (rank=None) by k, the models embedding the task's data ({bench.config.name}, M={m})")
+    print("| k | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for k in range(m + 1):
+        print(f"| {k} | " + " | ".join(f"{r[0][:, k].mean():.3f}" for r in results.values()) + " |")
+    print("| prior (k=0) | " + " | ".join(f"{r[1].mean():.3f}" for r in results.values()) + " |")
+    print(f"| LogME (k={m}) | " + " | ".join(f"{r[2].mean():.3f}" for r in results.values()) + " |")
+    print("| shipped / chosen k | " + " | ".join(str(r[3]) for r in results.values()) + " |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for (name, (tau, prior, logme, _)), colour in zip(results.items(), ("tab:blue", "tab:orange"), strict=False):
+            ax.plot(range(m + 1), tau.mean(0), "o-", color=colour, label=f"ranker, {name}")
+            ax.axhline(prior.mean(), color=colour, ls="--", lw=1, label=f"prior, {name}")
+            ax.plot([m], [logme.mean()], "s", color=colour, ms=9, mfc="none", label=f"LogME (all M), {name}")
+        ax.set_xlabel("k: models that embed the task's data")
+        ax.set_ylabel("mean weighted tau (rank=None)")
+        ax.set_title(f"Cost and quality on {bench.config.name}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
