@@ -72,6 +72,7 @@ def table(result: Ranking) -> str:
     lines = [f"{result.dataset}: {len(result.ranking)} models, top {result.k} re-ranked with their own features",
              "seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()),
              "nearest historical tasks: " + ", ".join(f"{n.task} ({n.similarity:.3f})" for n in result.neighbours),
+             *([f"warning: {result.warning}"] if result.warning else []),
              f"{'rank':>4s}  {'model':28s} {'score':>8s}  stage"]
     lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage}" for i, r in enumerate(result.ranking, 1)]
     return "\n".join(lines)

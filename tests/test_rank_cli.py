@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import help_output_and_heavy_imports
+from PIL import Image
 
 import rank
 from ranker import transfer
@@ -225,3 +226,32 @@ def test_the_readme_python_example_runs_as_written(capsys) -> None:
     exec(compile(code, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and lines[0].split()[0] in zoo.list_models() and "features" in lines[-1]
+
+
+def test_colour_photos_far_from_the_history_are_flagged_and_ranked_by_their_own_evidence(cache, tmp_path,
+                                                                                          capsys) -> None:
+    """Six real colour photos (scikit-image's cat, rocket, coffee, astronaut, Hubble field, stained tissue), ten
+    crops each: nothing like the grey history. rank.py says so in the table and the JSON, and the re-ranked
+    models are ordered by their own LogME on the photos."""
+    import skimage.data
+
+    rng = np.random.default_rng(0)
+    for name in ("chelsea", "rocket", "coffee", "astronaut", "hubble_deep_field", "immunohistochemistry"):
+        photo = getattr(skimage.data, name)()
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(10):
+            y, x = rng.integers(0, photo.shape[0] - 160), rng.integers(0, photo.shape[1] - 160)
+            Image.fromarray(photo[y : y + 160, x : x + 160]).save(tmp_path / "photos" / name / f"{i}.png")
+    out = tmp_path / "r.json"
+    assert rank.main(["--data", str(tmp_path / "photos"), "--rerank", "3", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    result = json.loads(out.read_text())
+    assert "far from every historical task" in result["warning"] and result["k"] == 3
+    assert [line for line in lines if line.startswith("warning: ")] == [f"warning: {result['warning']}"]
+    nearest = result["neighbours"][0]["similarity"]
+    assert nearest < 0.9  # in-distribution data sits at 0.95 and above
+    task = loaders.load_dataset(str(tmp_path / "photos"))
+    top = [r["model"] for r in result["ranking"][:3]]
+    logme = [transfer.get("logme")(features.extract(zoo.load_extractor(m), task, progress=False),
+                                   torch.as_tensor(task.labels)) for m in top]
+    assert logme == sorted(logme, reverse=True)
