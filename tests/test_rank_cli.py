@@ -74,7 +74,7 @@ def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototy
     scores = [r["score"] for r in result["ranking"]]
     assert scores == sorted(scores, reverse=True)
     assert [r["stage"] for r in result["ranking"]] == ["rerank"] * 2 + ["score"] * 16
-    assert result["dataset"] == task.id and result["k"] == 2
+    assert result["dataset"] == task.id and result["k"] == 2 and result["warning"] == ""  # Fashion-MNIST: known
     assert {"load", "features", "tokens", "recall", "score", "specific_features", "rerank"} == set(result["timings"])
     assert all(v >= 0 for v in result["timings"].values())
     exported = export.load()
@@ -228,11 +228,10 @@ def test_the_readme_python_example_runs_as_written(capsys) -> None:
     assert len(lines) == 4 and lines[0].split()[0] in zoo.list_models() and "features" in lines[-1]
 
 
-def test_colour_photos_far_from_the_history_are_flagged_and_ranked_by_their_own_evidence(cache, tmp_path,
-                                                                                          capsys) -> None:
+def test_colour_photos_far_from_the_history_are_flagged(cache, tmp_path, capsys) -> None:
     """Six real colour photos (scikit-image's cat, rocket, coffee, astronaut, Hubble field, stained tissue), ten
-    crops each: nothing like the grey history. rank.py says so in the table and the JSON, and the re-ranked
-    models are ordered by their own LogME on the photos."""
+    crops each: nothing like the grey history. rank.py says so, in the table and the JSON, whether models embed
+    the photos (their own LogME then counts as much as the history) or not."""
     import skimage.data
 
     rng = np.random.default_rng(0)
@@ -242,16 +241,12 @@ def test_colour_photos_far_from_the_history_are_flagged_and_ranked_by_their_own_
         for i in range(10):
             y, x = rng.integers(0, photo.shape[0] - 160), rng.integers(0, photo.shape[1] - 160)
             Image.fromarray(photo[y : y + 160, x : x + 160]).save(tmp_path / "photos" / name / f"{i}.png")
-    out = tmp_path / "r.json"
-    assert rank.main(["--data", str(tmp_path / "photos"), "--rerank", "3", "--json", str(out)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    result = json.loads(out.read_text())
-    assert "far from every historical task" in result["warning"] and result["k"] == 3
-    assert [line for line in lines if line.startswith("warning: ")] == [f"warning: {result['warning']}"]
-    nearest = result["neighbours"][0]["similarity"]
-    assert nearest < 0.9  # in-distribution data sits at 0.95 and above
-    task = loaders.load_dataset(str(tmp_path / "photos"))
-    top = [r["model"] for r in result["ranking"][:3]]
-    logme = [transfer.get("logme")(features.extract(zoo.load_extractor(m), task, progress=False),
-                                   torch.as_tensor(task.labels)) for m in top]
-    assert logme == sorted(logme, reverse=True)
+    for depth, says in (("3", "the top 3 embedded it"), ("0", "no model embedded it")):
+        out = tmp_path / f"r{depth}.json"
+        assert rank.main(["--data", str(tmp_path / "photos"), "--rerank", depth, "--json", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        result = json.loads(out.read_text())
+        assert "far from every historical task" in result["warning"] and says in result["warning"]
+        assert result["k"] == int(depth)
+        assert [line for line in lines if line.startswith("warning: ")] == [f"warning: {result['warning']}"]
+        assert result["neighbours"][0]["similarity"] < 0.9  # in-distribution data sits at 0.95 and above

@@ -12,7 +12,8 @@
 6. ``rerank``: those k are re-scored with their own prototypes (and, for a calibrated ranker, the LogME of their
    features, z-scored among them) and keep the top k places, in that order.
 A dataset whose nearest historical task is below ``ood_threshold`` is flagged (``Ranking.warning``): by default
-every candidate then embeds it, and the candidates are ordered by their own LogME alone.
+every candidate then embeds it, and their LogME (z-scored) is added with equal weight to the ranker's z-scored
+scores.
 ``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 
 Example:
@@ -94,7 +95,7 @@ class Pipeline:
         exported: ``export.load(...)``.
         manifest: where the zoo's weights are found (the manifest ``exported`` was checked against).
         k: re-ranking depth; None takes the checkpoint's, or every candidate for a dataset far from all
-            historical tasks (whose ranking then follows the candidates' own evidence, not the history).
+            historical tasks (whose ranking then leans on the candidates' own evidence as much as on the history).
         cache_dir: features cache root; None means ``features.default_cache_dir()``.
     """
 
@@ -171,7 +172,7 @@ class Pipeline:
         k = (len(candidates) if far and not self.fixed_k else min(self.k, len(candidates))) if task is not None else 0
         warning = ""
         if far:
-            then = (f"the top {k} are ordered by their own LogME on it, not by the history" if k else
+            then = (f"the top {k} embedded it, and their own LogME counts as much as the history" if k else
                     "no model embedded it, so this ranking is the history's alone; pass images to let the models' "
                     "own evidence decide")
             warning = (f"{name} is far from every historical task (nearest cosine {nearest:.3f} < "
@@ -190,10 +191,9 @@ class Pipeline:
                 evidence[0, i] = transfer.get("logme")(own, labels)
             timings["specific_features"] = time.perf_counter() - start
             start = time.perf_counter()
-            if far:  # the history knows nothing like this dataset: the embedded models' own evidence decides
-                rescored = zscore_within(evidence, reranked[None])
-            else:
-                rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
+            rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
+            if far:  # the history knows little like this dataset: the models' own evidence gets an equal say
+                rescored = zscore_within(rescored, reranked[None]) + zscore_within(evidence, reranked[None])
             final = merge_rerank(plain, rescored, reranked[None])[0]
             timings["rerank"] = time.perf_counter() - start
         order = final.argsort(descending=True, stable=True).tolist()
