@@ -73,8 +73,10 @@ def table(result: Ranking) -> str:
              "seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()),
              "nearest historical tasks: " + ", ".join(f"{n.task} ({n.similarity:.3f})" for n in result.neighbours),
              *([f"warning: {result.warning}"] if result.warning else []),
-             f"{'rank':>4s}  {'model':28s} {'score':>8s}  stage"]
-    lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage}" for i, r in enumerate(result.ranking, 1)]
+             f"{'rank':>4s}  {'model':28s} {'score':>8s}  {'stage':7s} gap to the best, points [80%]"]
+    lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage:7s} "
+              + (f"{r.predicted_gap:6.1f} [{r.gap_80[0]:.1f}, {r.gap_80[1]:.1f}]" if r.gap_80 else "")
+              for i, r in enumerate(result.ranking, 1)]
     return "\n".join(lines)
 
 

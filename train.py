@@ -66,9 +66,11 @@ def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
                                  rerank_k=fitted.rerank_k, run=cfg)
     history = data.train_episodes + data.val_episodes
     stats = bench.task_stats()
+    groups = {t.id: t.group_name for t in bench.config.tasks}
     folder = export.export(
         Path(cfg.export_dir) / cfg.name, fitted.net, config, load_manifest(bench.manifest_path),
-        [e.task for e in history], [e.kind for e in history], torch.stack([stats[e.task][1] for e in history]),
+        [e.task for e in history], [e.kind for e in history], [groups[e.task] for e in history],
+        torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
     print(f"best val/wtau {fitted.best_score:.3f} ({fitted.best_path})")
     print("wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))

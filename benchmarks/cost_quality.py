@@ -10,6 +10,7 @@ Prints a markdown table; ``--plot`` draws both curves.
 
 Run (the figures in README.md):
     python benchmarks/cost_quality.py --cv --plot benchmarks/cost_quality.png
+    python benchmarks/cost_quality.py --seeds 3          # three training seeds, fixed split
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT)
     parser.add_argument("--cv", action="store_true", help="add leave-one-group-out cross-validation")
     parser.add_argument("--plot", type=Path, help="write the curves here (PNG)")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="also retrain with seeds 0..N-1 on the training tasks: the fixed split's k=0 and chosen-k "
+                             "tau of each (the stability the issue asks for)")
     args = parser.parse_args()
     bench = bm.load_benchmark(args.benchmark)
     exported = export.load(args.checkpoint, bench.manifest_path)
@@ -81,6 +85,21 @@ def main() -> None:
                 ks.append(fitted.rerank_k)
         results["grouped CV"] = (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes),
                                  "/".join(map(str, ks)))
+    if args.seeds:
+        print("| seed | k=0 | chosen k | tau at it | Model Spider factor |")
+        print("|---|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(args.seeds):
+                cfg = copy.deepcopy(exported.config.run)
+                cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path, cfg.seed = args.benchmark, f"s{seed}", tmp, \
+                    None, seed
+                data = lit.EpisodeDataModule(cfg)
+                data.setup()
+                with contextlib.redirect_stdout(sys.stderr):
+                    fitted = lit.fit(cfg, data)
+                tau = curve(fitted.net, bench, test).mean(0)
+                print(f"| {seed} | {tau[0]:.3f} | {fitted.rerank_k} | {tau[fitted.rerank_k]:.3f} | "
+                      f"{fitted.spider_shrink:g} |", flush=True)
     m = len(bench.models)
     print(f"mean weighted tau (rank=None) by k, the models embedding the task's data ({bench.config.name}, M={m})")
     print("| k | " + " | ".join(results) + " |")

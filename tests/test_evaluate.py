@@ -83,8 +83,8 @@ def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs
     dims = lit.ranker_dims(tiny_bench)
     zoo = load_manifest(tiny_bench.manifest_path)
     config = export.ExportConfig(dims=dims, models=tiny_bench.models, general_encoder=tiny_bench.models[0], rerank_k=1)
-    folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, zoo, ["t"], ["finetune"], torch.ones(1, 2),
-                           torch.zeros(1, 2))
+    folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, zoo, ["t"], ["finetune"], ["g"],
+                           torch.ones(1, 2), torch.zeros(1, 2))
     result = evaluate.evaluate(str(tiny_bench.root), ["logme"], folder)
     assert {"ranker", "ranker_rerank", "logme", "prior"} == set(result["methods"])
     ranker, rerank, logme = (result["methods"][n] for n in ("ranker", "ranker_rerank", "logme"))
@@ -163,7 +163,7 @@ def grouped_bench(tiny: bm.Benchmark, tmp_path: Path) -> tuple[bm.Benchmark, Pat
     config = export.ExportConfig(dims=dims, models=bench.models, general_encoder=bench.models[0], rerank_k=1,
                                  run=run)
     folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, load_manifest(bench.manifest_path), ["t"],
-                           ["finetune"], torch.ones(1, 2), torch.zeros(1, 2))
+                           ["finetune"], ["g"], torch.ones(1, 2), torch.zeros(1, 2))
     return bench, folder
 
 

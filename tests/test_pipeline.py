@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ranker.serve import export
-from ranker.serve.pipeline import Pipeline, best_models
+from ranker.serve.pipeline import AccuracyGaps, Pipeline, best_models
 from ranker.tasks import benchmark as bm
 from ranker.tasks import stats
 
@@ -67,3 +67,22 @@ def test_best_models_skip_unmeasured_ones() -> None:
     nan = float("nan")
     performance = torch.tensor([[0.2, nan, 0.9, 0.5], [nan, nan, 0.1, nan]])
     assert best_models(performance, 3).tolist() == [[2, 3, 0], [2, -1, -1]]
+
+
+def test_accuracy_gaps_follow_the_nearest_tasks_and_their_intervals_come_from_other_groups() -> None:
+    """Two kinds of history: on 'grey' tasks model 0 is best (model 1 10 points behind), on 'colour' tasks model 1
+    (model 0 20 behind). A new task near the colour ones gets the colour gaps; grouped, the intervals hold what
+    predicting one kind from the other would miss."""
+    rng = np.random.default_rng(0)
+    grey, colour = np.eye(8)[0], np.eye(8)[1]
+    summary = torch.tensor(np.stack([grey + 0.01 * rng.normal(size=8) for _ in range(6)]
+                                    + [colour + 0.01 * rng.normal(size=8) for _ in range(6)]), dtype=torch.float32)
+    performance = torch.tensor([[90.0, 80.0]] * 6 + [[70.0, 90.0]] * 6)
+    ungrouped = AccuracyGaps(summary, performance, ["finetune"] * 12)
+    gap, low, high = ungrouped.predict(torch.tensor(colour, dtype=torch.float32))
+    torch.testing.assert_close(gap, torch.tensor([-20.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(high - low, torch.zeros(2, dtype=torch.float64))  # neighbours of a kind agree
+    grouped = AccuracyGaps(summary, performance, ["finetune"] * 12, ["grey"] * 6 + ["colour"] * 6)
+    gap, low, high = grouped.predict(torch.tensor(colour, dtype=torch.float32))
+    assert low[0] <= -20 <= high[0] and (high - low).min() >= 10  # each task was predicted from the other kind
+    assert (high <= 0).all()  # no model beats the best

@@ -95,7 +95,9 @@ def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototy
     final = exported.net.rerank(prototypes[None], mask, specific, 2, evidence)[0]
     assert models == [exported.config.models[m] for m in final.argsort(descending=True).tolist()]
     # the table on stdout and the plot
-    assert out[3].split() == ["rank", "model", "score", "stage"] and out[4].split()[1] == models[0]
+    assert out[3].split()[:4] == ["rank", "model", "score", "stage"] and out[4].split()[1] == models[0]
+    # each row predicts its fine-tuning gap to the best model, inside its 80% interval, never above the best
+    assert all(r["gap_80"][0] <= r["predicted_gap"] <= r["gap_80"][1] <= 0 for r in result["ranking"])
     assert out[-1].split()[:2] == ["18", models[-1]]  # the output ends with the ranking
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

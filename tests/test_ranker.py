@@ -161,15 +161,15 @@ def test_export_then_load_gives_identical_scores(tmp_path: Path) -> None:
     net = Ranker(dims, ModelConfig(dim=16)).eval()
     config = export.ExportConfig(dims=dims, models=[m.name for m in zoo.models], general_encoder="mobilenetv2_100",
                                  rerank_k=3, run=RunConfig(model=ModelConfig(dim=16)))
-    folder = export.export(tmp_path / "ck", net, config, zoo, ["a", "b"], ["linear_probe"] * 2, torch.randn(2, 48),
-                           torch.randn(2, len(zoo.models)))
+    folder = export.export(tmp_path / "ck", net, config, zoo, ["a", "b"], ["linear_probe"] * 2, ["g", "h"],
+                           torch.randn(2, 48), torch.randn(2, len(zoo.models)))
     loaded = export.load(folder)
     protos, mask = torch.randn(2, 5, 24), torch.ones(2, 5, dtype=torch.bool)
     specific = torch.randn(2, len(zoo.models), 5, max(dims.model_dims))
     with torch.no_grad():
         assert torch.equal(loaded.net(protos, mask), net(protos, mask))
         assert torch.equal(loaded.net.rerank(protos, mask, specific, 3), net.rerank(protos, mask, specific, 3))
-    assert loaded.task_ids == ["a", "b"] and loaded.config.rerank_k == 3
+    assert loaded.task_ids == ["a", "b"] and loaded.task_groups == ["g", "h"] and loaded.config.rerank_k == 3
     assert not list(tmp_path.glob(".ck.*"))  # the temporary folder was renamed into place
 
 
@@ -182,7 +182,7 @@ def test_a_checkpoint_from_another_zoo_is_refused(tmp_path: Path, change, needle
     zoo = load_manifest(DEFAULT_MANIFEST)
     dims = RankerDims(len(zoo.models), 8, [m.feature_dim for m in zoo.models])
     config = export.ExportConfig(dims=dims, models=[m.name for m in zoo.models], general_encoder="mobilenetv2_100")
-    folder = export.export(tmp_path / "ck", Ranker(dims), config, zoo, ["t"], ["finetune"], torch.ones(1, 16),
+    folder = export.export(tmp_path / "ck", Ranker(dims), config, zoo, ["t"], ["finetune"], ["g"], torch.ones(1, 16),
                            torch.zeros(1, len(zoo.models)))
     other = load_manifest(DEFAULT_MANIFEST)
     change(other)

@@ -6,7 +6,7 @@
   encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
 - ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
-  rows ``[T, M]`` (what recall over earlier tasks needs); task ids and kinds in its metadata;
+  rows ``[T, M]`` (what recall over earlier tasks needs); task ids, kinds and groups in its metadata;
 - ``tasks.faiss``: a cosine ``ranker.serve.index.VectorIndex`` over those summary vectors, rows in the same order.
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
@@ -66,13 +66,14 @@ class Exported:
     zoo: Manifest
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
     task_kinds: list[str]  # history kind of each performance row
+    task_groups: list[str]  # benchmark group of each historical task (each its own group in older exports)
     summary: torch.Tensor  # [T, 2D] general-encoder summary vectors
     performance: torch.Tensor  # [T, M] ground truth, NaN where unmeasured
     index: VectorIndex  # cosine index over ``summary``
 
 
 def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
-           task_kinds: list[str], summary: torch.Tensor, performance: torch.Tensor) -> Path:
+           task_kinds: list[str], task_groups: list[str], summary: torch.Tensor, performance: torch.Tensor) -> Path:
     """Writes the folder atomically (a temporary sibling renamed into place, replacing an older export)."""
     folder = Path(folder)
     if [m.name for m in zoo.models] != config.models:
@@ -83,7 +84,8 @@ def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest,
     save_file(state, tmp / "model.safetensors")
     (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     (tmp / "zoo.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(zoo)))
-    meta = {"task_ids": json.dumps(task_ids), "task_kinds": json.dumps(task_kinds)}
+    meta = {"task_ids": json.dumps(task_ids), "task_kinds": json.dumps(task_kinds),
+            "task_groups": json.dumps(task_groups)}
     save_file({"summary": summary.float().contiguous(), "performance": performance.float().contiguous()},
               tmp / "tasks.safetensors", metadata=meta)
     VectorIndex.build(summary, cosine=True).save(tmp / "tasks.faiss")
@@ -142,5 +144,7 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     if index.size != len(summary):
         raise ExportError(f"{folder}/tasks.faiss indexes {index.size} tasks, tasks.safetensors holds {len(summary)}; "
                           "export the folder again with train.py")
-    return Exported(net, config, trained, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]), summary,
+    task_ids = json.loads(meta["task_ids"])
+    return Exported(net, config, trained, task_ids, json.loads(meta["task_kinds"]),
+                    json.loads(meta.get("task_groups", json.dumps(task_ids))), summary,
                     performance, index)

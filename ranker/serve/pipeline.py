@@ -48,6 +48,8 @@ class Ranked:
     model: str
     score: float  # comparable within one ranking only
     stage: str  # "rerank": re-scored with the model's own features; "score": the general-encoder score alone
+    predicted_gap: float | None = None  # fine-tuning accuracy points below the dataset's best model (AccuracyGaps)
+    gap_80: list[float] | None = None  # its 80% interval [low, high]
 
 
 @dataclass
@@ -72,6 +74,60 @@ class Ranking:
     def to_json(self) -> dict:
         """The JSON of DESIGN.md's rank.py contract, plus ``dataset``, ``neighbours``, ``k`` and ``warning``."""
         return asdict(self)
+
+
+class AccuracyGaps:
+    """How far below the best model each model's fine-tuning accuracy will be on a new dataset, with an 80%
+    interval, from the history of similar tasks (its fine-tuning rows).
+
+    A model's gap on a historical task is its accuracy minus that task's best (points, <= 0). The predicted gap on a
+    new task is the similarity-weighted mean of the model's gaps on the ``n`` historical tasks nearest to it (cosine
+    of summary vectors). The interval is split-conformal: every historical task is predicted the same way from its
+    ``n`` nearest other tasks, and the model's errors there shift the weighted mean by their median (the point
+    prediction) and their 10th and 90th percentiles (the interval). ``benchmarks/calibration.py`` measures how
+    often the truth falls inside on held-out tasks (offline: 77% on the test tasks, 66% under grouped CV).
+
+    Args:
+        summary: ``[T, 2D]`` historical tasks' summary vectors.
+        performance: ``[T, M]`` their ground truth, NaN where unmeasured.
+        kinds: each row's history kind; only ``finetune`` rows are used.
+        groups: each row's task group; when given, each historical task is predicted from other groups' tasks only
+            (a new dataset is a new group), which widens the intervals to what a new dataset needs.
+        n: neighbours per prediction.
+    """
+
+    def __init__(self, summary: torch.Tensor, performance: torch.Tensor, kinds: list[str],
+                 groups: list[str] | None = None, n: int = 5) -> None:
+        rows = [i for i, kind in enumerate(kinds) if kind == "finetune"]
+        if len(rows) < n + 1:
+            raise ValueError(f"{len(rows)} historical tasks with fine-tuning ground truth; need {n + 1} or more")
+        self.n = n
+        self.unit = torch.nn.functional.normalize(summary[rows].double(), dim=1)
+        accuracy = performance[rows].double()
+        self.gaps = accuracy - torch.nan_to_num(accuracy, nan=-torch.inf).max(1, keepdim=True).values
+        similarity = self.unit @ self.unit.T
+        similarity.fill_diagonal_(-torch.inf)
+        if groups is not None:
+            kept = [groups[i] for i in rows]
+            same = torch.tensor([[a == b for b in kept] for a in kept])
+            if (~same).sum(1).min() >= n:  # every task has n tasks of other groups to be predicted from
+                similarity[same] = -torch.inf
+        errors = self.gaps - torch.stack([self._mean(row) for row in similarity])
+        self.low, self.mid, self.high = torch.nanquantile(errors, torch.tensor([0.1, 0.5, 0.9], dtype=errors.dtype),
+                                                          dim=0)
+
+    def _mean(self, similarity: torch.Tensor) -> torch.Tensor:
+        """``[M]`` weighted mean gap over the ``n`` most similar historical tasks (weights: cosine, at least 0)."""
+        value, top = similarity.topk(self.n)
+        gaps = self.gaps[top]
+        weight = value.clamp(min=1e-6)[:, None] * torch.isfinite(gaps)
+        return (torch.nan_to_num(gaps) * weight).sum(0) / weight.sum(0)
+
+    def predict(self, summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predicted gap, interval low and high ``[M]`` (points) for a task's summary vector ``[2D]``: the neighbours'
+        weighted mean plus the median, 10th and 90th percentile of the errors, at most 0."""
+        mean = self._mean(self.unit @ torch.nn.functional.normalize(summary.double(), dim=0))
+        return tuple((mean + q).clamp(max=0.0) for q in (self.mid, self.low, self.high))
 
 
 def ood_threshold(summary: torch.Tensor) -> float:
@@ -105,6 +161,11 @@ class Pipeline:
         self.models = exported.config.models
         self.k, self.fixed_k = (exported.config.rerank_k if k is None else k), k is not None
         self.ood_threshold = ood_threshold(exported.summary)
+        try:
+            self.gaps = AccuracyGaps(exported.summary, exported.performance, exported.task_kinds,
+                                     exported.task_groups)
+        except ValueError:  # a history without enough fine-tuning rows: rows carry no predicted accuracy
+            self.gaps = None
         if not 0 <= self.k <= len(self.models):
             raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
         self._extractors: dict[str, zoo.FrozenExtractor] = {}
@@ -197,8 +258,11 @@ class Pipeline:
             final = merge_rerank(plain, rescored, reranked[None])[0]
             timings["rerank"] = time.perf_counter() - start
         order = final.argsort(descending=True, stable=True).tolist()
-        ranking = [Ranked(self.models[candidates[i]], float(final[i]), "rerank" if reranked[i] else "score")
-                   for i in order]
+        gap, low, high = self.gaps.predict(summary) if self.gaps is not None else (None, None, None)
+        ranking = [Ranked(self.models[candidates[i]], float(final[i]), "rerank" if reranked[i] else "score",
+                          *((round(float(gap[m]), 2), [round(float(low[m]), 2), round(float(high[m]), 2)])
+                            if gap is not None else ()))
+                   for i, m in ((i, int(candidates[i])) for i in order)]
         return Ranking(name, ranking, timings, neighbours, k, warning)
 
 
