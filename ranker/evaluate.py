@@ -13,12 +13,15 @@ averaged).
 
 The learned ranker (an exported checkpoint, ``--checkpoint``) is evaluated as ``ranker`` (general-encoder
 prototypes only) and ``ranker_rerank`` (its top k re-scored with their own prototypes, k from the checkpoint);
-their extraction seconds are the general encoder's and, for re-ranking, those of the top-k models.
+their extraction seconds are the general encoder's and, for re-ranking, those of the top-k models. ``fennec``
+(``ranker.learn.fennec``, seed 0) is fitted here, on the training tasks minus the run config's ``data.val_tasks``,
+which choose its epoch, and scores a task from the general encoder's summary vector alone.
 
 Cross-validation (``cv`` in the JSON) takes every task with fine-tuning ground truth, either role, grouped by
 ``TaskSpec.group_name``: each fold holds out one group's tasks and evaluates them; the prior is the mean over the
 other groups' tasks, and the ranker is trained again on those alone (``ranker.learn.lit.fit`` with the
-checkpoint's run config, in a temporary folder; its ``data.val_tasks`` outside the held-out group validate).
+checkpoint's run config, in a temporary folder; its ``data.val_tasks`` outside the held-out group validate), and
+so is Fennec.
 Estimators learn nothing from history: their scores are those of the fixed split, on more tasks.
 
 Every mean carries a 95% percentile bootstrap interval over tasks (``wtau_ci``, ``wtau_sym_ci``, ``regret_ci``),
@@ -54,8 +57,8 @@ from tqdm.auto import tqdm
 
 from ranker import transfer
 from ranker.files import write_atomic
-from ranker.learn import lit
-from ranker.learn.config import RunConfig
+from ranker.learn import fennec, lit
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
 from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
 from ranker.learn.modelspider import Ranker
 from ranker.serve import export
@@ -153,6 +156,28 @@ def _ranker_runs(bench: bm.Benchmark, net: Ranker, k: int, task_ids: list[str], 
     return out
 
 
+@torch.no_grad()
+def _fennec_run(bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str]) -> Run:
+    """Fennec (``ranker.learn.fennec``, seed 0) fitted on ``history`` minus ``val_tasks`` (which choose its epoch)
+    scoring ``held_out`` one task at a time from its summary vector (the general encoder's extraction, which the
+    ranker needs too, is charged like the ranker's)."""
+    val = [t for t in val_tasks if t in history]
+    with torch.enable_grad():
+        net = fennec.fit_fennec(bench, [t for t in history if t not in val], val)
+    x = fennec.summaries(bench, held_out)
+    scores, seconds = np.zeros((len(held_out), len(bench.models))), np.zeros(len(held_out))
+    for i in range(len(held_out)):
+        start = time.perf_counter()
+        scores[i] = net.score(x[i : i + 1])[0].numpy()
+        seconds[i] = time.perf_counter() - start
+    return Run(scores, seconds, np.zeros(len(held_out)))
+
+
+def _val_tasks(run: RunConfig | None) -> list[str]:
+    """The validation tasks of the checkpoint's run config, else of the default training config."""
+    return (run or load_run_config(DEFAULT_TRAIN_CONFIG)).data.val_tasks
+
+
 def _prior(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarray] | None:
     """(kind, each model's mean accuracy over ``task_ids``) for the first of ``PRIOR_KINDS`` measured for every
     model there; None if neither is."""
@@ -240,6 +265,8 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     if prior is not None:
         info["prior_kind"] = prior[0]
         runs["prior"] = Run(np.tile(prior[1], (n, 1)), np.zeros(n), np.zeros(n))
+    if any(t in fold.train for t in _val_tasks(run)):
+        runs["fennec"] = _fennec_run(bench, fold.train, _val_tasks(run), fold.held_out)
     if run is not None:
         print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
               file=sys.stderr)
@@ -336,6 +363,10 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     else:
         runs["prior"] = Run(np.tile(prior[1], (len(test), 1)), np.zeros(len(test)), np.zeros(len(test)))
+    if any(t in bench.task_ids("train") for t in _val_tasks(run_config)):
+        runs["fennec"] = _fennec_run(bench, bench.task_ids("train"), _val_tasks(run_config), test)
+    else:
+        skipped["fennec"] = "none of the run config's data.val_tasks is a training task here (they choose its epoch)"
     fixed = _split(test, gt, runs)
     result = {
         "benchmark": bench.config.name,

@@ -61,7 +61,8 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     result = evaluate.evaluate(str(tiny_bench.root))
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
-    assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank"}  # the shipped ranker: another zoo
+    # the shipped ranker: another zoo; Fennec: none of the default validation tasks is here
+    assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank", "fennec"}
     assert "offline-default" in result["skipped"]["ranker"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
     assert result["prior_kind"] == "linear_probe"
@@ -191,6 +192,7 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
     monkeypatch.setattr(evaluate, "_fold_runs", fold_runs)
     monkeypatch.setattr(evaluate, "_prior", spy("prior", evaluate._prior, lambda a, _: list(a[1])))
     monkeypatch.setattr(evaluate, "_ranker_runs", spy("evaluated", evaluate._ranker_runs, lambda a, _: list(a[3])))
+    monkeypatch.setattr(evaluate, "_fennec_run", spy("fennec", evaluate._fennec_run, lambda a, _: list(a[1])))
     monkeypatch.setattr(lit.EpisodeDataModule, "setup", spy(
         "episodes", real_setup, lambda a, _: [e.task for e in a[0].train_episodes + a[0].val_episodes]))
     monkeypatch.chdir(tmp_path)
@@ -198,20 +200,21 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
 
     cv = result["cv"]
     assert cv["groups"] == ["a", "b", "c"] and cv["n_tasks"] == 6
-    assert {"logme", "prior", "ranker", "ranker_rerank"} == set(cv["methods"]) == set(result["methods"])
+    assert {"logme", "prior", "ranker", "ranker_rerank", "fennec"} == set(cv["methods"]) == set(result["methods"])
     assert sorted(t for f in cv["folds"] for t in f["held_out"]) == sorted(group)  # every task once
     for fold in cv["folds"]:
         held_out = fold["held_out"]
         uses = {name: ids for g, name, ids in seen if g == fold["group"]}
-        assert set(uses) == {"prior", "episodes", "evaluated"}
+        assert set(uses) == {"prior", "episodes", "evaluated", "fennec"}
         assert uses["evaluated"] == held_out and {group[t] for t in held_out} == {fold["group"]}
-        for name in ("prior", "episodes"):
+        for name in ("prior", "episodes", "fennec"):
             assert uses[name] and fold["group"] not in {group[t] for t in uses[name]}, (name, fold["group"])
         assert fold["group"] not in {group[t] for t in fold["val_tasks"]}
         assert set(cv["per_task"]["ranker"]) >= set(held_out)
     assert fold_of(cv, "a")["val_tasks"] == ["b1"] and fold_of(cv, "c")["val_tasks"] == ["a1", "b1"]
     fixed = [ids for g, name, ids in seen if g is None]
-    assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"]]  # the fixed split: ranker on test, prior on training
+    # the fixed split: the ranker evaluated on the test tasks, the prior and Fennec learned from the training ones
+    assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"], ["a1", "a2", "b1", "c2"]]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "checkpoints").exists()  # trained in a temp dir
     json.dumps(result)
     report = evaluate.markdown(result)
