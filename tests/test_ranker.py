@@ -16,6 +16,7 @@ from ranker.learn import lit, losses
 from ranker.learn.config import CONFIGS_DIR, RunConfig, load_run_config
 from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims
 from ranker.serve import export
+from ranker.zoo.archi2vec import zoo_vectors
 from ranker.zoo.manifest import DEFAULT_MANIFEST, load_manifest
 
 
@@ -170,6 +171,7 @@ def test_export_then_load_gives_identical_scores(tmp_path: Path) -> None:
         assert torch.equal(loaded.net(protos, mask), net(protos, mask))
         assert torch.equal(loaded.net.rerank(protos, mask, specific, 3), net.rerank(protos, mask, specific, 3))
     assert loaded.task_ids == ["a", "b"] and loaded.task_groups == ["g", "h"] and loaded.config.rerank_k == 3
+    assert torch.equal(loaded.archi2vec, zoo_vectors(DEFAULT_MANIFEST)[1])  # what places a model without history
     assert not list(tmp_path.glob(".ck.*"))  # the temporary folder was renamed into place
 
 

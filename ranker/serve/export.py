@@ -7,7 +7,9 @@
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
 - ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
   rows ``[T, M]`` (what recall over earlier tasks needs); task ids, kinds and groups in its metadata;
-- ``tasks.faiss``: a cosine ``ranker.serve.index.VectorIndex`` over those summary vectors, rows in the same order.
+- ``tasks.faiss``: a cosine ``ranker.serve.index.VectorIndex`` over those summary vectors, rows in the same order;
+- ``archi2vec.safetensors``: every zoo member's architecture vector ``[M, F]`` (``ranker.zoo.archi2vec``, zoo
+  order; the slot names in its metadata), what a model without history is placed by (issue 16).
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
@@ -35,10 +37,12 @@ from ranker.files import umask_mode
 from ranker.learn.config import RunConfig
 from ranker.learn.modelspider import Ranker, RankerDims
 from ranker.serve.index import VectorIndex
+from ranker.zoo.archi2vec import FEATURES as ARCHI2VEC_FEATURES
+from ranker.zoo.archi2vec import archi2vec
 from ranker.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
-FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss")
+FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss", "archi2vec.safetensors")
 
 
 class ExportError(ValueError):
@@ -66,10 +70,11 @@ class Exported:
     zoo: Manifest
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
     task_kinds: list[str]  # history kind of each performance row
-    task_groups: list[str]  # benchmark group of each historical task (each its own group in older exports)
+    task_groups: list[str]  # benchmark group of each historical task
     summary: torch.Tensor  # [T, 2D] general-encoder summary vectors
     performance: torch.Tensor  # [T, M] ground truth, NaN where unmeasured
     index: VectorIndex  # cosine index over ``summary``
+    archi2vec: torch.Tensor  # [M, F] architecture vectors of the zoo, in zoo order
 
 
 def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
@@ -89,6 +94,8 @@ def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest,
     save_file({"summary": summary.float().contiguous(), "performance": performance.float().contiguous()},
               tmp / "tasks.safetensors", metadata=meta)
     VectorIndex.build(summary, cosine=True).save(tmp / "tasks.faiss")
+    save_file({"vectors": torch.stack([archi2vec(m) for m in zoo.models])}, tmp / "archi2vec.safetensors",
+              metadata={"features": json.dumps(list(ARCHI2VEC_FEATURES))})
     for path in tmp.iterdir():  # mkdtemp and safetensors write owner-only; an export is shared like any other file
         os.chmod(path, umask_mode())
     os.chmod(tmp, umask_mode(directory=True))
@@ -144,7 +151,6 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     if index.size != len(summary):
         raise ExportError(f"{folder}/tasks.faiss indexes {index.size} tasks, tasks.safetensors holds {len(summary)}; "
                           "export the folder again with train.py")
-    task_ids = json.loads(meta["task_ids"])
-    return Exported(net, config, trained, task_ids, json.loads(meta["task_kinds"]),
-                    json.loads(meta.get("task_groups", json.dumps(task_ids))), summary,
-                    performance, index)
+    return Exported(net, config, trained, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]),
+                    json.loads(meta["task_groups"]), summary, performance, index,
+                    load_file(folder / "archi2vec.safetensors")["vectors"])
