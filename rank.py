@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ranker.files import write_atomic
+from ranker.files import exit_with, write_atomic
 
 if TYPE_CHECKING:  # the heavy imports (torch, timm, FAISS) wait until the arguments are known: --help is instant
     from ranker.serve.pipeline import Ranking
@@ -177,13 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """``python rank.py`` and the ``ptm-rank`` command: exits with main's status."""
-    try:
-        code = main()
-        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at interpreter exit
-    except BrokenPipeError:  # the reader of stdout went away (`rank.py --names | head`): not an error here
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
-        code = 0
-    sys.exit(code)
+    exit_with(main)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf.errors import OmegaConfBaseException
 
+from ranker.files import exit_with
 from ranker.learn import lit
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
 from ranker.serve import export
@@ -102,8 +103,8 @@ def main(argv: list[str]) -> int:
 
 
 def cli() -> None:
-    """``python train.py`` and the ``ptm-train`` command."""
-    sys.exit(main(sys.argv[1:]))
+    """``python train.py`` and the ``ptm-train`` command: exits with main's status."""
+    exit_with(lambda: main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

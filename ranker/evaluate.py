@@ -56,7 +56,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker import transfer
-from ranker.files import write_atomic
+from ranker.files import exit_with, write_atomic
 from ranker.learn import fennec, lit
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
 from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
@@ -520,5 +520,10 @@ def main() -> None:
     print(report)
 
 
+def cli() -> None:
+    """``python -m ranker.evaluate`` and the ``ptm-evaluate`` command."""
+    exit_with(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,10 +1,14 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one, with the usual permissions."""
+"""Atomic file writes: readers see the old file or the new one, never half of one, with the usual permissions; and
+the command-line exit that treats a closed stdout pipe as the reader's choice."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 
 def umask_mode(directory: bool = False) -> int:
@@ -28,3 +32,15 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def exit_with(main: Callable[[], int | None]) -> NoReturn:
+    """Runs a command's ``main`` and exits with its status (None: 0). When the reader of stdout leaves first
+    (``ptm-train --help | head``), that is no error: exit 0 with no BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not at interpreter exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not raise again
+        code = 0
+    sys.exit(code or 0)

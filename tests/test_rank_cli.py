@@ -194,9 +194,12 @@ def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path
     assert not (tmp_path / "out.json").exists()
 
 
-def test_a_closed_pipe_is_no_error() -> None:
-    """``rank.py --names | head``: the reader leaves first; no BrokenPipeError traceback, exit 0."""
-    proc = subprocess.Popen([sys.executable, "rank.py", "--names"], cwd=zoo.REPO_ROOT, stdout=subprocess.PIPE,
+@pytest.mark.parametrize("command", [["rank.py", "--names"], ["train.py", "--help"],
+                                     ["-m", "ranker.evaluate", "--help"]])
+def test_a_closed_pipe_is_no_error(command: list[str]) -> None:
+    """``rank.py --names | head`` (and train.py's, evaluate's help): the reader leaves first; no BrokenPipeError
+    traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, *command], cwd=zoo.REPO_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.close()
     _, err = proc.communicate(timeout=120)

@@ -25,6 +25,13 @@ def test_v2_extends_the_default_zoo_with_members_that_differ_by_pre_training():
                      "mobilenetv2_100_dogs": "mobilenetv2_100", "hed_vgg16": "vgg16"}
 
 
+def test_a_cycle_of_extends_is_a_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nextends: b.yaml\nmodels: []\n")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: a.yaml\nmodels: []\n")
+    with pytest.raises(zoo.ZooError, match="extends itself through a.yaml -> b.yaml"):
+        zoo.load_manifest(tmp_path / "a.yaml")
+
+
 def test_default_zoo_is_large_and_mixed():
     names = [m.name for m in MANIFEST.models]
     assert len(names) >= 16

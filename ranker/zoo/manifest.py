@@ -74,7 +74,14 @@ class Manifest:
 
 def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
     """Reads and type-checks a manifest YAML, its ``extends`` chain resolved; model names must be unique."""
-    path = Path(path)
+    return _load_manifest(Path(path), ())
+
+
+def _load_manifest(path: Path, chain: tuple[Path, ...]) -> Manifest:
+    """``load_manifest`` of ``path``, reached through the manifests of ``chain`` (each extending the next)."""
+    if path.resolve() in chain:
+        raise ZooError(f"zoo manifest {path} extends itself through {' -> '.join(p.name for p in chain)}; "
+                       "remove the cycle from its `extends`")
     if not path.is_file():
         raise ZooError(f"zoo manifest {path} not found; pass an existing YAML file")
     try:
@@ -83,7 +90,8 @@ def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
         raise ZooError(f"zoo manifest {path} is not a manifest ({str(err).splitlines()[0]}); see "
                        "ranker/configs/zoo/offline.yaml for the format") from None
     if manifest.extends is not None:
-        manifest.models = load_manifest(path.parent / manifest.extends).models + manifest.models
+        manifest.models = _load_manifest(path.parent / manifest.extends, (*chain, path.resolve())).models \
+            + manifest.models
         manifest.extends = None
     names = [m.name for m in manifest.models]
     if len(set(names)) != len(names):
