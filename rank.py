@@ -76,6 +76,7 @@ def table(result: Ranking) -> str:
              f"{'rank':>4s}  {'model':28s} {'score':>8s}  {'stage':7s} gap to the best, points [80%]"]
     lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage:7s} "
               + (f"{r.predicted_gap:6.1f} [{r.gap_80[0]:.1f}, {r.gap_80[1]:.1f}]" if r.gap_80 else "")
+              + ("cold: never trained on, placed by its architecture" if r.cold else "")
               for i, r in enumerate(result.ranking, 1)]
     return "\n".join(lines)
 

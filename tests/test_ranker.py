@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import train
 from ranker.learn import lit, losses
 from ranker.learn.config import CONFIGS_DIR, RunConfig, load_run_config
-from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims
+from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims, with_cold_models
 from ranker.serve import export
 from ranker.zoo.archi2vec import zoo_vectors
 from ranker.zoo.manifest import DEFAULT_MANIFEST, load_manifest
@@ -241,3 +241,20 @@ def test_the_shipped_checkpoint_loads_for_the_default_zoo_and_ranks_a_test_task(
     batch = lit.collate(lit.load_episodes(bench, ["digits-10way"], ["finetune"]))
     scores = shipped.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], shipped.config.rerank_k)
     assert scores.shape == (1, len(bench.models)) and torch.isfinite(scores).all()
+
+
+def test_a_cold_model_borrows_its_nearest_architectures_token_and_prior_and_changes_no_other_score() -> None:
+    net = _net(calibrated=True)
+    with torch.no_grad():
+        net.calibration.prior.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        net.calibration.spider_scale.fill_(0.7)
+    trained = torch.eye(4)  # four unrelated architectures; the new one is the third's
+    cold = with_cold_models(net, trained, torch.eye(4)[2:3], [24])
+    assert cold.dims.num_models == 5 and cold.dims.model_dims[-1] == 24
+    torch.testing.assert_close(cold.tokens.weight[4], net.tokens.weight[2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cold.calibration.prior[4], torch.tensor(2.0), atol=1e-5, rtol=0)
+    protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
+    with torch.no_grad():
+        before, after = net(protos, mask), cold(protos, mask)
+    torch.testing.assert_close(after[:, :4], before)
+    torch.testing.assert_close(after[:, 4], before[:, 2], atol=1e-4, rtol=0)

@@ -263,6 +263,42 @@ class Ranker(nn.Module):
         return torch.cat([scale * queries, torch.ones(len(queries), 1)], 1)
 
 
+COLD_NEIGHBOURS = 3
+"""Trained models whose token and prior a model without history borrows (nearest by archi2vec cosine)."""
+
+
+@torch.no_grad()
+def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> Ranker:
+    """``net`` extended by models it never trained on (cold start, issue 16), appended after its M models: each
+    cold model's token and calibrated prior are the cosine-weighted mean of those of its ``COLD_NEIGHBOURS``
+    nearest trained models by architecture vector, and its specific-token map is zero (it has learned none; its own
+    LogME still counts when it embeds the data). Nothing is retrained.
+
+    Args:
+        net: a trained ranker of M models.
+        trained: ``[M, F]`` archi2vec vectors of its models, in its order.
+        cold: ``[C, F]`` those of the new models.
+        cold_dims: the new models' feature widths.
+    """
+    unit = F.normalize(trained, dim=1)
+    similarity, nearest = (F.normalize(cold, dim=1) @ unit.T).topk(min(COLD_NEIGHBOURS, len(trained)), dim=1)
+    weight = similarity.clamp(min=1e-6)
+    weight = weight / weight.sum(1, keepdim=True)
+    dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim, net.dims.model_dims + list(cold_dims))
+    out = Ranker(dims, net.cfg)
+    state = net.state_dict()
+    tokens = net.tokens.weight
+    state["tokens.weight"] = torch.cat([tokens, (weight[:, :, None] * tokens[nearest]).sum(1)])
+    if net.calibration is not None:
+        prior = net.calibration.prior
+        state["calibration.prior"] = torch.cat([prior, (weight * prior[nearest]).sum(1)])
+    for i, width in enumerate(cold_dims, start=net.dims.num_models):
+        state[f"specific.maps.{i}.weight"] = torch.zeros(net.cfg.dim, width)
+        state[f"specific.maps.{i}.bias"] = torch.zeros(net.cfg.dim)
+    out.load_state_dict(state)
+    return out.eval()
+
+
 def merge_rerank(plain: torch.Tensor, rescored: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:
     """Re-ranked final scores ``[B, K]``: where ``reranked`` is True the ``rescored`` values (those models take
     the top places, in that order); the other models below the lowest of them, in their ``plain`` order."""

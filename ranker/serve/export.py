@@ -13,6 +13,8 @@
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
+The one difference allowed is new members after the trained ones: they are *cold*, placed by their architecture
+vectors (``ranker.learn.modelspider.with_cold_models``) with nothing retrained, and ``Exported.cold`` names them.
 
 Example:
     >>> exported = load("checkpoints/offline-default")
@@ -35,7 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from ranker.files import umask_mode
 from ranker.learn.config import RunConfig
-from ranker.learn.modelspider import Ranker, RankerDims
+from ranker.learn.modelspider import Ranker, RankerDims, with_cold_models
 from ranker.serve.index import VectorIndex
 from ranker.zoo.archi2vec import FEATURES as ARCHI2VEC_FEATURES
 from ranker.zoo.archi2vec import archi2vec
@@ -67,7 +69,7 @@ class Exported:
 
     net: Ranker  # in eval mode
     config: ExportConfig
-    zoo: Manifest
+    zoo: Manifest  # the zoo given to ``load`` (the trained one, plus any cold members)
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
     task_kinds: list[str]  # history kind of each performance row
     task_groups: list[str]  # benchmark group of each historical task
@@ -75,6 +77,7 @@ class Exported:
     performance: torch.Tensor  # [T, M] ground truth, NaN where unmeasured
     index: VectorIndex  # cosine index over ``summary``
     archi2vec: torch.Tensor  # [M, F] architecture vectors of the zoo, in zoo order
+    cold: list[str] = field(default_factory=list)  # members the ranker never trained on (the zoo's last ones)
 
 
 def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
@@ -137,7 +140,10 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
         OmegaConf.merge(OmegaConf.structured(ExportConfig), OmegaConf.load(folder / "config.yaml")))
     trained = load_manifest(folder / "zoo.yaml")
     given = load_manifest(manifest)
-    mismatch = _zoo_mismatch(trained, given)
+    known = [(m.name, m.weights_sha256) for m in trained.models]
+    cold = given.models[len(known):] if [(m.name, m.weights_sha256) for m in given.models[: len(known)]] == known \
+        else []
+    mismatch = "" if cold else _zoo_mismatch(trained, given)
     if mismatch:
         raise ExportError(f"checkpoint {folder} was trained on zoo {trained.name!r}, not on the zoo in {manifest} "
                           f"({mismatch}); pass a checkpoint trained on this zoo, or train one with train.py")
@@ -151,6 +157,12 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     if index.size != len(summary):
         raise ExportError(f"{folder}/tasks.faiss indexes {index.size} tasks, tasks.safetensors holds {len(summary)}; "
                           "export the folder again with train.py")
-    return Exported(net, config, trained, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]),
-                    json.loads(meta["task_groups"]), summary, performance, index,
-                    load_file(folder / "archi2vec.safetensors")["vectors"])
+    vectors = load_file(folder / "archi2vec.safetensors")["vectors"]
+    if cold:
+        new = torch.stack([archi2vec(m) for m in cold])
+        net = with_cold_models(net, vectors, new, [m.feature_dim for m in cold])
+        config.models, config.dims = config.models + [m.name for m in cold], net.dims
+        vectors = torch.cat([vectors, new])
+        performance = torch.cat([performance, torch.full((len(performance), len(cold)), float("nan"))], 1)
+    return Exported(net, config, given, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]),
+                    json.loads(meta["task_groups"]), summary, performance, index, vectors, [m.name for m in cold])

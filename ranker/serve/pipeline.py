@@ -50,6 +50,7 @@ class Ranked:
     stage: str  # "rerank": re-scored with the model's own features; "score": the general-encoder score alone
     predicted_gap: float | None = None  # fine-tuning accuracy points below the dataset's best model (AccuracyGaps)
     gap_80: list[float] | None = None  # its 80% interval [low, high]
+    cold: bool = False  # a model the ranker never trained on, placed by its architecture vector (no predicted gap)
 
 
 @dataclass
@@ -259,10 +260,15 @@ class Pipeline:
             timings["rerank"] = time.perf_counter() - start
         order = final.argsort(descending=True, stable=True).tolist()
         gap, low, high = self.gaps.predict(summary) if self.gaps is not None else (None, None, None)
-        ranking = [Ranked(self.models[candidates[i]], float(final[i]), "rerank" if reranked[i] else "score",
-                          *((round(float(gap[m]), 2), [round(float(low[m]), 2), round(float(high[m]), 2)])
-                            if gap is not None else ()))
-                   for i, m in ((i, int(candidates[i])) for i in order)]
+        ranking = []
+        for i in order:
+            m = int(candidates[i])
+            row = Ranked(self.models[m], float(final[i]), "rerank" if reranked[i] else "score",
+                         cold=self.models[m] in self.exported.cold)
+            if gap is not None and torch.isfinite(gap[m]):
+                row.predicted_gap, row.gap_80 = round(float(gap[m]), 2), [round(float(low[m]), 2),
+                                                                          round(float(high[m]), 2)]
+            ranking.append(row)
         return Ranking(name, ranking, timings, neighbours, k, warning)
 
 
