@@ -327,14 +327,14 @@ def select(cfg: RunConfig, data: EpisodeDataModule) -> tuple[dict[float, list[fl
         except ValueError:  # no validation task outside this group
             continue
         inner_data.setup()
-        net = _train(inner, inner_data)[0]
+        net = train(inner, inner_data)[0]
         for factor, sweep in _sweeps(net, load_episodes(data.bench, held, cfg.data.target_kinds)).items():
             totals[factor] = totals.get(factor, 0) + len(held) * np.asarray(sweep)
         count, used = count + len(held), used + [name]
     return {f: (t / max(count, 1)).tolist() for f, t in totals.items()}, used
 
 
-def _train(cfg: RunConfig, data: EpisodeDataModule) -> tuple[Ranker, ModelCheckpoint] | None:
+def train(cfg: RunConfig, data: EpisodeDataModule) -> tuple[Ranker, ModelCheckpoint] | None:
     """Trains in ``<out_dir>/<name>/`` and returns the best validation checkpoint's network (CPU, eval mode) and
     that checkpoint's callback; None in DDP's other processes."""
     L.seed_everything(cfg.seed, workers=True)
@@ -370,7 +370,7 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
     """Trains in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch, ``best.ckpt`` by val/wtau, CSV
     logs), reloads the best checkpoint and chooses what :class:`Fitted` says. ``overwrite`` empties the run folder
     first, unless ``ckpt_path`` resumes it. None in DDP's other processes."""
-    trained = _train(cfg, data)
+    trained = train(cfg, data)
     if trained is None:
         return None
     (net, best), chosen_by = trained, "validation"

@@ -267,6 +267,16 @@ COLD_NEIGHBOURS = 3
 """Trained models whose token and prior a model without history borrows (nearest by archi2vec cosine)."""
 
 
+def borrow(values: torch.Tensor, trained: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
+    """``[C, ...]``: for each cold architecture vector (``cold`` ``[C, F]``), the cosine-weighted mean of ``values``
+    ``[M, ...]`` over its ``COLD_NEIGHBOURS`` nearest rows of ``trained`` ``[M, F]``."""
+    similarity, nearest = (F.normalize(cold, dim=1) @ F.normalize(trained, dim=1).T).topk(
+        min(COLD_NEIGHBOURS, len(trained)), dim=1)
+    weight = similarity.clamp(min=1e-6)
+    weight = (weight / weight.sum(1, keepdim=True)).reshape(*weight.shape, *[1] * (values.dim() - 1))
+    return (weight * values[nearest]).sum(1)
+
+
 @torch.no_grad()
 def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> Ranker:
     """``net`` extended by models it never trained on (cold start, issue 16), appended after its M models: each
@@ -280,18 +290,13 @@ def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, col
         cold: ``[C, F]`` those of the new models.
         cold_dims: the new models' feature widths.
     """
-    unit = F.normalize(trained, dim=1)
-    similarity, nearest = (F.normalize(cold, dim=1) @ unit.T).topk(min(COLD_NEIGHBOURS, len(trained)), dim=1)
-    weight = similarity.clamp(min=1e-6)
-    weight = weight / weight.sum(1, keepdim=True)
     dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim, net.dims.model_dims + list(cold_dims))
     out = Ranker(dims, net.cfg)
     state = net.state_dict()
-    tokens = net.tokens.weight
-    state["tokens.weight"] = torch.cat([tokens, (weight[:, :, None] * tokens[nearest]).sum(1)])
+    state["tokens.weight"] = torch.cat([net.tokens.weight, borrow(net.tokens.weight, trained, cold)])
     if net.calibration is not None:
         prior = net.calibration.prior
-        state["calibration.prior"] = torch.cat([prior, (weight * prior[nearest]).sum(1)])
+        state["calibration.prior"] = torch.cat([prior, borrow(prior, trained, cold)])
     for i, width in enumerate(cold_dims, start=net.dims.num_models):
         state[f"specific.maps.{i}.weight"] = torch.zeros(net.cfg.dim, width)
         state[f"specific.maps.{i}.bias"] = torch.zeros(net.cfg.dim)
