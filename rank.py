@@ -2,7 +2,8 @@
 
 The exported ranker (default: checkpoints/offline-default) scores the zoo from one pass of its general encoder
 over the data, after FAISS recall over the historical tasks; the top k models are re-ranked with their own
-features (k from the checkpoint, chosen on its validation tasks; ``--rerank`` overrides). See
+features (k from the checkpoint, chosen inside its training tasks; every candidate for data far from the history;
+``--rerank`` overrides). See
 ranker/serve/pipeline.py for the stages.
 
 Examples:
@@ -128,7 +129,9 @@ def parser() -> argparse.ArgumentParser:
                         help="exported ranker folder (default: %(default)s)")
     parser.add_argument("--manifest", type=Path, default=ROOT / "ranker" / "configs" / "zoo" / "offline.yaml",
                         help="zoo manifest YAML (default: %(default)s)")
-    parser.add_argument("--rerank", type=int, metavar="K", help="re-rank the top K (default: the checkpoint's k)")
+    parser.add_argument("--rerank", type=int, metavar="K",
+                        help="re-rank the top K (default: the checkpoint's k; every candidate for data far from every "
+                             "historical task)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the ranking(s) as JSON here")
     parser.add_argument("--plot", type=Path, metavar="OUT", help="write a bar chart (PNG) of the scores here")
     parser.add_argument("--list-models", action="store_true",
