@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 import torch
-from logme_speed import best_time, structured_features
+from logme_speed import device_time, structured_features
 
 from ranker import transfer
 
@@ -53,10 +53,7 @@ def main() -> None:
         for device in ("cpu", "cuda"):
             f, y = torch.from_numpy(features).to(device), torch.from_numpy(labels).to(device)
             extra = {"source_probs": torch.from_numpy(probs).to(device)} if name in ("leep", "nce") else {}
-            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-            if device == "cuda":
-                estimator(f, y, **extra)
-            seconds[device], scores[device] = best_time(lambda: estimator(f, y, **extra), args.repeats, sync)
+            seconds[device], scores[device] = device_time(lambda: estimator(f, y, **extra), device, args.repeats)
         rel = abs(scores["cuda"] - scores["cpu"]) / max(abs(scores["cpu"]), 1e-12)
         worst = max(worst, rel)
         print(f"| {name} | {seconds['cpu']:.3f} | {seconds['cuda']:.3f} | {seconds['cpu'] / seconds['cuda']:.1f}x "

@@ -76,6 +76,14 @@ def best_time(fn: Callable[[], float], repeats: int, sync: Callable[[], None] = 
     return min(times), value
 
 
+def device_time(fn: Callable[[], float], device: str, repeats: int) -> tuple[float, float]:
+    """``best_time`` of ``fn`` on ``device``: on CUDA after one warm-up call (context and kernels), synchronized."""
+    if device != "cuda":
+        return best_time(fn, repeats)
+    fn()
+    return best_time(fn, repeats, torch.cuda.synchronize)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000, help="samples")
@@ -103,10 +111,7 @@ def main() -> None:
         for device in devices:
             f = torch.from_numpy(features).to(device)
             y = torch.from_numpy(ours_labels).to(device)
-            sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-            if device == "cuda":
-                logme(f, y)  # warm-up: CUDA context and kernels
-            ours_s, ours = best_time(lambda: logme(f, y), args.repeats, sync)
+            ours_s, ours = device_time(lambda: logme(f, y), device, args.repeats)
             rel = abs(ours - base) / abs(base)
             print(f"| {title:22s} | {'ranker.transfer.logme (F^T F, batched targets)':46s} | {device:6s} "
                   f"| {ours_s:7.2f} | {ours:12.8f} | {rel:9.1e} | {base_s / ours_s:7.2f}x |")

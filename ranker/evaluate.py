@@ -157,11 +157,13 @@ def _ranker_runs(bench: bm.Benchmark, net: Ranker, k: int, task_ids: list[str], 
 
 
 @torch.no_grad()
-def _fennec_run(bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str]) -> Run:
+def _fennec_run(bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str]) -> Run | None:
     """Fennec (``ranker.learn.fennec``, seed 0) fitted on ``history`` minus ``val_tasks`` (which choose its epoch)
     scoring ``held_out`` one task at a time from its summary vector (the general encoder's extraction, which the
-    ranker needs too, is charged like the ranker's)."""
+    ranker needs too, is charged like the ranker's); None when no validation task is in ``history``."""
     val = [t for t in val_tasks if t in history]
+    if not val:
+        return None
     with torch.enable_grad():
         net = fennec.fit_fennec(bench, [t for t in history if t not in val], val)
     x = fennec.summaries(bench, held_out)
@@ -265,8 +267,9 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     if prior is not None:
         info["prior_kind"] = prior[0]
         runs["prior"] = Run(np.tile(prior[1], (n, 1)), np.zeros(n), np.zeros(n))
-    if any(t in fold.train for t in _val_tasks(run)):
-        runs["fennec"] = _fennec_run(bench, fold.train, _val_tasks(run), fold.held_out)
+    fennec_run = _fennec_run(bench, fold.train, _val_tasks(run), fold.held_out)
+    if fennec_run is not None:
+        runs["fennec"] = fennec_run
     if run is not None:
         print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
               file=sys.stderr)
@@ -363,10 +366,11 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     else:
         runs["prior"] = Run(np.tile(prior[1], (len(test), 1)), np.zeros(len(test)), np.zeros(len(test)))
-    if any(t in bench.task_ids("train") for t in _val_tasks(run_config)):
-        runs["fennec"] = _fennec_run(bench, bench.task_ids("train"), _val_tasks(run_config), test)
-    else:
+    fennec_run = _fennec_run(bench, bench.task_ids("train"), _val_tasks(run_config), test)
+    if fennec_run is None:
         skipped["fennec"] = "none of the run config's data.val_tasks is a training task here (they choose its epoch)"
+    else:
+        runs["fennec"] = fennec_run
     fixed = _split(test, gt, runs)
     result = {
         "benchmark": bench.config.name,

@@ -374,8 +374,9 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
     if trained is None:
         return None
     (net, best), chosen_by = trained, "validation"
-    sweeps = {1.0: rerank_sweep(net, data.val_episodes)}
-    if net.calibration is not None:
+    if net.calibration is None:
+        sweeps = {1.0: rerank_sweep(net, data.val_episodes)}
+    else:
         sweeps, groups = select(cfg, data) if _single_process(cfg) else ({}, [])
         if len(groups) >= 2:
             chosen_by = "grouped cross-validation over " + ", ".join(groups)
