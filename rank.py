@@ -11,6 +11,7 @@ Examples:
     python rank.py --data path/to/imagefolder --json ranking.json --plot ranking.png
     python rank.py --data a/ b.npz --rerank 0         # several datasets reuse the loaded models
     python rank.py --data feats.npz                   # general-encoder features + labels: never re-ranked
+    python rank.py --checkpoint checkpoints/offline-fennec   # Fennec: a dot product per model, no re-ranking
     python rank.py --list-models                      # the zoo as a table (--names: one name per line)
 
 JSON (``--json``): ``{"dataset", "ranking": [{"model", "score", "stage"}, ...], "timings": {stage: s},

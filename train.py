@@ -13,6 +13,8 @@ Examples:
     python train.py                                      # embedded benchmark, CPU, about 2 minutes
     python train.py name=small trainer.max_epochs=3 model.dim=128 optim.loss=listnet
     python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
+    python train.py ranker=fennec name=offline-fennec     # Fennec (ranker/learn/fennec.py), seconds; rank.py
+                                                         # --checkpoint checkpoints/offline-fennec ranks with it
     srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # see README (SLURM)
 """
 
@@ -73,10 +75,14 @@ def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
         [e.task for e in history], [e.kind for e in history], [groups[e.task] for e in history],
         torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
+    seconds = time.perf_counter() - start
+    if cfg.ranker == "fennec":
+        print(f"Fennec: val wtau {fitted.best_score:.3f} at the kept epoch; exported {folder} in {seconds:.0f} s")
+        return folder
     print(f"best val/wtau {fitted.best_score:.3f} ({fitted.best_path})")
     print("wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))
     print(f"chose k={fitted.rerank_k}, Model Spider scale x {fitted.spider_shrink:g} (by {fitted.chosen_by}); "
-          f"exported {folder} in {time.perf_counter() - start:.0f} s")
+          f"exported {folder} in {seconds:.0f} s")
     return folder
 
 

@@ -11,8 +11,13 @@ benchmark's test tasks this compares, at k=0 and at the shipped k:
 - the naive fallback: the member placed at the median of the others' scores on each task;
 - the member's own rank error: |its predicted rank - its true rank|, averaged over tasks.
 
-Run (the table in README.md; 19 trainings, about 15 minutes on 2 cores):
+With ``--ranker fennec`` the same is done for Fennec (``ranker.learn.fennec``, the default run config's
+``fennec.*``, k=0 only): trained with the member's ground truth masked, then placed as ``rank.py`` places a new
+member, at ``A a`` (its free part zeroed; ``fennec.with_cold_models``).
+
+Run (the tables in README.md; 19 trainings, about 15 minutes on 2 cores; Fennec's 19 fits about 1 minute):
     python benchmarks/cold_start.py
+    python benchmarks/cold_start.py --ranker fennec
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import tempfile
 import numpy as np
 import torch
 
-from ranker.learn import lit
+from ranker.learn import fennec, lit
+from ranker.learn.config import load_run_config
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker, borrow
 from ranker.serve import export
@@ -43,25 +49,17 @@ def rank_of(row: np.ndarray, j: int) -> int:
     return int((row > row[j]).sum()) + 1
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
-    parser.add_argument("--models", nargs="*", help="only these members (default: every one)")
-    parser.add_argument("--spider-factor", type=float, default=0.25,
-                        help="Model Spider's factor for every run (0.25: the shipped checkpoint's choice)")
-    args = parser.parse_args()
-    bench = bm.load_benchmark(args.benchmark)
-    shipped = export.load(manifest=bench.manifest_path)
-    k = shipped.config.rerank_k
+def lomo_modelspider(bench: bm.Benchmark, shipped: export.Exported, factor: float, depths: tuple[int, ...],
+                     members: list[int]) -> tuple[dict[int, np.ndarray], dict[int, dict[int, np.ndarray]]]:
+    """Test-task scores by depth of the calibrated ranker trained with every member, and of one trained without
+    each member of ``members`` (by zoo index) and then given it cold."""
     test = lit.collate(lit.load_episodes(bench, bench.task_ids("test"), ["finetune"]))
-    truth = test["target"].numpy()
     archi = shipped.archi2vec
-    rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         def trained(name: str, hide: int | None) -> Ranker:
             """The shipped run config trained (no inner selection) with member ``hide``'s history masked."""
             cfg = copy.deepcopy(shipped.config.run)
-            cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = args.benchmark, name, tmp, None
+            cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = bench.config.name, name, tmp, None
             data = lit.EpisodeDataModule(cfg)
             data.setup()
             if hide is not None:
@@ -69,43 +67,95 @@ def main() -> None:
                     episode.target[hide] = episode.evidence[hide] = math.nan
             with contextlib.redirect_stdout(sys.stderr), torch.enable_grad():
                 net = lit.train(cfg, data)[0]
-            net.calibration.spider_scale.data *= args.spider_factor
+            net.calibration.spider_scale.data *= factor
             return net
 
         base = trained("all", None)
-        full = {depth: scores(base, test, depth) for depth in (0, k)}
-        for j, model in enumerate(bench.models):
-            if args.models and model not in args.models:
-                continue
+        full = {depth: scores(base, test, depth) for depth in depths}
+        cold = {}
+        for j in members:
             net = trained(f"lomo{j}", j)
             others = [i for i in range(len(bench.models)) if i != j]
             net.tokens.weight[j] = borrow(net.tokens.weight[others], archi[others], archi[j : j + 1])[0]
             net.calibration.prior[j] = borrow(net.calibration.prior[others], archi[others], archi[j : j + 1])[0]
             net.specific.maps[j].weight.zero_()
             net.specific.maps[j].bias.zero_()
-            for depth in (0, k):
-                cold = scores(net, test, depth)
-                median = cold.copy()
-                median[:, j] = np.median(cold[:, others], axis=1)
-                rows.append({
-                    "model": model, "k": depth,
-                    "trained": np.mean([weighted_tau(g, s) for g, s in zip(truth, full[depth], strict=True)]),
-                    "cold": np.mean([weighted_tau(g, s) for g, s in zip(truth, cold, strict=True)]),
-                    "median": np.mean([weighted_tau(g, s) for g, s in zip(truth, median, strict=True)]),
-                    "error_trained": np.mean([abs(rank_of(s, j) - rank_of(g, j)) for g, s in zip(truth, full[depth],
-                                                                                                 strict=True)]),
-                    "error_cold": np.mean([abs(rank_of(s, j) - rank_of(g, j)) for g, s in zip(truth, cold,
-                                                                                              strict=True)]),
-                    "error_median": np.mean([abs(rank_of(s, j) - rank_of(g, j)) for g, s in zip(truth, median,
-                                                                                                strict=True)]),
-                })
-                print(f"{model} k={depth}: " + " ".join(f"{key} {v:.3f}" for key, v in rows[-1].items()
-                                                         if key not in ("model", "k")), flush=True)
-    print(f"\nleave-one-model-out on {bench.config.name}'s {len(truth)} test tasks ({len(rows) // 2} members)")
+            cold[j] = {depth: scores(net, test, depth) for depth in depths}
+    return full, cold
+
+
+def lomo_fennec(bench: bm.Benchmark, members: list[int]) -> tuple[dict[int, np.ndarray],
+                                                                  dict[int, dict[int, np.ndarray]]]:
+    """``lomo_modelspider`` for Fennec at k=0: fitted with the member's ground truth masked, its free part zeroed."""
+    cfg = load_run_config()
+    cfg.data.benchmark = bench.config.name
+    data = lit.EpisodeDataModule(cfg)
+    data.setup()
+    _, archi = fennec.zoo_vectors(bench.manifest_path)
+    train = (fennec.summaries(bench, data.train_ids), torch.stack([e.target for e in data.train_episodes]))
+    val = (fennec.summaries(bench, data.val_ids), torch.stack([e.target for e in data.val_episodes]))
+    test = fennec.summaries(bench, bench.task_ids("test"))
+    f = cfg.fennec
+
+    def fitted(hide: int | None) -> fennec.Fennec:
+        masked = [(x, y.clone()) for x, y in (train, val)]
+        if hide is not None:
+            for _, y in masked:
+                y[:, hide] = math.nan
+        torch.manual_seed(cfg.seed)
+        net = fennec.Fennec(archi, train[0].shape[1], f.latent, f.model_side)
+        with contextlib.redirect_stdout(sys.stderr):
+            return fennec.fit_net(net, *masked, loss=cfg.optim.loss, lr=f.lr, weight_decay=f.weight_decay,
+                                  max_epochs=cfg.trainer.max_epochs, patience=f.patience)
+
+    full, cold = {0: fitted(None).score(test).detach().numpy()}, {}
+    for j in members:
+        net = fitted(j)
+        with torch.no_grad():
+            net.free[j] = 0.0
+            cold[j] = {0: net.score(test).numpy()}
+    return full, cold
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
+    parser.add_argument("--ranker", choices=["modelspider", "fennec"], default="modelspider")
+    parser.add_argument("--models", nargs="*", help="only these members (default: every one)")
+    parser.add_argument("--spider-factor", type=float, default=0.25,
+                        help="Model Spider's factor for every run (0.25: the shipped checkpoint's choice)")
+    args = parser.parse_args()
+    bench = bm.load_benchmark(args.benchmark)
+    members = [j for j, m in enumerate(bench.models) if not args.models or m in args.models]
+    if args.ranker == "fennec":
+        depths = (0,)
+        full, cold = lomo_fennec(bench, members)
+    else:
+        shipped = export.load(manifest=bench.manifest_path)
+        depths = (0, shipped.config.rerank_k)
+        full, cold = lomo_modelspider(bench, shipped, args.spider_factor, depths, members)
+    _, _, truth = bench.history.matrix("finetune", bench.task_ids("test"), bench.models)
+    rows = []
+    for j in members:
+        others = [i for i in range(len(bench.models)) if i != j]
+        for depth in depths:
+            placed = cold[j][depth]
+            median = placed.copy()
+            median[:, j] = np.median(placed[:, others], axis=1)
+            rows.append({"model": bench.models[j], "k": depth} | {
+                name: np.mean([weighted_tau(g, s) for g, s in zip(truth, table, strict=True)])
+                for name, table in (("trained", full[depth]), ("cold", placed), ("median", median))} | {
+                f"error_{name}": np.mean([abs(rank_of(s, j) - rank_of(g, j)) for g, s in zip(truth, table,
+                                                                                          strict=True)])
+                for name, table in (("trained", full[depth]), ("cold", placed), ("median", median))})
+            print(f"{bench.models[j]} k={depth}: " + " ".join(f"{key} {v:.3f}" for key, v in rows[-1].items()
+                                                              if key not in ("model", "k")), flush=True)
+    print(f"\n{args.ranker}: leave-one-model-out on {bench.config.name}'s {len(truth)} test tasks "
+          f"({len(members)} members)")
     print("| k | wtau, trained with it | wtau, added cold | wtau, median placement | its rank error: trained / "
           "cold / median |")
     print("|---|---|---|---|---|")
-    for depth in (0, k):
+    for depth in depths:
         sel = [r for r in rows if r["k"] == depth]
         mean = {key: np.mean([r[key] for r in sel]) for key in sel[0] if key not in ("model", "k")}
         print(f"| {depth} | {mean['trained']:.3f} | {mean['cold']:.3f} | {mean['median']:.3f} | "

@@ -49,12 +49,13 @@ def folder_digest(folder: Path) -> str:
 def test_the_readme_train_commands_run_as_written(tmp_path: Path) -> None:
     """Run from an empty folder (so runs/ lands there) with tiny epochs; the resume command finds the first run."""
     commands = readme_train_commands()
-    assert len(commands) == 3 and any("ckpt_path" in a for a in commands[2])
+    assert len(commands) == 4 and any("ckpt_path" in a for a in commands[2])
     for args in commands:
         run = run_train([*args, f"export_dir={tmp_path}/ckpt", *TINY], tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["offline", "small"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["offline", "offline-fennec", "small"]
     assert export.load(tmp_path / "ckpt" / "small").config.run.optim.loss == "listnet"
+    assert export.load(tmp_path / "ckpt" / "offline-fennec").config.run.ranker == "fennec"
 
 
 def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -64,7 +65,8 @@ def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsy
     for args, says in ((["optim.loss=nope"], "unknown loss 'nope'"),
                        (["trainer.max_epochs=many"], "trainer.max_epochs"),
                        (["trainer.max_epochs=-1"], "give 1 or more"),  # was an OverflowError traceback
-                       (["ckpt_path=nowhere.ckpt"], "is not a file")):
+                       (["ckpt_path=nowhere.ckpt"], "is not a file"),
+                       (["ranker=lightgbm"], "use one of modelspider, fennec")):
         assert train.main(out + args) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1, err

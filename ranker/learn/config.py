@@ -65,6 +65,21 @@ class RecallConfig:
 
 
 @dataclass
+class FennecConfig:
+    """Fennec's shape and optimizer (``ranker=fennec``; ``ranker.learn.fennec``): its loss is ``optim.loss`` and its
+    epoch budget ``trainer.max_epochs``; full-batch Adam on the CPU."""
+
+    latent: int = 16  # width of the shared model/task space
+    model_side: str = "both"  # "both": free part + map of archi2vec; "free" or "archi" alone (the ablations)
+    lr: float = 1e-3  # best mean val wtau of {1e-3, 3e-3, 1e-2} over seeds 0-2 on the offline validation tasks
+    weight_decay: float = 1e-4  # Adam's L2 weight decay
+    patience: int = 50  # epochs without a better val wtau before training stops
+
+
+RANKERS = ("modelspider", "fennec")
+
+
+@dataclass
 class RunConfig:
     """A whole training run."""
 
@@ -74,8 +89,10 @@ class RunConfig:
     export_dir: str = "checkpoints"  # the exported folder goes to <export_dir>/<name>
     ckpt_path: str | None = None  # a Lightning .ckpt to resume training from (its run folder is reused)
     overwrite: bool = False  # replace an existing run folder and export folder of this name (else: refused)
+    ranker: str = "modelspider"  # "modelspider": Ranker v2 (model); "fennec": the latent-space ranker (fennec)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    fennec: FennecConfig = field(default_factory=FennecConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     recall: RecallConfig = field(default_factory=RecallConfig)  # exported with the ranker; rank.py reads it
@@ -87,7 +104,7 @@ def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrid
 
     Raises:
         omegaconf.errors.OmegaConfBaseException: an unknown key, or a value of the wrong type.
-        ValueError: a value outside its range or choices (epoch counts below 1, the loss name).
+        ValueError: a value outside its range or choices (epoch counts below 1, the loss name, the ranker).
     """
     merged = OmegaConf.structured(RunConfig)
     if yaml_path is not None:
@@ -98,6 +115,8 @@ def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrid
         if getattr(cfg.trainer, name) < 1:
             raise ValueError(f"trainer.{name}={getattr(cfg.trainer, name)}: it counts epochs, give 1 or more")
     losses.get(cfg.optim.loss)  # an unknown loss name fails here, before any data loads
+    if cfg.ranker not in RANKERS:
+        raise ValueError(f"ranker={cfg.ranker}: use one of {', '.join(RANKERS)}")
     return cfg
 
 

@@ -37,9 +37,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ranker.learn import lit, losses
-from ranker.learn.config import DataConfig
+from ranker.learn.config import DataConfig, RunConfig
 from ranker.learn.metrics import WeightedTau
+from ranker.learn.modelspider import RankerDims
 from ranker.tasks import benchmark as bm
+from ranker.tasks import stats
 from ranker.zoo.archi2vec import zoo_vectors
 
 MODEL_SIDES = ("both", "free", "archi")  # v_m = free_m + A a_m; free_m alone; A a_m alone (the ablations)
@@ -67,6 +69,15 @@ class Fennec(nn.Module):
         self.free = nn.Parameter(torch.randn(num_models, latent) * latent**-0.5) if model_side != "archi" else None
         self.archi_map = nn.Linear(archi_dim, latent, bias=False) if model_side != "free" else None
 
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> Fennec:
+        """The Fennec (eval mode) whose ``state_dict()`` is ``state``: shapes and model side are read from it."""
+        side = "archi" if "free" not in state else "both" if "archi_map.weight" in state else "free"
+        latent, task_dim = state["task_map.weight"].shape
+        net = cls(state["archi"], task_dim, latent, side)
+        net.load_state_dict(state)
+        return net.eval()
+
     def model_vector(self, archi: torch.Tensor) -> torch.Tensor:
         """Latent vectors ``[N, latent]`` of models without history from their archi2vec vectors ``[N, archi_dim]``:
         the free part is zero, so this is ``A a`` (the cold start)."""
@@ -87,6 +98,69 @@ class Fennec(nn.Module):
     def score(self, summary: torch.Tensor) -> torch.Tensor:
         """Fitness of every zoo model for each task, ``[B, M]`` (higher = better)."""
         return self.task_vector(summary) @ self.model_vectors().T
+
+
+def with_cold_models(net: Fennec, cold: torch.Tensor) -> Fennec:
+    """``net`` extended by models it never trained on, appended after its M models (cold start, issue 16): their
+    archi2vec vectors ``cold`` ``[C, F]`` join the buffer and their free parts are zero, so each one's latent vector
+    is ``A a`` (:meth:`Fennec.model_vector`). The trained models' vectors are unchanged; nothing is retrained."""
+    if net.archi_map is None:
+        raise ValueError("this Fennec has no archi2vec map (model_side='free'): a new model has no vector")
+    state = {k: v.detach() for k, v in net.state_dict().items()}
+    state["archi"] = torch.cat([net.archi, cold.float()])
+    if net.free is not None:
+        state["free"] = torch.cat([state["free"], torch.zeros(len(cold), state["free"].shape[1])])
+    return Fennec.from_state(state)
+
+
+class FennecScorer(nn.Module):
+    """A :class:`Fennec` in the calling convention of :class:`ranker.learn.modelspider.Ranker`, the one that
+    rank.py's pipeline, ``ranker.evaluate`` and exports use: it scores from the general encoder's class prototypes
+    (their summary vector, padded classes left out). Fennec runs no zoo model on the task, so PTM-specific
+    prototypes and evidence are accepted and not read: ``rerank`` returns what ``forward`` does, and rank.py
+    re-ranks a Fennec checkpoint only where it leans on the models' own LogME anyway (data far from the history).
+
+    Args:
+        net: a fitted Fennec.
+        dims: the zoo's size and feature widths and the general encoder's width (``lit.ranker_dims``).
+    """
+
+    def __init__(self, net: Fennec, dims: RankerDims) -> None:
+        super().__init__()
+        if net.archi.shape[0] != dims.num_models or net.task_map.in_features != 2 * dims.general_dim:
+            raise ValueError(f"a Fennec of {net.archi.shape[0]} models and task width {net.task_map.in_features} "
+                             f"does not fit dims {dims}")
+        self.net, self.dims = net, dims
+
+    def summary(self, prototypes: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        """Summary vectors ``[B, 2D]`` of class prototypes ``[B, C, D]`` over each task's real classes."""
+        return torch.stack([stats.summary_vector(p[m]) for p, m in zip(prototypes, class_mask, strict=True)])
+
+    def forward(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor | None = None,
+                specific_mask: torch.Tensor | None = None, models: torch.Tensor | None = None,
+                evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``[B, K]`` of the models ``models`` (zoo indices; None: all, in zoo order)."""
+        scores = self.net.score(self.summary(prototypes, class_mask))
+        return scores if models is None else scores[:, models]
+
+    @torch.no_grad()
+    def rerank(self, prototypes: torch.Tensor, class_mask: torch.Tensor, specific: torch.Tensor, k: int,
+               evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` over the whole zoo, whatever ``k``: nothing re-scores a Fennec."""
+        return self(prototypes, class_mask)
+
+    def recall_keys(self) -> torch.Tensor:
+        """``[M, latent]`` the models' latent vectors: the score is exactly a query's inner product with them."""
+        return self.net.model_vectors().detach()
+
+    def recall_query(self, prototypes: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, latent]`` the tasks' latent vectors (maximum-inner-product search of ``recall_keys``)."""
+        return self.net.task_vector(self.summary(prototypes, class_mask)).detach()
+
+    @classmethod
+    def load(cls, state: dict[str, torch.Tensor], dims: RankerDims) -> FennecScorer:
+        """The scorer whose ``state_dict()`` is ``state`` (an export's model.safetensors)."""
+        return cls(Fennec.from_state({k.removeprefix("net."): v for k, v in state.items()}), dims).eval()
 
 
 class FennecModule(L.LightningModule):
@@ -142,21 +216,40 @@ def summaries(bench: bm.Benchmark, task_ids: list[str]) -> torch.Tensor:
     return torch.stack([stats[t][1].float() for t in task_ids])
 
 
-def _history(bench: bm.Benchmark, task_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes`` with the
-    default ``data.target_kinds``)."""
-    episodes = lit.load_episodes(bench, task_ids, DataConfig().target_kinds)
+def _history(bench: bm.Benchmark, task_ids: list[str], target_kinds: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes``)."""
+    episodes = lit.load_episodes(bench, task_ids, target_kinds)
     return summaries(bench, task_ids), torch.stack([e.target for e in episodes])
 
 
+def fit_run(cfg: RunConfig, data: lit.EpisodeDataModule) -> lit.Fitted:
+    """``train.py ranker=fennec``: a Fennec fitted to ``data``'s training tasks (``cfg.fennec``, ``optim.loss``,
+    ``trainer.max_epochs``, ``seed``), its epoch chosen on the validation tasks, as a :class:`FennecScorer`
+    (k = 0: Fennec re-ranks nothing). Its best validation weighted tau is measured again on the kept weights.
+    """
+    f = cfg.fennec
+    net = fit_fennec(data.bench, data.train_ids, data.val_ids, latent=f.latent, model_side=f.model_side,
+                     seed=cfg.seed, target_kinds=cfg.data.target_kinds, loss=cfg.optim.loss, lr=f.lr,
+                     weight_decay=f.weight_decay, max_epochs=cfg.trainer.max_epochs, patience=f.patience)
+    x, target = _history(data.bench, data.val_ids, cfg.data.target_kinds)
+    tau = WeightedTau("rank_none")
+    with torch.no_grad():
+        tau.update(net.score(x), target)
+    best = float(tau.compute())
+    return lit.Fitted(FennecScorer(net, data.dims).eval(), 0, [best], best, "")
+
+
 def fit_fennec(bench: bm.Benchmark, train_ids: list[str], val_ids: list[str], *, latent: int = 16,
-               model_side: str = "both", seed: int = 0, **train_kwargs: Any) -> Fennec:
+               model_side: str = "both", seed: int = 0, target_kinds: list[str] | None = None,
+               **train_kwargs: Any) -> Fennec:
     """A :class:`Fennec` over ``bench``'s zoo fitted to the history of ``train_ids``, its epoch chosen on
-    ``val_ids`` (``train_kwargs``: :func:`fit_net`'s loss, lr, weight_decay, max_epochs, patience)."""
+    ``val_ids`` (``train_kwargs``: :func:`fit_net`'s loss, lr, weight_decay, max_epochs, patience); targets of
+    ``target_kinds`` (None: the default ``data.target_kinds``), as the main ranker's episodes."""
     names, archi = zoo_vectors(bench.manifest_path)
     if names != bench.models:
         raise ValueError(f"the manifest's models {names} are not the benchmark's {bench.models}")
-    train, val = _history(bench, train_ids), _history(bench, val_ids)
+    kinds = DataConfig().target_kinds if target_kinds is None else target_kinds
+    train, val = _history(bench, train_ids, kinds), _history(bench, val_ids, kinds)
     L.seed_everything(seed, workers=True, verbose=False)
     net = Fennec(archi, train[0].shape[1], latent, model_side)
     return fit_net(net, train, val, **train_kwargs)

@@ -283,11 +283,11 @@ class Fitted:
     chooses k on the validation tasks.
     """
 
-    net: Ranker  # CPU, eval mode
-    rerank_k: int  # the chosen depth, at most M // 2 (ties: the smaller k)
-    sweep: list[float]  # the tau (rank=None) that chose it, by depth k = 0..M, at the chosen factor
+    net: Ranker  # CPU, eval mode (a ranker=fennec run: a ranker.learn.fennec.FennecScorer, same calls)
+    rerank_k: int  # the chosen depth, at most M // 2 (ties: the smaller k; Fennec: 0)
+    sweep: list[float]  # the tau (rank=None) that chose it, by depth k = 0..M, at the chosen factor (Fennec: k=0)
     best_score: float  # the best val/wtau
-    best_path: str  # its Lightning checkpoint
+    best_path: str  # its Lightning checkpoint ("" for Fennec, fitted in memory)
     spider_shrink: float = 1.0  # the factor on a calibrated ranker's Model Spider scale
     chosen_by: str = "validation"  # "validation", or "grouped cross-validation over <groups>"
 
@@ -369,7 +369,12 @@ def train(cfg: RunConfig, data: EpisodeDataModule) -> tuple[Ranker, ModelCheckpo
 def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
     """Trains in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch, ``best.ckpt`` by val/wtau, CSV
     logs), reloads the best checkpoint and chooses what :class:`Fitted` says. ``overwrite`` empties the run folder
-    first, unless ``ckpt_path`` resumes it. None in DDP's other processes."""
+    first, unless ``ckpt_path`` resumes it. None in DDP's other processes. ``ranker=fennec`` fits a Fennec instead
+    (``ranker.learn.fennec.fit_run``: in memory, on the CPU, no run folder)."""
+    if cfg.ranker == "fennec":
+        from ranker.learn import fennec  # it imports this module
+
+        return fennec.fit_run(cfg, data)
     trained = train(cfg, data)
     if trained is None:
         return None

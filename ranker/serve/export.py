@@ -1,7 +1,8 @@
 """A self-contained exported ranker: one folder that rank.py and evaluate load without Lightning or pickle.
 
 ``checkpoints/<name>/`` holds
-- ``model.safetensors``: the ranker's weights;
+- ``model.safetensors``: the ranker's weights (Ranker v2 / Model Spider, or with ``ranker: fennec`` in the run
+  config a ``ranker.learn.fennec.FennecScorer``);
 - ``config.yaml``: the resolved training config, the ranker's shape, the zoo's model order, the general
   encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
@@ -14,7 +15,8 @@
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
 The one difference allowed is new members after the trained ones: they are *cold*, placed by their architecture
-vectors (``ranker.learn.modelspider.with_cold_models``) with nothing retrained, and ``Exported.cold`` names them.
+vectors (``ranker.learn.modelspider.with_cold_models``; a Fennec's ``ranker.learn.fennec.with_cold_models``) with
+nothing retrained, and ``Exported.cold`` names them.
 
 Example:
     >>> exported = load("checkpoints/offline-default")
@@ -67,7 +69,7 @@ class ExportConfig:
 class Exported:
     """A loaded export."""
 
-    net: Ranker  # in eval mode
+    net: Ranker  # in eval mode (a Fennec export: a ranker.learn.fennec.FennecScorer, called the same way)
     config: ExportConfig
     zoo: Manifest  # the zoo given to ``load`` (the trained one, plus any cold members)
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
@@ -147,9 +149,14 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     if mismatch:
         raise ExportError(f"checkpoint {folder} was trained on zoo {trained.name!r}, not on the zoo in {manifest} "
                           f"({mismatch}); pass a checkpoint trained on this zoo, or train one with train.py")
-    net = Ranker(config.dims, config.run.model)
-    net.load_state_dict(load_file(folder / "model.safetensors"))
-    net.eval()
+    if config.run.ranker == "fennec":
+        from ranker.learn import fennec  # Lightning comes with it: loaded only for a Fennec export
+
+        net = fennec.FennecScorer.load(load_file(folder / "model.safetensors"), config.dims)
+    else:
+        net = Ranker(config.dims, config.run.model)
+        net.load_state_dict(load_file(folder / "model.safetensors"))
+        net.eval()
     with safe_open(folder / "tasks.safetensors", "pt") as f:
         meta = f.metadata()
         summary, performance = f.get_tensor("summary"), f.get_tensor("performance")
@@ -160,7 +167,12 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     vectors = load_file(folder / "archi2vec.safetensors")["vectors"]
     if cold:
         new = torch.stack([archi2vec(m) for m in cold])
-        net = with_cold_models(net, vectors, new, [m.feature_dim for m in cold])
+        dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim,
+                          net.dims.model_dims + [m.feature_dim for m in cold])
+        if isinstance(net, Ranker):
+            net = with_cold_models(net, vectors, new, dims.model_dims[-len(cold):])
+        else:
+            net = fennec.FennecScorer(fennec.with_cold_models(net.net, new), dims).eval()
         config.models, config.dims = config.models + [m.name for m in cold], net.dims
         vectors = torch.cat([vectors, new])
         performance = torch.cat([performance, torch.full((len(performance), len(cold)), float("nan"))], 1)

@@ -13,7 +13,8 @@
    features, z-scored among them) and keep the top k places, in that order.
 A dataset whose nearest historical task is below ``ood_threshold`` is flagged (``Ranking.warning``): by default
 every candidate then embeds it, and their LogME (z-scored) is added with equal weight to the ranker's z-scored
-scores.
+scores. A Fennec checkpoint (``ranker.learn.fennec.FennecScorer``) re-ranks only there: its score reads no
+model's own features.
 ``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 
 Example:
@@ -169,6 +170,10 @@ class Pipeline:
             self.gaps = None
         if not 0 <= self.k <= len(self.models):
             raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
+        if self.k and not isinstance(exported.net, Ranker):
+            raise ValueError(f"a Fennec checkpoint scores from the general encoder alone; re-ranking k={self.k} would "
+                             "re-score nothing (data far from every historical task is re-ranked with the models' "
+                             "LogME anyway): leave --rerank out")
         self._extractors: dict[str, zoo.FrozenExtractor] = {}
         start = time.perf_counter()
         general = self._extractor(exported.config.general_encoder)
