@@ -120,6 +120,8 @@ def lomo_fennec(bench: bm.Benchmark, members: list[int]) -> tuple[dict[int, np.n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
+    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT,
+                        help="the export whose run config, k and archi2vec vectors are used (trained on --benchmark)")
     parser.add_argument("--ranker", choices=["modelspider", "fennec"], default="modelspider")
     parser.add_argument("--models", nargs="*", help="only these members (default: every one)")
     parser.add_argument("--spider-factor", type=float, default=0.25,
@@ -131,7 +133,7 @@ def main() -> None:
         depths = (0,)
         full, cold = lomo_fennec(bench, members)
     else:
-        shipped = export.load(manifest=bench.manifest_path)
+        shipped = export.load(args.checkpoint, bench.manifest_path)
         depths = (0, shipped.config.rerank_k)
         full, cold = lomo_modelspider(bench, shipped, args.spider_factor, depths, members)
     _, _, truth = bench.history.matrix("finetune", bench.task_ids("test"), bench.models)

@@ -16,9 +16,6 @@ Run (the figures in README.md):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import sys
 import tempfile
 from pathlib import Path
 
@@ -72,12 +69,7 @@ def main() -> None:
         taus, priors, logmes, ks = [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for i, fold in enumerate(evaluate.folds(bench, measured)):
-                cfg = copy.deepcopy(exported.config.run)
-                cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = args.benchmark, f"fold{i}", tmp, None
-                data = lit.EpisodeDataModule(cfg, fold.train)
-                data.setup()
-                with contextlib.redirect_stdout(sys.stderr):
-                    fitted = lit.fit(cfg, data)
+                fitted = lit.fit_again(exported.config.run, args.benchmark, tmp, f"fold{i}", fold.train)[0]
                 taus.append(curve(fitted.net, bench, fold.held_out))
                 prior, logme = baselines(bench, fold.held_out, fold.train)
                 priors.append(prior)
@@ -90,13 +82,7 @@ def main() -> None:
         print("|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for seed in range(args.seeds):
-                cfg = copy.deepcopy(exported.config.run)
-                cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path, cfg.seed = args.benchmark, f"s{seed}", tmp, \
-                    None, seed
-                data = lit.EpisodeDataModule(cfg)
-                data.setup()
-                with contextlib.redirect_stdout(sys.stderr):
-                    fitted = lit.fit(cfg, data)
+                fitted = lit.fit_again(exported.config.run, args.benchmark, tmp, f"s{seed}", seed=seed)[0]
                 tau = curve(fitted.net, bench, test).mean(0)
                 print(f"| {seed} | {tau[0]:.3f} | {fitted.rerank_k} | {tau[fitted.rerank_k]:.3f} | "
                       f"{fitted.spider_shrink:g} |", flush=True)

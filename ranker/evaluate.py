@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import os
@@ -274,12 +273,7 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
         print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
               file=sys.stderr)
         start = time.perf_counter()
-        cfg = copy.deepcopy(run)
-        cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = benchmark, f"fold{index}", tmp, None
-        data = lit.EpisodeDataModule(cfg, fold.train)
-        data.setup()
-        with contextlib.redirect_stdout(sys.stderr):  # Lightning's progress bar: stdout is the report's
-            fitted = lit.fit(cfg, data)
+        fitted, data = lit.fit_again(run, benchmark, tmp, f"fold{index}", fold.train)
         info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_shrink": fitted.spider_shrink,
                  "train_seconds": time.perf_counter() - start}
         runs |= _ranker_runs(bench, fitted.net, fitted.rerank_k, fold.held_out, extraction)

@@ -14,8 +14,10 @@ them for every model (``val/wtau_specific``, the most re-ranking could give).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,6 +393,21 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Fitted | None:
     if net.calibration is not None:
         net.calibration.spider_scale.data *= shrink
     return Fitted(net, k, sweeps[shrink], float(best.best_model_score), best.best_model_path, shrink, chosen_by)
+
+
+def fit_again(run: RunConfig, benchmark: str, out_dir: str, name: str, tasks: list[str] | None = None,
+              seed: int | None = None) -> tuple[Fitted, EpisodeDataModule]:
+    """``run`` (an export's training config) fitted again, on ``benchmark``'s ``tasks`` (None: its training-role
+    tasks; ``data.val_tasks`` among them validate) with ``seed`` (None: the run's), into ``<out_dir>/<name>/``;
+    Lightning's output goes to stderr, so a caller's stdout stays a report. Returns the result and its data
+    (``val_ids``: the validation tasks used). How evaluation scripts retrain a ranker on a fold or another seed."""
+    cfg = copy.deepcopy(run)
+    cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = benchmark, name, out_dir, None
+    cfg.seed = cfg.seed if seed is None else seed
+    data = EpisodeDataModule(cfg, tasks)
+    data.setup()
+    with contextlib.redirect_stdout(sys.stderr):
+        return fit(cfg, data), data
 
 
 def _single_process(cfg: RunConfig) -> bool:
