@@ -65,6 +65,26 @@ def test_int8_lite3_recognizes_real_photos(lite3, photo, classes, k):
     assert float(probs[sorted(classes)].sum()) > 0.5
 
 
+@needs_lite3
+def test_the_zoo_member_computes_the_same_function_in_training_with_its_norms_still_learning():
+    """Its batch norms are folded ones: in train mode plain batch norms would normalize by the batch (the member then
+    fine-tuned to near chance on every v2 task). Train and eval mode agree on a real photo, and the folded affine
+    still gets gradients, as the folded convolution's bias would."""
+    v2 = zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v2.yaml"
+    trunk = zoo.load_extractor("efficientnet_lite3_int8", v2).trunk
+    entry = next(e for e in zoo.load_manifest(v2).models if e.name == "efficientnet_lite3_int8")
+    image = zoo.entry_transform(entry)(Image.fromarray(coffee()))
+    batch = torch.stack([image, image.flip(-1)])
+    with torch.no_grad():
+        evaluated = trunk.eval()(batch)
+    trunk.train().requires_grad_(True)
+    trained = trunk(batch)
+    torch.testing.assert_close(trained, evaluated, rtol=0, atol=0)
+    trained.mean().backward()
+    norms = [m for m in trunk.modules() if isinstance(m, tflite.FoldedBatchNormAct2d)]
+    assert len(norms) == 73 and all(m.bias.grad is not None and m.bias.grad.abs().sum() > 0 for m in norms[:3])
+
+
 def _tiny_tflite(path: Path, ops: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> None:
     """A one-subgraph TFLite file whose ops (builtin code, int8 weight, per-channel scales, int32 bias) all read
     one int8 input of scale 0.5."""

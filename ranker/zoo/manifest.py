@@ -169,6 +169,11 @@ KEY_MAPS: dict[str, Callable[[dict, dict], dict]] = {
     "hed_vgg16": keras.map_hed_vgg16,
 }
 
+AFTER_LOAD: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "efficientnet_lite": tflite.keep_norms_folded,
+}
+"""What a key map's network needs once its weights are in, by key map name (absent: nothing)."""
+
 READERS: dict[str, Callable[[Path], dict[str, torch.Tensor]]] = {
     ".tflite": tflite.read,
     ".pb": tfgraph.read,
@@ -227,6 +232,7 @@ def _build(entry: ZooEntry) -> nn.Module:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ZooError(f"weights of '{entry.name}' do not fit {entry.arch}: {str(err).splitlines()[0]}") from None
+        model = AFTER_LOAD.get(entry.key_map, lambda m: m)(model)
     return model
 
 
