@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -57,7 +58,7 @@ from tqdm.auto import tqdm
 from ranker import transfer
 from ranker.files import exit_with, write_atomic
 from ranker.learn import fennec, lit
-from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
 from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
 from ranker.learn.modelspider import Ranker
 from ranker.serve import export
@@ -280,19 +281,45 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     return runs, info
 
 
+def _fold_key(bench: bm.Benchmark, run: RunConfig | None, fold: Fold) -> str:
+    """Hash of what a fold's results depend on besides the code: the benchmark's history and task statistics, the
+    ranker's run config and the fold's tasks."""
+    digest = hashlib.sha256()
+    for name in ("history.csv", "stats.safetensors", "model_stats.safetensors"):
+        path = bench.root / name
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    digest.update((to_yaml(run) if run is not None else "no ranker").encode())
+    digest.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
+    return digest.hexdigest()
+
+
 def _cross_validate(bench: bm.Benchmark, benchmark: str, cv_folds: list[Fold], estimator_runs: dict[str, Run],
-                    rows: dict[str, int], run: RunConfig | None, skipped: dict[str, str], extraction: np.ndarray
-                    ) -> dict:
+                    rows: dict[str, int], run: RunConfig | None, skipped: dict[str, str], extraction: np.ndarray,
+                    cache: Path | None = None) -> dict:
     """The ``cv`` part of the result: every method on every fold's held-out tasks (``rows``: their row in
-    ``estimator_runs`` and ``extraction``); ``run``: the ranker's training config (None: not retrained)."""
+    ``estimator_runs`` and ``extraction``); ``run``: the ranker's training config (None: not retrained).
+    ``cache``: a folder where each finished fold is kept (``<group>-<_fold_key>.json``) and read back instead of
+    retrained while its inputs are unchanged."""
     task_ids = [t for fold in cv_folds for t in fold.held_out]
     at = [rows[t] for t in task_ids]
     runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in estimator_runs.items()}
     fold_runs, infos = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index, fold in enumerate(cv_folds):
-            fold_run, info = _fold_runs(bench, benchmark, fold, index, run, tmp,
-                                        extraction[[rows[t] for t in fold.held_out]])
+            kept = None if cache is None else cache / f"{fold.group}-{_fold_key(bench, run, fold)[:20]}.json"
+            if kept is not None and kept.is_file():
+                print(f"cv fold {index + 1} (group {fold.group}): read from {kept}", file=sys.stderr)
+                saved = json.loads(kept.read_text())
+                fold_run = {name: Run(*(np.asarray(r[f], dtype=float) for f in Run._fields))
+                            for name, r in saved["runs"].items()}
+                info = saved["info"]
+            else:
+                fold_run, info = _fold_runs(bench, benchmark, fold, index, run, tmp,
+                                            extraction[[rows[t] for t in fold.held_out]])
+                if kept is not None:
+                    write_atomic(kept, json.dumps({"info": info, "runs": {
+                        name: {f: getattr(r, f).tolist() for f in Run._fields} for name, r in fold_run.items()}
+                    }).encode())
             fold_runs.append(fold_run)
             infos.append(info)
     for name in [n for n in fold_runs[0] if all(n in r for r in fold_runs)]:  # one missing from a fold: left out
@@ -306,9 +333,11 @@ def _cross_validate(bench: bm.Benchmark, benchmark: str, cv_folds: list[Fold], e
 
 
 def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None,
-             checkpoint: str | Path = export.DEFAULT_CHECKPOINT, cv: bool = False, fresh_cache: bool = False) -> dict:
+             checkpoint: str | Path = export.DEFAULT_CHECKPOINT, cv: bool = False, fresh_cache: bool = False,
+             cv_cache: str | Path | None = None) -> dict:
     """The evaluation JSON (see DESIGN.md's contract): the fixed split, and ``cv`` when ``cv``; per-task wtau under
-    ``per_task``.
+    ``per_task``. ``cv_cache``: keep each finished fold there and reuse it (``_cross_validate``), so a stopped run
+    continues where it was.
 
     Raises:
         ValueError: unknown estimator, test tasks without finetune ground truth, a checkpoint of another general
@@ -380,7 +409,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
     }
     if cv:
         result["cv"] = _cross_validate(bench, benchmark, cv_folds, estimator_runs, rows, run_config, dict(skipped),
-                                       extraction)
+                                       extraction, None if cv_cache is None else Path(cv_cache))
     return result
 
 
@@ -496,11 +525,15 @@ def main() -> None:
                              "with --cv its run config retrains it per fold")
     parser.add_argument("--cv", action="store_true",
                         help="add leave-one-group-out cross-validation over every task with fine-tuning ground truth")
+    parser.add_argument("--cv-cache", type=Path, metavar="DIR",
+                        help="keep each finished cross-validation fold in DIR and reuse it while its inputs (history, "
+                             "task statistics, run config, tasks) are unchanged: a stopped --cv run continues where it "
+                             "was (empty DIR after changing the code)")
     parser.add_argument("--fresh-cache", action="store_true",
                         help="extract features into an empty temporary cache, so extraction seconds are real")
     args = parser.parse_args()
     try:
-        result = evaluate(args.benchmark, args.estimators, args.checkpoint, args.cv, args.fresh_cache)
+        result = evaluate(args.benchmark, args.estimators, args.checkpoint, args.cv, args.fresh_cache, args.cv_cache)
     except ValueError as err:  # unknown benchmark or estimator, missing ground truth: the message says the fix
         print(f"evaluate: {err}", file=sys.stderr)
         sys.exit(2)

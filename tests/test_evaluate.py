@@ -246,3 +246,28 @@ def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero
     assert "prior" in split["methods"] and "vs_prior" not in split["methods"]["prior"]
     again = evaluate._split([f"t{i}" for i in range(12)], gt, runs)
     assert again == split  # a fixed seed
+
+
+def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(tiny_bench: bm.Benchmark,
+                                                                               tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped --cv run continues where it was: finished folds are read back, not retrained, and give the same
+    result; a fold whose inputs changed (here: the history) is computed again."""
+    bench, folder = grouped_bench(tiny_bench, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "folds"
+    first = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
+    assert len(list(cache.glob("*.json"))) == 3
+    computed = []
+    real = evaluate._fold_runs
+    monkeypatch.setattr(evaluate, "_fold_runs", lambda *a: computed.append(a[2].group) or real(*a))
+    again = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
+    assert computed == []
+    for name, m in first["cv"]["methods"].items():
+        assert again["cv"]["methods"][name]["wtau"] == m["wtau"] and again["cv"]["per_task"][name] == \
+            first["cv"]["per_task"][name]
+    assert again["cv"]["folds"] == first["cv"]["folds"]
+    bench.history.add(Record("a1", bench.models[0], "linear_probe", "top1_accuracy", 50.0))
+    bench.history.save(bench.root / "history.csv")
+    evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
+    assert computed == ["a", "b", "c"]
