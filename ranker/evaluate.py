@@ -401,6 +401,8 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         "n_test_tasks": len(test),
         "n_models": len(models),
         "fresh_cache": fresh_cache,
+        "checkpoint": str(checkpoint),
+        "estimators": names if estimators else None,  # None: every registered one
         "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "interval": "95% percentile, over tasks"},
         "methods": fixed["methods"],
         "skipped": skipped | fixed["skipped"],
@@ -440,7 +442,11 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
     """The fixed-split table and, when cross-validated, the cross-validation table; ``plot_link``: a written bar
     chart to show (relative to the report)."""
     cv = result.get("cv")
-    flags = " --cv" * bool(cv) + " --fresh-cache" * result["fresh_cache"]
+    flags = (f" --benchmark {result['benchmark']}" * (result["benchmark"] != bm.DEFAULT_BENCHMARK)
+             + (f" --checkpoint {result['checkpoint']}" if result.get("checkpoint") and Path(result["checkpoint"])
+                .resolve() != export.DEFAULT_CHECKPOINT.resolve() else "")
+             + (f" --estimators {' '.join(result['estimators'])}" if result.get("estimators") else "")
+             + " --cv" * bool(cv) + " --fresh-cache" * result["fresh_cache"])
     cache = ("features extracted into a fresh cache, so 'incl. features' is the real extraction cost"
              if result["fresh_cache"] else "features read from the features cache where present, so 'incl. "
              "features' counts only what was not cached (`--fresh-cache` measures extraction)")
