@@ -91,22 +91,16 @@ def lomo_fennec(bench: bm.Benchmark, members: list[int]) -> tuple[dict[int, np.n
     cfg.data.benchmark = bench.config.name
     data = lit.EpisodeDataModule(cfg)
     data.setup()
-    _, archi = fennec.zoo_vectors(bench.manifest_path)
-    train = (fennec.summaries(bench, data.train_ids), torch.stack([e.target for e in data.train_episodes]))
-    val = (fennec.summaries(bench, data.val_ids), torch.stack([e.target for e in data.val_episodes]))
+    train, val = fennec.run_history(data)
     test = fennec.summaries(bench, bench.task_ids("test"))
-    f = cfg.fennec
 
     def fitted(hide: int | None) -> fennec.Fennec:
         masked = [(x, y.clone()) for x, y in (train, val)]
         if hide is not None:
             for _, y in masked:
                 y[:, hide] = math.nan
-        torch.manual_seed(cfg.seed)
-        net = fennec.Fennec(archi, train[0].shape[1], f.latent, f.model_side)
         with contextlib.redirect_stdout(sys.stderr):
-            return fennec.fit_net(net, *masked, loss=cfg.optim.loss, lr=f.lr, weight_decay=f.weight_decay,
-                                  max_epochs=cfg.trainer.max_epochs, patience=f.patience)
+            return fennec.fit_config(cfg, bench, *masked)
 
     full, cold = {0: fitted(None).score(test).detach().numpy()}, {}
     for j in members:

@@ -281,16 +281,15 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     return runs, info
 
 
-def _fold_key(bench: bm.Benchmark, run: RunConfig | None, fold: Fold) -> str:
-    """Hash of what a fold's results depend on besides the code: the benchmark's history and task statistics, the
-    ranker's run config and the fold's tasks."""
+def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None) -> hashlib._Hash:
+    """A running hash of what every fold's results depend on besides the code and the fold's tasks: the benchmark's
+    history and task statistics and the ranker's run config (``.copy()`` it per fold)."""
     digest = hashlib.sha256()
     for name in ("history.csv", "stats.safetensors", "model_stats.safetensors"):
         path = bench.root / name
         digest.update(path.read_bytes() if path.is_file() else b"-")
     digest.update((to_yaml(run) if run is not None else "no ranker").encode())
-    digest.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
-    return digest.hexdigest()
+    return digest
 
 
 def _cross_validate(bench: bm.Benchmark, benchmark: str, cv_folds: list[Fold], estimator_runs: dict[str, Run],
@@ -298,15 +297,20 @@ def _cross_validate(bench: bm.Benchmark, benchmark: str, cv_folds: list[Fold], e
                     cache: Path | None = None) -> dict:
     """The ``cv`` part of the result: every method on every fold's held-out tasks (``rows``: their row in
     ``estimator_runs`` and ``extraction``); ``run``: the ranker's training config (None: not retrained).
-    ``cache``: a folder where each finished fold is kept (``<group>-<_fold_key>.json``) and read back instead of
-    retrained while its inputs are unchanged."""
+    ``cache``: a folder where each finished fold is kept (``<group>-<hash of its inputs>.json``) and read back
+    instead of retrained while its inputs are unchanged."""
     task_ids = [t for fold in cv_folds for t in fold.held_out]
     at = [rows[t] for t in task_ids]
     runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in estimator_runs.items()}
     fold_runs, infos = [], []
+    inputs = None if cache is None else _inputs_digest(bench, run)  # read once, not per fold
     with tempfile.TemporaryDirectory() as tmp:
         for index, fold in enumerate(cv_folds):
-            kept = None if cache is None else cache / f"{fold.group}-{_fold_key(bench, run, fold)[:20]}.json"
+            kept = None
+            if inputs is not None:
+                key = inputs.copy()
+                key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
+                kept = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
             if kept is not None and kept.is_file():
                 print(f"cv fold {index + 1} (group {fold.group}): read from {kept}", file=sys.stderr)
                 saved = json.loads(kept.read_text())

@@ -216,40 +216,55 @@ def summaries(bench: bm.Benchmark, task_ids: list[str]) -> torch.Tensor:
     return torch.stack([stats[t][1].float() for t in task_ids])
 
 
-def _history(bench: bm.Benchmark, task_ids: list[str], target_kinds: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes``)."""
-    episodes = lit.load_episodes(bench, task_ids, target_kinds)
+def _history(bench: bm.Benchmark, task_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes`` with the
+    default ``data.target_kinds``)."""
+    episodes = lit.load_episodes(bench, task_ids, DataConfig().target_kinds)
     return summaries(bench, task_ids), torch.stack([e.target for e in episodes])
 
 
-def fit_run(cfg: RunConfig, data: lit.EpisodeDataModule) -> lit.Fitted:
-    """``train.py ranker=fennec``: a Fennec fitted to ``data``'s training tasks (``cfg.fennec``, ``optim.loss``,
-    ``trainer.max_epochs``, ``seed``), its epoch chosen on the validation tasks, as a :class:`FennecScorer`
-    (k = 0: Fennec re-ranks nothing). Its best validation weighted tau is measured again on the kept weights.
-    """
+def run_history(data: lit.EpisodeDataModule) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                       tuple[torch.Tensor, torch.Tensor]]:
+    """(train, val), each (summaries, targets), of a run's episodes: what ``train.py ranker=fennec`` fits to."""
+    return tuple((summaries(data.bench, ids), torch.stack([e.target for e in episodes]))
+                 for ids, episodes in ((data.train_ids, data.train_episodes), (data.val_ids, data.val_episodes)))
+
+
+def fit_config(cfg: RunConfig, bench: bm.Benchmark, train: tuple[torch.Tensor, torch.Tensor],
+               val: tuple[torch.Tensor, torch.Tensor]) -> Fennec:
+    """A Fennec over ``bench``'s zoo fitted to ``train`` (epoch chosen on ``val``) with a run config's
+    ``fennec.*``, ``optim.loss``, ``trainer.max_epochs`` and ``seed``."""
     f = cfg.fennec
-    net = fit_fennec(data.bench, data.train_ids, data.val_ids, latent=f.latent, model_side=f.model_side,
-                     seed=cfg.seed, target_kinds=cfg.data.target_kinds, loss=cfg.optim.loss, lr=f.lr,
-                     weight_decay=f.weight_decay, max_epochs=cfg.trainer.max_epochs, patience=f.patience)
-    x, target = _history(data.bench, data.val_ids, cfg.data.target_kinds)
+    return _fit(bench, train, val, latent=f.latent, model_side=f.model_side, seed=cfg.seed, loss=cfg.optim.loss,
+                lr=f.lr, weight_decay=f.weight_decay, max_epochs=cfg.trainer.max_epochs, patience=f.patience)
+
+
+def fit_run(cfg: RunConfig, data: lit.EpisodeDataModule) -> lit.Fitted:
+    """``train.py ranker=fennec``: :func:`fit_config` on ``data``'s episodes, as a :class:`FennecScorer` (k = 0:
+    Fennec re-ranks nothing), with the validation weighted tau of the kept weights."""
+    train, val = run_history(data)
+    net = fit_config(cfg, data.bench, train, val)
     tau = WeightedTau("rank_none")
     with torch.no_grad():
-        tau.update(net.score(x), target)
+        tau.update(net.score(val[0]), val[1])
     best = float(tau.compute())
     return lit.Fitted(FennecScorer(net, data.dims).eval(), 0, [best], best, "")
 
 
 def fit_fennec(bench: bm.Benchmark, train_ids: list[str], val_ids: list[str], *, latent: int = 16,
-               model_side: str = "both", seed: int = 0, target_kinds: list[str] | None = None,
-               **train_kwargs: Any) -> Fennec:
+               model_side: str = "both", seed: int = 0, **train_kwargs: Any) -> Fennec:
     """A :class:`Fennec` over ``bench``'s zoo fitted to the history of ``train_ids``, its epoch chosen on
-    ``val_ids`` (``train_kwargs``: :func:`fit_net`'s loss, lr, weight_decay, max_epochs, patience); targets of
-    ``target_kinds`` (None: the default ``data.target_kinds``), as the main ranker's episodes."""
+    ``val_ids`` (``train_kwargs``: :func:`fit_net`'s loss, lr, weight_decay, max_epochs, patience)."""
+    return _fit(bench, _history(bench, train_ids), _history(bench, val_ids), latent=latent, model_side=model_side,
+                seed=seed, **train_kwargs)
+
+
+def _fit(bench: bm.Benchmark, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], *,
+         latent: int, model_side: str, seed: int, **train_kwargs: Any) -> Fennec:
+    """A seeded :class:`Fennec` over ``bench``'s zoo (its archi2vec vectors) fitted by :func:`fit_net`."""
     names, archi = zoo_vectors(bench.manifest_path)
     if names != bench.models:
         raise ValueError(f"the manifest's models {names} are not the benchmark's {bench.models}")
-    kinds = DataConfig().target_kinds if target_kinds is None else target_kinds
-    train, val = _history(bench, train_ids, kinds), _history(bench, val_ids, kinds)
     L.seed_everything(seed, workers=True, verbose=False)
     net = Fennec(archi, train[0].shape[1], latent, model_side)
     return fit_net(net, train, val, **train_kwargs)

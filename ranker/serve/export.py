@@ -166,12 +166,11 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
                           "export the folder again with train.py")
     vectors = load_file(folder / "archi2vec.safetensors")["vectors"]
     if cold:
-        new = torch.stack([archi2vec(m) for m in cold])
-        dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim,
-                          net.dims.model_dims + [m.feature_dim for m in cold])
+        new, widths = torch.stack([archi2vec(m) for m in cold]), [m.feature_dim for m in cold]
         if isinstance(net, Ranker):
-            net = with_cold_models(net, vectors, new, dims.model_dims[-len(cold):])
+            net = with_cold_models(net, vectors, new, widths)
         else:
+            dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim, net.dims.model_dims + widths)
             net = fennec.FennecScorer(fennec.with_cold_models(net.net, new), dims).eval()
         config.models, config.dims = config.models + [m.name for m in cold], net.dims
         vectors = torch.cat([vectors, new])
