@@ -77,7 +77,8 @@ def lomo_modelspider(bench: bm.Benchmark, shipped: export.Exported, factor: floa
             net = trained(f"lomo{j}", j)
             others = [i for i in range(len(bench.models)) if i != j]
             net.tokens.weight[j] = borrow(net.tokens.weight[others], archi[others], archi[j : j + 1])[0]
-            net.calibration.prior[j] = borrow(net.calibration.prior[others], archi[others], archi[j : j + 1])[0]
+            for values in (net.calibration.prior, net.calibration.evidence_offset):
+                values[j] = borrow(values[others], archi[others], archi[j : j + 1])[0]
             net.specific.maps[j].weight.zero_()
             net.specific.maps[j].bias.zero_()
             cold[j] = {depth: scores(net, test, depth) for depth in depths}

@@ -78,22 +78,36 @@ def test_rerank_reorders_only_the_top_k() -> None:
         assert order[2:].tolist() == rest  # the others keep their plain order
 
 
-def test_the_calibrated_prior_is_each_models_mean_z_scored_target() -> None:
+def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> None:
     targets = torch.tensor([[1.0, 2.0, 3.0], [10.0, float("nan"), 30.0], [5.0, 5.0, 5.0]])
+    logme = torch.tensor([[0.0, 1.0, 2.0], [4.0, 2.0, 0.0], [float("nan")] * 3])
     net = _net(models=3, dims=(8,) * 3, calibrated=True)
-    net.calibration.set_prior(targets)
-    # row 0 z = (-1.22, 0, 1.22), row 1 z = (-1, -, 1), row 2 has no spread (0, 0, 0)
+    net.calibration.set_prior(targets, logme)
+    # target z: row 0 (-1.22, 0, 1.22), row 1 (-1, -, 1), row 2 no spread (0, 0, 0)
     z = 1.5**0.5
     torch.testing.assert_close(net.calibration.prior, torch.tensor([(-z - 1) / 3, 0.0, (z + 1) / 3]))
+    # LogME z: row 0 (-z, 0, z), row 1 (z, 0, -z), row 2 unmeasured: each model's mean over its two rows is 0
+    torch.testing.assert_close(net.calibration.evidence_offset, torch.zeros(3))
+    # the slope through the origin over the five cells measured on both sides, centred on those means
+    prior, target_z = net.calibration.prior, torch.tensor([[-z, 0, z], [-1, 0, 1]])
+    x, y = torch.tensor([[-z, 0, z], [z, 0, -z]]), target_z - prior
+    y[1, 1] = x[1, 1] = 0  # model 1's accuracy on task 1 is unmeasured
+    torch.testing.assert_close(net.calibration.evidence_weight, (x * y).sum() / (x * x).sum())
 
 
-def test_a_fresh_calibrated_ranker_says_the_prior_whatever_the_task() -> None:
+def test_a_fresh_calibrated_ranker_says_the_prior_whatever_the_task_until_models_embed_it() -> None:
     net = _net(calibrated=True)
-    net.calibration.set_prior(torch.tensor([[3.0, 1.0, 4.0, 2.0]]))
+    # models 1 and 3 trade places between tasks, and their LogME follows: the fitted weight is positive
+    net.calibration.set_prior(torch.tensor([[3.0, 1.0, 4.0, 2.0], [3.0, 2.0, 4.0, 1.0], [3.0, 1.0, 4.0, 2.0]]),
+                              torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 3.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]]))
     protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
+    assert net(protos, mask).argsort(1, descending=True).tolist() == [[2, 0, 3, 1]] * 2
+    assert net.calibration.evidence_weight > 0
+    # embedded, model 1's LogME now above its training mean and model 3's below: model 1 passes model 3
     specific, has = torch.randn(2, 4, 3, 16), torch.ones(2, 4, dtype=torch.bool)
-    for scores in (net(protos, mask), net(protos, mask, specific, has, evidence=torch.randn(2, 4))):
-        assert scores.argsort(1, descending=True).tolist() == [[2, 0, 3, 1]] * 2
+    moved = net(protos, mask, specific, has, evidence=torch.tensor([[0.0, 3.0, 2.0, 1.0]] * 2))
+    plain = net(protos, mask, specific, has)
+    assert (plain[:, 3] > plain[:, 1]).all() and (moved[:, 1] > moved[:, 3]).all()
 
 
 def test_evidence_moves_only_embedded_models_and_its_scale_does_not_matter() -> None:

@@ -216,7 +216,9 @@ class RankerModule(L.LightningModule):
         """A calibrated ranker starts at the prior of this run's training episodes (before a resumed run's
         checkpoint, which Lightning restores after this hook, replaces it)."""
         if stage == "fit" and self.net.calibration is not None:
-            self.net.calibration.set_prior(torch.stack([e.target for e in self.trainer.datamodule.train_episodes]))
+            episodes = self.trainer.datamodule.train_episodes
+            self.net.calibration.set_prior(torch.stack([e.target for e in episodes]),
+                                           torch.stack([e.evidence for e in episodes]))
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Seeds this step's randomness (dropout, the specific-token draw) from (seed, step, process) alone, so a

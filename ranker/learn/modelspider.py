@@ -144,15 +144,20 @@ def zscore_within(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Calibration(nn.Module):
     """Ranker v2's explicit terms (issue 15): score(t, m) = prior_m + spider_scale x spider(t, m)
-    + evidence_weight x z(t, m).
+    + evidence_weight x (z(t, m) - evidence_offset_m).
 
-    ``prior`` is one value per model, set before training to the models' mean z-scored ground truth over the
-    training tasks (``set_prior``) and learned from there: with the other two terms at their initial 0 the ranker
-    says exactly the prior, which is what it should say when nothing else is known. ``spider_scale`` shrinks
-    Model Spider's task-conditioned score (0 at the start: it must earn its weight). ``z`` is the task's own
-    evidence on the models that embedded its data (LogME of their features, z-scored among those models, since
-    LogME's scale differs between tasks); on the shipped benchmark LogME follows a model's ups and downs across
-    tasks but compares different models badly, which the prior term corrects (issue 15's study).
+    ``z`` is the task's own evidence on the models that embedded its data: LogME of their features, z-scored among
+    those models, since LogME's scale differs between tasks. LogME follows a model's ups and downs across tasks but
+    compares different models badly (issue 15's study): some members' LogME sits high whatever their accuracy. So
+    the evidence is centred per model, by ``evidence_offset_m``, the model's mean z over the training tasks, and
+    only its movement away from that mean moves the model away from its prior. In the least-squares fit of the same
+    form on the training tasks (``benchmarks/evidence_ceiling.py``) that centring is what the per-model bias does.
+
+    ``set_prior`` starts the terms at their least-squares values on the training tasks: ``prior`` at the models'
+    mean z-scored ground truth, ``evidence_offset`` (fixed, a buffer) as above, ``evidence_weight`` at the pooled
+    within-model slope of z-scored ground truth on the centred evidence. ``spider_scale`` starts at 0: Model
+    Spider's task-conditioned term must earn its weight. With no evidence (k = 0) and the spider term at 0 the
+    ranker says exactly the prior, which is what it should say when nothing else is known.
     """
 
     def __init__(self, num_models: int) -> None:
@@ -160,20 +165,31 @@ class Calibration(nn.Module):
         self.prior = nn.Parameter(torch.zeros(num_models))
         self.spider_scale = nn.Parameter(torch.zeros(()))
         self.evidence_weight = nn.Parameter(torch.zeros(()))
+        self.register_buffer("evidence_offset", torch.zeros(num_models))
 
     @torch.no_grad()
-    def set_prior(self, targets: torch.Tensor) -> None:
-        """The prior from training targets ``[T, M]`` (NaN where unmeasured): each task's row z-scored over its
-        measured models, then averaged per model (0 for a model measured nowhere)."""
-        z = zscore_within(targets, torch.isfinite(targets))
-        counts = torch.isfinite(targets).sum(0)
-        self.prior.copy_(z.sum(0) / counts.clamp(min=1))
+    def set_prior(self, targets: torch.Tensor, evidence: torch.Tensor) -> None:
+        """The starting values from training targets and LogME ``[T, M]`` (NaN where unmeasured): each task's row
+        z-scored over its measured models, then averaged per model (0 for a model measured nowhere); the weight is
+        the slope through the origin of the centred target z on the centred evidence z, over the cells where both
+        are measured (0 if there are none)."""
+        target_ok, evidence_ok = torch.isfinite(targets), torch.isfinite(evidence)
+        z, e = zscore_within(targets, target_ok), zscore_within(evidence, evidence_ok)
+        self.prior.copy_(z.sum(0) / target_ok.sum(0).clamp(min=1))
+        self.evidence_offset.copy_(e.sum(0) / evidence_ok.sum(0).clamp(min=1))
+        both = target_ok & evidence_ok
+        x = torch.where(both, e - self.evidence_offset, torch.zeros_like(e))
+        y = torch.where(both, z - self.prior, torch.zeros_like(z))
+        self.evidence_weight.fill_(float((x * y).sum() / (x * x).sum()) if (x * x).sum() > 0 else 0.0)
 
     def forward(self, spider: torch.Tensor, models: list[int], evidence: torch.Tensor | None,
                 embedded: torch.Tensor | None) -> torch.Tensor:
         score = self.prior[models] + self.spider_scale * spider
         if evidence is not None and embedded is not None:
-            score = score + self.evidence_weight * zscore_within(evidence, embedded)
+            valid = embedded & torch.isfinite(evidence)
+            valid = valid & (valid.sum(1, keepdim=True) >= 2)  # one embedded model has no z to centre
+            centred = zscore_within(evidence, embedded) - self.evidence_offset[models]
+            score = score + self.evidence_weight * torch.where(valid, centred, torch.zeros_like(centred))
         return score
 
 
@@ -280,9 +296,9 @@ def borrow(values: torch.Tensor, trained: torch.Tensor, cold: torch.Tensor) -> t
 @torch.no_grad()
 def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> Ranker:
     """``net`` extended by models it never trained on (cold start, issue 16), appended after its M models: each
-    cold model's token and calibrated prior are the cosine-weighted mean of those of its ``COLD_NEIGHBOURS``
-    nearest trained models by architecture vector, and its specific-token map is zero (it has learned none; its own
-    LogME still counts when it embeds the data). Nothing is retrained.
+    cold model's token, calibrated prior and evidence offset are the cosine-weighted mean of those of its
+    ``COLD_NEIGHBOURS`` nearest trained models by architecture vector, and its specific-token map is zero (it has
+    learned none; its own LogME still counts when it embeds the data). Nothing is retrained.
 
     Args:
         net: a trained ranker of M models.
@@ -295,8 +311,9 @@ def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, col
     state = net.state_dict()
     state["tokens.weight"] = torch.cat([net.tokens.weight, borrow(net.tokens.weight, trained, cold)])
     if net.calibration is not None:
-        prior = net.calibration.prior
-        state["calibration.prior"] = torch.cat([prior, borrow(prior, trained, cold)])
+        for name in ("prior", "evidence_offset"):
+            values = getattr(net.calibration, name)
+            state[f"calibration.{name}"] = torch.cat([values, borrow(values, trained, cold)])
     for i, width in enumerate(cold_dims, start=net.dims.num_models):
         state[f"specific.maps.{i}.weight"] = torch.zeros(net.cfg.dim, width)
         state[f"specific.maps.{i}.bias"] = torch.zeros(net.cfg.dim)
