@@ -66,7 +66,8 @@ def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
     bench = data.bench
     config = export.ExportConfig(dims=data.dims, models=bench.models, general_encoder=bench.config.general_encoder,
                                  general_encoder_sha256=bench.entries[bench.config.general_encoder].weights_sha256,
-                                 rerank_k=fitted.rerank_k, run=cfg)
+                                 rerank_k=fitted.rerank_k, spider_factor=fitted.spider_shrink,
+                                 run=cfg)
     history = data.train_episodes + data.val_episodes
     stats = bench.task_stats()
     groups = {t.id: t.group_name for t in bench.config.tasks}

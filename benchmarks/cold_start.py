@@ -7,7 +7,7 @@ trained members by archi2vec; a zero specific-token map; its own LogME when it e
 benchmark's test tasks this compares, at k=0 and at the shipped k:
 - the mean weighted tau (rank=None) of the whole ranking with the member cold, against the ranker trained with
   every member's history (the shipped run config and seed, without the inner selection: Model Spider's factor is
-  ``--spider-factor`` for every run, the shipped checkpoint's choice by default, and k the shipped k);
+  the checkpoint's ``spider_factor`` for every run, and k its k);
 - the naive fallback: the member placed at the median of the others' scores on each task;
 - the member's own rank error: |its predicted rank - its true rank|, averaged over tasks.
 
@@ -119,8 +119,6 @@ def main() -> None:
                         help="the export whose run config, k and archi2vec vectors are used (trained on --benchmark)")
     parser.add_argument("--ranker", choices=["modelspider", "fennec"], default="modelspider")
     parser.add_argument("--models", nargs="*", help="only these members (default: every one)")
-    parser.add_argument("--spider-factor", type=float, default=0.25,
-                        help="Model Spider's factor for every run (0.25: the shipped checkpoint's choice)")
     args = parser.parse_args()
     bench = bm.load_benchmark(args.benchmark)
     members = [j for j, m in enumerate(bench.models) if not args.models or m in args.models]
@@ -130,7 +128,7 @@ def main() -> None:
     else:
         shipped = export.load(args.checkpoint, bench.manifest_path)
         depths = (0, shipped.config.rerank_k)
-        full, cold = lomo_modelspider(bench, shipped, args.spider_factor, depths, members)
+        full, cold = lomo_modelspider(bench, shipped, shipped.config.spider_factor, depths, members)
     _, _, truth = bench.history.matrix("finetune", bench.task_ids("test"), bench.models)
     rows = []
     for j in members:

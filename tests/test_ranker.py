@@ -174,6 +174,7 @@ def test_training_on_the_benchmark_lowers_the_loss_and_exports(trained) -> None:
     assert saved.trainer.max_epochs == 16 and saved.optim.lr == 3e-3  # the resolved config beside the run
     exported = export.load(folder)
     assert 0 <= exported.config.rerank_k <= len(exported.config.models)
+    assert exported.config.spider_factor in lit.SPIDER_SHRINK  # recorded for retrainings (cold_start.py)
     assert exported.task_ids == lit.EpisodeDataModule(cfg).train_ids + cfg.data.val_tasks
     assert exported.summary.shape[0] == exported.performance.shape[0] == len(exported.task_ids)
 
