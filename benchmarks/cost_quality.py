@@ -62,7 +62,8 @@ def main() -> None:
     exported = export.load(args.checkpoint, bench.manifest_path)
     test = bench.task_ids("test")
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
-                               exported.config.rerank_k)}
+                               str(exported.config.rerank_k))}
+    depth = {"fixed split": np.full(len(test), exported.config.rerank_k)}
     if args.cv:
         _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
         measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
@@ -77,6 +78,7 @@ def main() -> None:
                 ks.append(fitted.rerank_k)
         results["grouped CV"] = (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes),
                                  "/".join(map(str, ks)))
+        depth["grouped CV"] = np.concatenate([np.full(len(t), k) for t, k in zip(taus, ks, strict=True)])
     if args.seeds:
         print("| seed | k=0 | chosen k | tau at it | Model Spider factor |")
         print("|---|---|---|---|---|")
@@ -94,7 +96,20 @@ def main() -> None:
         print(f"| {k} | " + " | ".join(f"{r[0][:, k].mean():.3f}" for r in results.values()) + " |")
     print("| prior (k=0) | " + " | ".join(f"{r[1].mean():.3f}" for r in results.values()) + " |")
     print(f"| LogME (k={m}) | " + " | ".join(f"{r[2].mean():.3f}" for r in results.values()) + " |")
-    print("| shipped / chosen k | " + " | ".join(str(r[3]) for r in results.values()) + " |")
+    print("| shipped / chosen k | " + " | ".join(r[3] for r in results.values()) + " |")
+    print("\nDifferences, paired over tasks, 95% percentile bootstrap interval "
+          f"({evaluate.RESAMPLES} resamples of the tasks)")
+    print("| split | chosen k - prior | k=M - prior | k=M - LogME |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
+    for name, (tau, prior, logme, _) in results.items():
+        picks = rng.integers(0, len(tau), (evaluate.RESAMPLES, len(tau)))
+        chosen = tau[np.arange(len(tau)), depth[name]]
+        cells = []
+        for diff in (chosen - prior, tau[:, m] - prior, tau[:, m] - logme):
+            lo, hi = np.percentile(diff[picks].mean(1), [2.5, 97.5])
+            cells.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.plot:
         import matplotlib
 
