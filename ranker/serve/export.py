@@ -61,7 +61,7 @@ class ExportConfig:
     models: list[str] = field(default_factory=list)  # zoo order of the model tokens and of every score vector
     general_encoder: str = ""  # zoo member whose features make the task tokens
     general_encoder_sha256: str = ""  # its weight hash, so task tokens come from the same weights
-    rerank_k: int = 0  # how many top models get PTM-specific tokens, chosen on the validation tasks
+    rerank_k: int = 0  # how many top models get PTM-specific tokens, chosen inside the training tasks (lit.fit)
     spider_factor: float = 1.0  # the factor chosen on Model Spider's learned scale (already in the weights), so a
     # retraining with this run config (benchmarks/cold_start.py) can apply the same
     run: RunConfig = field(default_factory=RunConfig)  # the resolved training config
