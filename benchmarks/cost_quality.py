@@ -62,8 +62,7 @@ def main() -> None:
     exported = export.load(args.checkpoint, bench.manifest_path)
     test = bench.task_ids("test")
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
-                               str(exported.config.rerank_k))}
-    depth = {"fixed split": np.full(len(test), exported.config.rerank_k)}
+                               str(exported.config.rerank_k), np.full(len(test), exported.config.rerank_k))}
     if args.cv:
         _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
         measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
@@ -77,8 +76,8 @@ def main() -> None:
                 logmes.append(logme)
                 ks.append(fitted.rerank_k)
         results["grouped CV"] = (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes),
-                                 "/".join(map(str, ks)))
-        depth["grouped CV"] = np.concatenate([np.full(len(t), k) for t, k in zip(taus, ks, strict=True)])
+                                 "/".join(map(str, ks)),
+                                 np.concatenate([np.full(len(t), k) for t, k in zip(taus, ks, strict=True)]))
     if args.seeds:
         print("| seed | k=0 | chosen k | tau at it | Model Spider factor |")
         print("|---|---|---|---|---|")
@@ -102,12 +101,12 @@ def main() -> None:
     print("| split | chosen k - prior | k=M - prior | k=M - LogME |")
     print("|---|---|---|---|")
     rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
-    for name, (tau, prior, logme, _) in results.items():
+    for name, (tau, prior, logme, _, depth) in results.items():
         picks = rng.integers(0, len(tau), (evaluate.RESAMPLES, len(tau)))
-        chosen = tau[np.arange(len(tau)), depth[name]]
+        chosen = tau[np.arange(len(tau)), depth]
         cells = []
         for diff in (chosen - prior, tau[:, m] - prior, tau[:, m] - logme):
-            lo, hi = np.percentile(diff[picks].mean(1), [2.5, 97.5])
+            lo, hi = evaluate.interval(diff, picks)
             cells.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.plot:
@@ -117,7 +116,7 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4))
-        for (name, (tau, prior, logme, _)), colour in zip(results.items(), ("tab:blue", "tab:orange"), strict=False):
+        for (name, (tau, prior, logme, _, _)), colour in zip(results.items(), ("tab:blue", "tab:orange"), strict=False):
             ax.plot(range(m + 1), tau.mean(0), "o-", color=colour, label=f"ranker, {name}")
             ax.axhline(prior.mean(), color=colour, ls="--", lw=1, label=f"prior, {name}")
             ax.plot([m], [logme.mean()], "s", color=colour, ms=9, mfc="none", label=f"LogME (all M), {name}")

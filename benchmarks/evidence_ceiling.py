@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 import torch
-from group_bootstrap import RESAMPLES, SEED, group_interval
+from group_bootstrap import group_interval
 
 from ranker import evaluate
 from ranker.learn.metrics import weighted_tau
@@ -68,17 +68,17 @@ def main() -> None:
     folds = evaluate.folds(bench, measured)
     parts = [split(gt, logme, [row[t] for t in f.train], [row[t] for t in f.held_out]) for f in folds]
     rows["grouped CV"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
     groups = {f.group: f.held_out for f in folds}
     held = [t for f in folds for t in f.held_out]
-    group_picks = rng.integers(0, len(groups), (RESAMPLES, len(groups)))
+    group_picks = rng.integers(0, len(groups), (evaluate.RESAMPLES, len(groups)))
     print(f"mean weighted tau (rank=None) on {bench.config.name}: prior_m + w x z(LogME), least squares on the "
           "training tasks")
     print("| split | prior | LogME | fitted | fitted - prior [tasks] | fitted - prior [groups] | fitted - LogME |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         diff = r["fitted"] - r["prior"]
-        lo, hi = np.percentile(diff[rng.integers(0, len(diff), (RESAMPLES, len(diff)))].mean(1), [2.5, 97.5])
+        lo, hi = evaluate.interval(diff, rng.integers(0, len(diff), (evaluate.RESAMPLES, len(diff))))
         by_group = ""
         if name == "grouped CV":
             _, (glo, ghi) = group_interval(dict(zip(held, diff, strict=True)), groups, group_picks)

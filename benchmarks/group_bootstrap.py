@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESAMPLES, SEED = 2000, 0
+from ranker.evaluate import BOOTSTRAP_SEED, RESAMPLES
 
 
 def group_interval(values: dict[str, float], groups: dict[str, list[str]], picks: np.ndarray
@@ -39,7 +39,7 @@ def main() -> None:
     cv = json.loads(args.json.read_text())["cv"]
     groups = {fold["group"]: fold["held_out"] for fold in cv["folds"]}
     per_task = cv["per_task"]
-    picks = np.random.default_rng(SEED).integers(0, len(groups), (RESAMPLES, len(groups)))
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(groups), (RESAMPLES, len(groups)))
     print(f"{len(groups)} groups, {sum(map(len, groups.values()))} tasks; 95% intervals from {RESAMPLES} resamples "
           "of whole groups")
     print("| method | wtau (rank=None) [groups resampled] | Δ vs prior [groups resampled] |")

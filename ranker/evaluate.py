@@ -190,7 +190,7 @@ def _prior(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarray] |
     return None
 
 
-def _interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
+def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
     """95% percentile interval of the mean of ``values`` ``[T]`` (NaN: left out) over the resamples ``picks``
     ``[R, T]`` of task indices."""
     ok = ~np.isnan(values)
@@ -221,11 +221,11 @@ def _split(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> dict:
         }
     picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(gt), (RESAMPLES, len(gt)))  # shared: paired
     for name, values in per_task.items():
-        methods[name] |= {f"{m}_ci": _interval(values[m], picks) for m in METRICS}
+        methods[name] |= {f"{m}_ci": interval(values[m], picks) for m in METRICS}
         if "prior" in per_task and name != "prior":
             diff = {m: values[m] - per_task["prior"][m] for m in METRICS}
             methods[name]["vs_prior"] = {m: float(np.nanmean(diff[m])) for m in METRICS} | {
-                f"{m}_ci": _interval(diff[m], picks) for m in METRICS}
+                f"{m}_ci": interval(diff[m], picks) for m in METRICS}
     return {
         "methods": methods,
         "skipped": skipped,
