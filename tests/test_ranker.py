@@ -82,7 +82,7 @@ def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> No
     targets = torch.tensor([[1.0, 2.0, 3.0], [10.0, float("nan"), 30.0], [5.0, 5.0, 5.0]])
     logme = torch.tensor([[0.0, 1.0, 2.0], [4.0, 2.0, 0.0], [float("nan")] * 3])
     net = _net(models=3, dims=(8,) * 3, calibrated=True)
-    net.calibration.set_prior(targets, logme)
+    net.calibration.set_start(targets, logme)
     # target z: row 0 (-1.22, 0, 1.22), row 1 (-1, -, 1), row 2 no spread (0, 0, 0)
     z = 1.5**0.5
     torch.testing.assert_close(net.calibration.prior, torch.tensor([(-z - 1) / 3, 0.0, (z + 1) / 3]))
@@ -98,7 +98,7 @@ def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> No
 def test_a_fresh_calibrated_ranker_says_the_prior_whatever_the_task_until_models_embed_it() -> None:
     net = _net(calibrated=True)
     # models 1 and 3 trade places between tasks, and their LogME follows: the fitted weight is positive
-    net.calibration.set_prior(torch.tensor([[3.0, 1.0, 4.0, 2.0], [3.0, 2.0, 4.0, 1.0], [3.0, 1.0, 4.0, 2.0]]),
+    net.calibration.set_start(torch.tensor([[3.0, 1.0, 4.0, 2.0], [3.0, 2.0, 4.0, 1.0], [3.0, 1.0, 4.0, 2.0]]),
                               torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 3.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]]))
     protos, mask = torch.randn(2, 3, 10), torch.ones(2, 3, dtype=torch.bool)
     assert net(protos, mask).argsort(1, descending=True).tolist() == [[2, 0, 3, 1]] * 2

@@ -217,7 +217,7 @@ class RankerModule(L.LightningModule):
         checkpoint, which Lightning restores after this hook, replaces it)."""
         if stage == "fit" and self.net.calibration is not None:
             episodes = self.trainer.datamodule.train_episodes
-            self.net.calibration.set_prior(torch.stack([e.target for e in episodes]),
+            self.net.calibration.set_start(torch.stack([e.target for e in episodes]),
                                            torch.stack([e.evidence for e in episodes]))
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

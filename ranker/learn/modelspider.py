@@ -153,7 +153,7 @@ class Calibration(nn.Module):
     only its movement away from that mean moves the model away from its prior. In the least-squares fit of the same
     form on the training tasks (``benchmarks/evidence_ceiling.py``) that centring is what the per-model bias does.
 
-    ``set_prior`` starts the terms at their least-squares values on the training tasks: ``prior`` at the models'
+    ``set_start`` starts the terms at their least-squares values on the training tasks: ``prior`` at the models'
     mean z-scored ground truth, ``evidence_offset`` (fixed, a buffer) as above, ``evidence_weight`` at the pooled
     within-model slope of z-scored ground truth on the centred evidence. ``spider_scale`` starts at 0: Model
     Spider's task-conditioned term must earn its weight. With no evidence (k = 0) and the spider term at 0 the
@@ -168,7 +168,7 @@ class Calibration(nn.Module):
         self.register_buffer("evidence_offset", torch.zeros(num_models))
 
     @torch.no_grad()
-    def set_prior(self, targets: torch.Tensor, evidence: torch.Tensor) -> None:
+    def set_start(self, targets: torch.Tensor, evidence: torch.Tensor) -> None:
         """The starting values from training targets and LogME ``[T, M]`` (NaN where unmeasured): each task's row
         z-scored over its measured models, then averaged per model (0 for a model measured nowhere); the weight is
         the slope through the origin of the centred target z on the centred evidence z, over the cells where both
