@@ -213,8 +213,8 @@ class RankerModule(L.LightningModule):
         return (order < k) & has_specific
 
     def setup(self, stage: str) -> None:
-        """A calibrated ranker starts at the prior of this run's training episodes (before a resumed run's
-        checkpoint, which Lightning restores after this hook, replaces it)."""
+        """A calibrated ranker starts at its least-squares fit on this run's training episodes (``set_start``;
+        before a resumed run's checkpoint, which Lightning restores after this hook, replaces it)."""
         if stage == "fit" and self.net.calibration is not None:
             episodes = self.trainer.datamodule.train_episodes
             self.net.calibration.set_start(torch.stack([e.target for e in episodes]),
