@@ -83,14 +83,18 @@ def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> No
     logme = torch.tensor([[0.0, 1.0, 2.0], [4.0, 2.0, 0.0], [float("nan")] * 3])
     net = _net(models=3, dims=(8,) * 3, calibrated=True)
     net.calibration.set_start(targets, logme)
-    # target z: row 0 (-1.22, 0, 1.22), row 1 (-1, -, 1), row 2 no spread (0, 0, 0)
-    z = 1.5**0.5
-    torch.testing.assert_close(net.calibration.prior, torch.tensor([(-z - 1) / 3, 0.0, (z + 1) / 3]))
+    # the prior is the mean accuracy's order (the floor every ranking is held to), on a z scale: rows centred,
+    # (-1, 0, 1), (-10, -, 10), (0, 0, 0), divided by their pooled spread over the 8 measured cells
+    pooled = (202 / 8) ** 0.5
+    torch.testing.assert_close(net.calibration.prior, torch.tensor([-11 / 3, 0.0, 11 / 3]) / pooled)
     # LogME z: row 0 (-z, 0, z), row 1 (z, 0, -z), row 2 unmeasured: each model's mean over its two rows is 0
+    z = 1.5**0.5
     torch.testing.assert_close(net.calibration.evidence_offset, torch.zeros(3))
-    # the slope through the origin over the five cells measured on both sides, centred on those means
-    prior, target_z = net.calibration.prior, torch.tensor([[-z, 0, z], [-1, 0, 1]])
-    x, y = torch.tensor([[-z, 0, z], [z, 0, -z]]), target_z - prior
+    # the slope through the origin over the five cells measured on both sides, of the target z (row 0 (-z, 0, z),
+    # row 1 (-1, -, 1), row 2 no spread (0, 0, 0)) centred on each model's mean, on the centred LogME z
+    target_z = torch.tensor([[-z, 0, z], [-1, 0, 1]])
+    mean_z = torch.tensor([(-z - 1) / 3, 0.0, (z + 1) / 3])
+    x, y = torch.tensor([[-z, 0, z], [z, 0, -z]]), target_z - mean_z
     y[1, 1] = x[1, 1] = 0  # model 1's accuracy on task 1 is unmeasured
     torch.testing.assert_close(net.calibration.evidence_weight, (x * y).sum() / (x * x).sum())
 
