@@ -259,8 +259,8 @@ class Pipeline:
             timings["specific_features"] = time.perf_counter() - start
             start = time.perf_counter()
             rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
-            if far:  # the history knows little like this dataset: the models' own evidence gets an equal say
-                rescored = zscore_within(rescored, reranked[None]) + zscore_within(evidence, reranked[None])
+            if far:
+                rescored = far_blend(rescored, evidence, reranked[None])
             final = merge_rerank(plain, rescored, reranked[None])[0]
             timings["rerank"] = time.perf_counter() - start
         order = final.argsort(descending=True, stable=True).tolist()
@@ -275,6 +275,13 @@ class Pipeline:
                                                                           round(float(high[m]), 2)]
             ranking.append(row)
         return Ranking(name, ranking, timings, neighbours, k, warning)
+
+
+def far_blend(scores: torch.Tensor, evidence: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+    """What a dataset far from every historical task is ranked by (``[B, K]``): the history knows little like it,
+    so the models' own evidence gets an equal say: the ranker's ``scores`` and the LogME ``evidence``, each z-scored
+    over the ``embedded`` models, added (``benchmarks/ood_blend.py`` measures it)."""
+    return zscore_within(scores, embedded) + zscore_within(evidence, embedded)
 
 
 def best_models(performance: torch.Tensor, n: int) -> torch.Tensor:

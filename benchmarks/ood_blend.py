@@ -1,0 +1,98 @@
+"""What rank.py does with data far from every historical task, measured on tasks with fine-tuning ground truth.
+
+A checkpoint trained on one benchmark's history ranks test tasks of another (default: the offline checkpoint, whose
+history is grey 28-px data, on Benchmark v2's colour clip-art test tasks; v2's zoo holds every offline member, so
+their fine-tuning accuracies there are the truth) and the checkpoint's own benchmark's test tasks of the groups
+named by ``--near`` (default: digits and LFW, new grey datasets). Every model embeds each task (k = M, what rank.py
+does for flagged data), and the table compares, in mean weighted tau (rank=None):
+- the ranker alone (its re-scored k = M scores);
+- LogME alone;
+- the equal blend of the two z-scores, what rank.py adds for data it flags;
+- rank.py as shipped: the blend where the task's nearest historical task (cosine of summary vectors, as
+  ``ranker.serve.pipeline``) is below ``pipeline.ood_threshold``, else the ranker at the checkpoint's k;
+- the prior, the mean fine-tuning accuracy on the checkpoint's benchmark's training tasks.
+
+Run (the figures in README.md's "Far from the history"):
+    python benchmarks/ood_blend.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ranker import evaluate
+from ranker.learn import lit
+from ranker.learn.metrics import weighted_tau
+from ranker.serve import export, pipeline
+from ranker.tasks import benchmark as bm
+from ranker.tasks.stats import summary_vector
+
+
+def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str]) -> dict[str, np.ndarray]:
+    """Per-task weighted tau of each way of ranking ``tasks`` of ``bench`` with ``exported``'s models, and each
+    task's nearest historical cosine (``"nearest"``)."""
+    columns = [bench.models.index(m) for m in exported.config.models]
+    batch = lit.collate(lit.load_episodes(bench, tasks, ["finetune"]))
+    target, evidence = batch["target"][:, columns], batch["evidence"][:, columns]
+    specific, everyone = batch["specific"][:, columns], batch["has_specific"][:, columns]
+    if not everyone.all():
+        raise SystemExit(f"benchmark {bench.config.name!r} lacks some models' own prototypes on {tasks}")
+    net = exported.net
+    with torch.no_grad():
+        full = net(batch["prototypes"], batch["class_mask"], specific, everyone, evidence=evidence)
+        blend = pipeline.far_blend(full, evidence, everyone)
+        shipped_k = net.rerank(batch["prototypes"], batch["class_mask"], specific, exported.config.rerank_k, evidence)
+    prototypes = [p[m] for p, m in zip(batch["prototypes"], batch["class_mask"], strict=True)]
+    summary = torch.stack([summary_vector(p) for p in prototypes])
+    nearest = (F.normalize(summary, dim=1) @ F.normalize(exported.summary, dim=1).T).max(1).values
+    far = nearest < pipeline.ood_threshold(exported.summary)
+    shipped = torch.where(far[:, None], blend, shipped_k)
+    own = bm.load_benchmark(exported.config.run.data.benchmark)
+    prior = np.nanmean(own.history.matrix("finetune", own.task_ids("train"), exported.config.models)[2], axis=0)
+    out = {"nearest": nearest.numpy(), "far": far.numpy()}
+    for name, s in (("ranker alone, k=M", full), ("LogME alone", evidence), ("equal blend", blend),
+                    ("rank.py as shipped", shipped)):
+        out[name] = np.array([weighted_tau(g, v) for g, v in zip(target.numpy(), s.numpy(), strict=True)])
+    out["prior"] = np.array([weighted_tau(g, prior) for g in target.numpy()])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT)
+    parser.add_argument("--far-benchmark", default="v2", help="the benchmark whose test tasks of --far are ranked")
+    parser.add_argument("--far", nargs="+", default=["clip-nature", "clip-people"], help="task groups")
+    parser.add_argument("--near", nargs="+", default=["digits", "lfw_subset"],
+                        help="test-task groups of the checkpoint's own benchmark")
+    args = parser.parse_args()
+    exported = export.load(args.checkpoint)
+    own = bm.load_benchmark(exported.config.run.data.benchmark)
+    far = bm.load_benchmark(args.far_benchmark)
+    rows = {}
+    for bench, groups in ((far, args.far), (own, args.near)):
+        test = set(bench.task_ids("test"))
+        tasks = [t.id for t in bench.config.tasks if t.group_name in groups and t.id in test
+                 and np.isfinite(bench.history.matrix("finetune", [t.id], exported.config.models)[2]).sum() >= 2]
+        if not tasks:
+            raise SystemExit(f"no test task of groups {groups} in benchmark {bench.config.name!r} has fine-tuning "
+                             "ground truth")
+        rows[f"{bench.config.name}: {', '.join(groups)} ({len(tasks)} test tasks)"] = scores(exported, bench, tasks)
+    names = ["ranker alone, k=M", "LogME alone", "equal blend", "rank.py as shipped", "prior"]
+    print(f"mean weighted tau (rank=None), checkpoint {args.checkpoint}; threshold "
+          f"{pipeline.ood_threshold(exported.summary):.3f}; last column: paired 95% bootstrap interval over tasks")
+    print("| data | nearest cosine | flagged | " + " | ".join(names) + " | shipped - prior |")
+    print("|---" * (len(names) + 4) + "|")
+    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
+    for label, r in rows.items():
+        diff = r["rank.py as shipped"] - r["prior"]
+        low, high = evaluate.interval(diff, rng.integers(0, len(diff), (evaluate.RESAMPLES, len(diff))))
+        print(f"| {label} | {r['nearest'].min():.2f}-{r['nearest'].max():.2f} | {int(r['far'].sum())} | "
+              + " | ".join(f"{r[n].mean():.3f}" for n in names) + f" | {diff.mean():+.3f} [{low:+.3f}, {high:+.3f}] |")
+
+
+if __name__ == "__main__":
+    main()
