@@ -1,13 +1,13 @@
 """Fennec (``ranker.learn.fennec``) against the prior, with ``ranker.evaluate``'s protocol: the fixed split and
 leave-one-group-out cross-validation, fine-tuning ground truth, weighted tau (rank=None and symmetric), top-1
 regret, 95% percentile bootstrap intervals over tasks and the paired difference to the prior
-(``ranker.evaluate._split``, the same resampling seed and count).
+(``ranker.evaluate.score_tasks``, the same resampling seed and count).
 
 Fixed split: Fennec trains on the training-role tasks minus the default train config's ``data.val_tasks``, picks its
 epoch on those, and ranks the 13 test tasks; the prior is every model's mean fine-tuning accuracy over all
-training-role tasks (``ranker.evaluate._prior``, as in ``ranker.evaluate``). Cross-validation: ``ranker.evaluate.folds``
-over every task with fine-tuning ground truth; per fold Fennec trains on the other groups' tasks minus the
-``data.val_tasks`` among them (which validate) and the prior averages all the other groups' tasks.
+training-role tasks (``ranker.evaluate.prior_means``, as in ``ranker.evaluate``). Cross-validation:
+``ranker.evaluate.folds`` over every task with fine-tuning ground truth; per fold Fennec trains on the other groups'
+tasks minus the ``data.val_tasks`` among them (which validate) and the prior averages all the other groups' tasks.
 
 Methods: ``fennec`` (v_m = free_m + A archi2vec_m), and the ablations ``fennec_free`` (free vectors only) and
 ``fennec_archi`` (A archi2vec_m only, no free part). Seconds: ``train s`` is the fit (per fold, summed over folds
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker.evaluate import Run, _cell, _prior, _split, folds
+from ranker.evaluate import Run, cell, folds, prior_means, score_tasks
 from ranker.files import write_atomic
 from ranker.learn import fennec
 from ranker.learn.config import load_run_config
@@ -41,7 +41,7 @@ METHODS = {"fennec": "both", "fennec_free": "free", "fennec_archi": "archi"}  # 
 
 
 def _prior_run(bench: bm.Benchmark, history: list[str], n: int) -> Run:
-    kind, means = _prior(bench, history)
+    kind, means = prior_means(bench, history)
     if kind != "finetune":
         raise ValueError(f"the prior over {len(history)} tasks is of kind {kind}; this script compares to finetune")
     return Run(np.tile(means, (n, 1)), np.zeros(n), np.zeros(n))
@@ -69,17 +69,18 @@ def _fennec_runs(bench: bm.Benchmark, train: list[str], val: list[str], held_out
 
 
 def fixed_split(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
-    """``_split`` of the test tasks (prior and the Fennec variants) plus ``train_seconds`` per variant."""
+    """``score_tasks`` of the test tasks (prior and the Fennec variants) plus ``train_seconds`` per variant."""
     test, train_role = bench.task_ids("test"), bench.task_ids("train")
     train = [t for t in train_role if t not in val_tasks]
     runs, train_seconds = _fennec_runs(bench, train, val_tasks, test, seed)
     runs["prior"] = _prior_run(bench, train_role, len(test))
     _, _, gt = bench.history.matrix("finetune", test, bench.models)
-    return _split(test, gt, runs) | {"train_seconds": train_seconds, "n_train": len(train), "n_val": len(val_tasks)}
+    return score_tasks(test, gt, runs) | {"train_seconds": train_seconds, "n_train": len(train),
+                                          "n_val": len(val_tasks)}
 
 
 def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
-    """``_split`` over every fold's held-out tasks, ``folds`` (group, sizes) and ``train_seconds`` summed over
+    """``score_tasks`` over every fold's held-out tasks, ``folds`` (group, sizes) and ``train_seconds`` summed over
     folds."""
     _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
     measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
@@ -96,7 +97,7 @@ def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict
             for name in fold_runs[0]}
     task_ids = [t for fold in folds(bench, measured) for t in fold.held_out]
     _, _, gt = bench.history.matrix("finetune", task_ids, bench.models)
-    return _split(task_ids, gt, runs) | {"folds": infos, "train_seconds": train_seconds, "n_tasks": len(task_ids)}
+    return score_tasks(task_ids, gt, runs) | {"folds": infos, "train_seconds": train_seconds, "n_tasks": len(task_ids)}
 
 
 def table(split: dict) -> list[str]:
@@ -104,9 +105,9 @@ def table(split: dict) -> list[str]:
     lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior | Δwtau_sym vs prior | Δregret vs prior | train s "
              "| score s/task |", "|---" * 9 + "|"]
     for name, m in split["methods"].items():
-        cells = [_cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in ("wtau", "wtau_sym", "regret")]
+        cells = [cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in ("wtau", "wtau_sym", "regret")]
         vs = m.get("vs_prior")
-        cells += [_cell(vs[k], vs[f"{k}_ci"], 2 if k == "regret" else 3, "+") if vs else ""
+        cells += [cell(vs[k], vs[f"{k}_ci"], 2 if k == "regret" else 3, "+") if vs else ""
                   for k in ("wtau", "wtau_sym", "regret")]
         train_s = split["train_seconds"].get(name)
         cells += ["" if train_s is None else f"{train_s:.1f}", f"{m['seconds_per_task']:.1e}"]

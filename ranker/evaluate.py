@@ -180,7 +180,7 @@ def _val_tasks(run: RunConfig | None) -> list[str]:
     return (run or load_run_config(DEFAULT_TRAIN_CONFIG)).data.val_tasks
 
 
-def _prior(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarray] | None:
+def prior_means(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarray] | None:
     """(kind, each model's mean accuracy over ``task_ids``) for the first of ``PRIOR_KINDS`` measured for every
     model there; None if neither is."""
     for kind in PRIOR_KINDS:
@@ -199,7 +199,7 @@ def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
     return [float(q) for q in np.percentile(means, [2.5, 97.5])]
 
 
-def _split(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> dict:
+def score_tasks(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> dict:
     """``methods`` (means over the tasks each method scored, with bootstrap intervals and the paired difference to
     ``prior``), ``per_task`` wtau, and ``skipped`` for methods that failed on every task."""
     per_task, methods, skipped = {}, {}, {}
@@ -262,7 +262,7 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     """The prior and (given a run config) the ranker trained again into ``tmp`` on ``fold.train``, evaluated on
     ``fold.held_out``; and what the fold used."""
     n = len(fold.held_out)
-    prior, runs = _prior(bench, fold.train), {}
+    prior, runs = prior_means(bench, fold.train), {}
     info = {"group": fold.group, "held_out": fold.held_out, "n_train_tasks": len(fold.train)}
     if prior is not None:
         info["prior_kind"] = prior[0]
@@ -331,7 +331,7 @@ def _cross_validate(bench: bm.Benchmark, benchmark: str, cv_folds: list[Fold], e
     if "prior" not in runs:
         skipped["prior"] = "a fold has no finetune or linear-probe history of every model on its training tasks"
     _, _, gt = bench.history.matrix("finetune", task_ids, bench.models)
-    split = _split(task_ids, gt, runs)
+    split = score_tasks(task_ids, gt, runs)
     split["skipped"] = {n: why for n, why in (skipped | split["skipped"]).items() if n not in split["methods"]}
     return {"groups": [fold.group for fold in cv_folds], "n_tasks": len(task_ids), "folds": infos, **split}
 
@@ -388,7 +388,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
                              "trained on this benchmark")
         run_config = exported.config.run
         runs |= _ranker_runs(bench, exported.net, exported.config.rerank_k, test, extraction[at])
-    prior = _prior(bench, bench.task_ids("train"))
+    prior = prior_means(bench, bench.task_ids("train"))
     if prior is None:
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     else:
@@ -398,7 +398,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         skipped["fennec"] = "none of the run config's data.val_tasks is a training task here (they choose its epoch)"
     else:
         runs["fennec"] = fennec_run
-    fixed = _split(test, gt, runs)
+    fixed = score_tasks(test, gt, runs)
     result = {
         "benchmark": bench.config.name,
         "prior_kind": prior and prior[0],
@@ -419,7 +419,8 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
     return result
 
 
-def _cell(value: float, ci: list[float], digits: int, sign: str = "") -> str:
+def cell(value: float, ci: list[float], digits: int, sign: str = "") -> str:
+    """A mean and its interval for a markdown table, e.g. ``0.729 [0.660, 0.790]`` (``sign="+"``: signed)."""
     return f"{value:{sign}.{digits}f} [{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
 
 
@@ -429,14 +430,14 @@ def _table(methods: dict) -> list[str]:
     lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior | Δwtau_sym vs prior | Δregret vs prior "
              "| s/task (features given) | s/task (incl. features) | tasks |", "|---" * 10 + "|"]
     for name, m in sorted(methods.items(), key=lambda item: -item[1]["wtau"]):
-        cells = [_cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in METRICS]
+        cells = [cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in METRICS]
         for k in METRICS:
             if "vs_prior" not in m:
                 cells.append("")
                 continue
             d, ci = m["vs_prior"][k], m["vs_prior"][f"{k}_ci"]
-            cell = _cell(d, ci, 2 if k == "regret" else 3, "+")
-            cells.append(f"**{cell}**" if ci[0] > 0 or ci[1] < 0 else cell)
+            text = cell(d, ci, 2 if k == "regret" else 3, "+")
+            cells.append(f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text)
         lines.append(f"| {name} | {' | '.join(cells)} | {m['seconds_per_task']:.3f} | "
                      f"{m['seconds_per_task_with_features']:.2f} | {m['n_tasks']} |")
     return lines

@@ -190,7 +190,7 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
         return real_fold_runs(bench, benchmark, fold, *args)
 
     monkeypatch.setattr(evaluate, "_fold_runs", fold_runs)
-    monkeypatch.setattr(evaluate, "_prior", spy("prior", evaluate._prior, lambda a, _: list(a[1])))
+    monkeypatch.setattr(evaluate, "prior_means", spy("prior", evaluate.prior_means, lambda a, _: list(a[1])))
     monkeypatch.setattr(evaluate, "_ranker_runs", spy("evaluated", evaluate._ranker_runs, lambda a, _: list(a[3])))
     monkeypatch.setattr(evaluate, "_fennec_run", spy("fennec", evaluate._fennec_run, lambda a, _: list(a[1])))
     monkeypatch.setattr(lit.EpisodeDataModule, "setup", spy(
@@ -234,7 +234,7 @@ def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero
     runs = {"prior": evaluate.Run(prior, zeros, zeros), "copy": evaluate.Run(prior.copy(), zeros, zeros),
             "noisy": evaluate.Run(noisy, zeros, zeros)}
     runs["noisy"].scores[3, 1] = np.nan  # failed on one task: out of its mean and its intervals
-    split = evaluate._split([f"t{i}" for i in range(12)], gt, runs)
+    split = evaluate.score_tasks([f"t{i}" for i in range(12)], gt, runs)
     for m in split["methods"].values():
         for key in evaluate.METRICS:
             lo, hi = m[f"{key}_ci"]
@@ -244,7 +244,7 @@ def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero
     noisy = split["methods"]["noisy"]
     assert noisy["vs_prior"]["wtau_ci"][0] > 0  # ranking by noisy ground truth beats a constant ranking
     assert "prior" in split["methods"] and "vs_prior" not in split["methods"]["prior"]
-    again = evaluate._split([f"t{i}" for i in range(12)], gt, runs)
+    again = evaluate.score_tasks([f"t{i}" for i in range(12)], gt, runs)
     assert again == split  # a fixed seed
 
 
