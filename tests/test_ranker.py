@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 import train
+from ranker import evaluate
 from ranker.learn import lit, losses
 from ranker.learn.config import CONFIGS_DIR, RunConfig, load_run_config
 from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims, with_cold_models
@@ -97,6 +100,20 @@ def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> No
     x, y = torch.tensor([[-z, 0, z], [z, 0, -z]]), target_z - mean_z
     y[1, 1] = x[1, 1] = 0  # model 1's accuracy on task 1 is unmeasured
     torch.testing.assert_close(net.calibration.evidence_weight, (x * y).sum() / (x * x).sum())
+
+
+def test_training_starts_the_calibrated_prior_at_the_prior_every_ranking_is_held_to() -> None:
+    cfg = load_run_config(overrides=["trainer.accelerator=cpu"])
+    data = lit.EpisodeDataModule(cfg)
+    data.setup()
+    module = lit.RankerModule(cfg, data.dims)
+    module._trainer = SimpleNamespace(datamodule=data)  # the hook reads the trainer's datamodule alone
+    module.setup("fit")
+    # each model's mean accuracy on every training-role task, the validation tasks included (evaluate's prior),
+    # centred and scaled: the same order and the same gaps between models
+    means = evaluate.prior_means(data.bench, data.bench.task_ids("train"))[1]
+    start = module.net.calibration.prior.detach().double().numpy()
+    np.testing.assert_allclose((start - start.mean()) / start.std(), (means - means.mean()) / means.std(), atol=1e-5)
 
 
 def test_a_fresh_calibrated_ranker_says_the_prior_whatever_the_task_until_models_embed_it() -> None:
