@@ -52,7 +52,7 @@ def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str]) -> 
     far = nearest < pipeline.ood_threshold(exported.summary)
     shipped = torch.where(far[:, None], blend, shipped_k)
     own = bm.load_benchmark(exported.config.run.data.benchmark)
-    prior = np.nanmean(own.history.matrix("finetune", own.task_ids("train"), exported.config.models)[2], axis=0)
+    prior = evaluate.prior_means(own, own.task_ids("train"))[1][[own.models.index(m) for m in exported.config.models]]
     out = {"nearest": nearest.numpy(), "far": far.numpy()}
     for name, s in (("ranker alone, k=M", full), ("LogME alone", evidence), ("equal blend", blend),
                     ("rank.py as shipped", shipped)):
