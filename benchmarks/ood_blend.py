@@ -22,7 +22,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ranker import evaluate
 from ranker.learn import lit
@@ -32,9 +31,11 @@ from ranker.tasks import benchmark as bm
 from ranker.tasks.stats import summary_vector
 
 
-def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str]) -> dict[str, np.ndarray]:
-    """Per-task weighted tau of each way of ranking ``tasks`` of ``bench`` with ``exported``'s models, and each
-    task's nearest historical cosine (``"nearest"``)."""
+def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str], prior: np.ndarray,
+           threshold: float) -> dict[str, np.ndarray]:
+    """Per-task weighted tau of each way of ranking ``tasks`` of ``bench`` with ``exported``'s models (``prior``
+    ``[M]`` in their order; ``threshold``: ``pipeline.ood_threshold``), each task's nearest historical cosine
+    (``"nearest"``, from the export's task index, as rank.py finds it) and whether it is flagged (``"far"``)."""
     columns = [bench.models.index(m) for m in exported.config.models]
     batch = lit.collate(lit.load_episodes(bench, tasks, ["finetune"]))
     target, evidence = batch["target"][:, columns], batch["evidence"][:, columns]
@@ -48,12 +49,10 @@ def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str]) -> 
         shipped_k = net.rerank(batch["prototypes"], batch["class_mask"], specific, exported.config.rerank_k, evidence)
     prototypes = [p[m] for p, m in zip(batch["prototypes"], batch["class_mask"], strict=True)]
     summary = torch.stack([summary_vector(p) for p in prototypes])
-    nearest = (F.normalize(summary, dim=1) @ F.normalize(exported.summary, dim=1).T).max(1).values
-    far = nearest < pipeline.ood_threshold(exported.summary)
-    shipped = torch.where(far[:, None], blend, shipped_k)
-    own = bm.load_benchmark(exported.config.run.data.benchmark)
-    prior = evaluate.prior_means(own, own.task_ids("train"))[1][[own.models.index(m) for m in exported.config.models]]
-    out = {"nearest": nearest.numpy(), "far": far.numpy()}
+    nearest = exported.index.search(summary, 1)[0][:, 0]
+    far = nearest < threshold
+    shipped = torch.where(torch.from_numpy(far)[:, None], blend, shipped_k)
+    out = {"nearest": nearest, "far": far}
     for name, s in (("ranker alone, k=M", full), ("LogME alone", evidence), ("equal blend", blend),
                     ("rank.py as shipped", shipped)):
         out[name] = np.array([weighted_tau(g, v) for g, v in zip(target.numpy(), s.numpy(), strict=True)])
@@ -72,18 +71,22 @@ def main() -> None:
     exported = export.load(args.checkpoint)
     own = bm.load_benchmark(exported.config.run.data.benchmark)
     far = bm.load_benchmark(args.far_benchmark)
+    prior = evaluate.prior_means(own, own.task_ids("train"))[1][[own.models.index(m) for m in exported.config.models]]
+    threshold = pipeline.ood_threshold(exported.summary)
     rows = {}
     for bench, groups in ((far, args.far), (own, args.near)):
         test = set(bench.task_ids("test"))
-        tasks = [t.id for t in bench.config.tasks if t.group_name in groups and t.id in test
-                 and np.isfinite(bench.history.matrix("finetune", [t.id], exported.config.models)[2]).sum() >= 2]
+        chosen = [t.id for t in bench.config.tasks if t.group_name in groups and t.id in test]
+        _, _, truth = bench.history.matrix("finetune", chosen, exported.config.models)
+        tasks = [t for t, row in zip(chosen, truth, strict=True) if np.isfinite(row).sum() >= 2]
         if not tasks:
             raise SystemExit(f"no test task of groups {groups} in benchmark {bench.config.name!r} has fine-tuning "
                              "ground truth")
-        rows[f"{bench.config.name}: {', '.join(groups)} ({len(tasks)} test tasks)"] = scores(exported, bench, tasks)
+        label = f"{bench.config.name}: {', '.join(groups)} ({len(tasks)} test tasks)"
+        rows[label] = scores(exported, bench, tasks, prior, threshold)
     names = ["ranker alone, k=M", "LogME alone", "equal blend", "rank.py as shipped", "prior"]
     print(f"mean weighted tau (rank=None), checkpoint {args.checkpoint}; threshold "
-          f"{pipeline.ood_threshold(exported.summary):.3f}; last column: paired 95% bootstrap interval over tasks")
+          f"{threshold:.3f}; last column: paired 95% bootstrap interval over tasks")
     print("| data | nearest cosine | flagged | " + " | ".join(names) + " | shipped - prior |")
     print("|---" * (len(names) + 4) + "|")
     rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
