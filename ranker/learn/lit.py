@@ -215,9 +215,10 @@ class RankerModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """A calibrated ranker starts (``set_start``) on every task of this run, validation tasks included: its
         prior is then exactly the prior every ranking is held to, each model's mean accuracy on the training-role
-        tasks (the mean over the training episodes alone ranks 0.010 below it under offline grouped CV, and its
-        top-1 regret on v2's test tasks is 5.24 points instead of 2.85). A resumed run's checkpoint, which
-        Lightning restores after this hook, replaces it."""
+        tasks. The mean over the training episodes alone is another list (``benchmarks/prior_variants.py``): 0.010
+        lower under offline grouped CV, on v2's test tasks 0.016 higher in tau but with a top-1 regret of 5.24
+        points instead of 2.85. A resumed run's checkpoint, which Lightning restores after this hook, replaces
+        it."""
         if stage == "fit" and self.net.calibration is not None:
             episodes = self.trainer.datamodule.train_episodes + self.trainer.datamodule.val_episodes
             self.net.calibration.set_start(torch.stack([e.target for e in episodes]),

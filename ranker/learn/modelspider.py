@@ -157,10 +157,11 @@ class Calibration(nn.Module):
     (each task's accuracies centred, all of them divided by one pooled spread), so that it orders the models
     exactly as the prior every ranking is held to does (mean accuracy weighs tasks with a wide spread more than a
     mean of per-task z-scores would; under the offline benchmark's grouped CV that per-task z-score mean ranks
-    0.004 below it); ``evidence_offset`` (fixed, a buffer) as above; ``evidence_weight`` at the pooled
-    within-model least-squares slope of z-scored ground truth on the centred evidence. ``spider_scale`` starts at
-    0: Model Spider's task-conditioned term must earn its weight. With no evidence (k = 0) and the spider term at 0
-    the ranker says exactly the prior, which is what it should say when nothing else is known.
+    0.004 below it, ``benchmarks/prior_variants.py``); ``evidence_offset`` (fixed, a buffer) as above;
+    ``evidence_weight`` at the pooled within-model least-squares slope of z-scored ground truth on the centred
+    evidence. ``spider_scale`` starts at 0: Model Spider's task-conditioned term must earn its weight. With no
+    evidence (k = 0) and the spider term at 0 the ranker says exactly the prior, which is what it should say when
+    nothing else is known.
     """
 
     def __init__(self, num_models: int) -> None:
