@@ -46,7 +46,7 @@ downsamplings          round(log2(input side / smallest output side of a strided
                        halvings the feature map goes through (5 for ImageNet CNNs, 4 for ViT/16); merging
                        patches by reshaping (Swin) is not seen
 pool_avg               1 when the features are globally average-pooled (timm's 'avg' / 'fastavg'; VGG trunks,
-                       which the extractor averages)
+                       which the extractor averages; graph members, which average a 4-D feature node)
 pool_token             1 when the features are a class token (timm ViT's global_pool='token')
 input_size             (log2(manifest input_size) - 4) / 6 (16 px -> 0, 1024 px -> 1)
 macs                   (log10(multiply-accumulates of one image at input_size) - 5) / 6 (1e5 -> 0, 1e11 -> 1):
@@ -80,7 +80,7 @@ import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from ranker.zoo.manifest import DEFAULT_MANIFEST, ZooEntry, load_manifest, meta_model
+from ranker.zoo.manifest import DEFAULT_MANIFEST, GRAPHS, ZooEntry, load_manifest, meta_model
 
 STRUCTURE_FEATURES: tuple[str, ...] = (
     "conv_k1", "conv_k3", "conv_k5", "conv_k7", "conv_patchify", "linear",
@@ -136,8 +136,8 @@ ACTIVATIONS: dict[str, str] = {
 
 def _pool_kind(entry: ZooEntry, model: nn.Module) -> str:
     """'avg', 'token', ... : how the member's feature map becomes its feature vector."""
-    if entry.trunk_layers is not None:
-        return "avg"  # FrozenExtractor averages a trunk's output
+    if entry.trunk_layers is not None or entry.arch in GRAPHS:
+        return "avg"  # FrozenExtractor averages a trunk's output; a graph member averages a 4-D feature node
     pools = [m.pool_type for m in model.modules() if isinstance(m, SelectAdaptivePool2d)]
     if pools:
         return "avg" if pools[0].endswith("avg") else pools[0]

