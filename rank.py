@@ -109,14 +109,18 @@ def plot(results: list[Ranking], out: Path) -> None:
 
 
 def zoo_table(manifest: Path) -> str:
-    """The zoo as a table of what a user chooses by: architecture, input size, parameters, features, pre-training."""
+    """The zoo as a table of what a user chooses by: architecture, input size, parameters, features, pre-training
+    domain, licence (its SPDX name; the manifest has the whole statement) and pre-training."""
     from ranker.zoo import manifest as zoo
 
-    lines = [f"{'model':28s} {'architecture':22s} {'px':>4s} {'params':>7s} {'dim':>5s}  pre-training"]
+    lines = [f"{'model':26s} {'architecture':24s} {'px':>4s} {'params':>7s} {'dim':>5s}  {'domain':15s} "
+             f"{'licence':10s}  pre-training"]
     for e in zoo.load_manifest(manifest).models:
         text = " ".join(e.pretraining.split())
-        lines.append(f"{e.name:28s} {e.arch:22s} {e.input_size:4d} {zoo.parameter_count(e) / 1e6:6.2f}M "
-                     f"{e.feature_dim:5d}  {text if len(text) <= 72 else text[:71] + '…'}")
+        licence = e.licence.split()[0] if e.licence else "-"
+        lines.append(f"{e.name:26s} {e.arch:24s} {e.input_size:4d} {zoo.parameter_count(e) / 1e6:6.2f}M "
+                     f"{e.feature_dim:5d}  {e.domain or '-':15s} {licence:10s}  "
+                     f"{text if len(text) <= 60 else text[:59] + '…'}")
     return "\n".join(lines)
 
 

@@ -374,3 +374,41 @@ def test_openclipart_missing_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCLIPART_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError, match="apt-get install openclipart-png"):
         loaders.openclipart()
+
+
+def test_tuxpaint_classes_are_second_level_folders_or_a_whole_thin_category(tmp_path, monkeypatch):
+    n = loaders.MIN_CLASS_IMAGES
+    for folder, count in (("animals/mammals/apes", 4), ("animals/mammals/cats", n - 4), ("animals/fish", 3),
+                          ("vehicles/auto", 4), ("vehicles/ship", n - 4), ("symbols", 2)):
+        for i in range(count):
+            write_png(tmp_path / folder / f"{i}.png")
+    write_png(tmp_path / "vehicles/auto/0_mirror.png")  # Tux Paint's mirrored duplicate
+    monkeypatch.setenv("TUXPAINT_DIR", str(tmp_path))
+    task = loaders.load_dataset("tuxpaint")
+    # mammals gathers its small sub-folders; fish (3) is dropped; vehicles has no big sub-folder, so it is one class
+    assert task.class_names == ("animals/mammals", "vehicles")
+    assert np.bincount(task.labels).tolist() == [n, n]
+    assert task.images.shape[1:] == (loaders.TUXPAINT_SIZE, loaders.TUXPAINT_SIZE, 3)
+
+
+def test_tuxpaint_missing_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUXPAINT_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="apt-get install tuxpaint-stamps-default"):
+        loaders.tuxpaint()
+
+
+def test_openmoji_renders_colour_emoji_by_subgroup():
+    task = loaders.load_dataset("openmoji")
+    counts = dict(zip(task.class_names, np.bincount(task.labels).tolist(), strict=True))
+    assert counts["animal-mammal"] >= 60 and counts["food-fruit"] >= 15 and min(counts.values()) >= 10
+    assert task.images.shape[1:] == (loaders.OPENMOJI_SIZE, loaders.OPENMOJI_SIZE, 3)
+    ink = task.images.reshape(len(task), -1, 3).astype(int)
+    colourful = (ink.max(2) - ink.min(2) > 60).mean(1)  # share of strongly coloured pixels per emoji
+    assert np.median(colourful) > 0.1  # rendered from the colour layers, not as black outlines
+    assert len({img.tobytes() for img in task.images}) > 0.95 * len(task)
+
+
+def test_openmoji_without_the_emoji_list_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOJI_TEST", str(tmp_path / "none.txt"))
+    with pytest.raises(DatasetError, match="unicode-data"):
+        loaders.openmoji()

@@ -54,6 +54,18 @@ def test_list_models_is_a_table_of_what_a_user_chooses_by(capsys) -> None:
     assert by_name["mobilenetv2_100"][3] == "2.22M" and "ImageNet-1k" in rows[3]
 
 
+def test_list_models_shows_v3s_domains_and_licences(capsys) -> None:
+    v3 = zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v3.yaml"
+    assert rank.main(["--list-models", "--manifest", str(v3)]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[5:7] == ["domain", "licence"]
+    by_name = {row.split()[0]: row.split() for row in rows}
+    assert list(by_name) == zoo.list_models(v3)
+    assert by_name["faceres"][1:7] == ["tfjs", "224", "3.20M", "1024", "faces", "MIT"]
+    assert by_name["dinov2_vits14"][5:7] == ["self-supervised", "Apache-2.0"]
+    assert by_name["ppocrv4_det"][5:7] == ["text", "Apache-2.0"]
+
+
 def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     """rank.py names its defaults without importing the package (so --help is instant): they must stay the same."""
     text, loaded = help_output_and_heavy_imports("sys.argv = ['rank.py', '--help']; runpy.run_path('rank.py', "

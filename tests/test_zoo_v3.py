@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from skimage.data import astronaut, chelsea, coffee
 
-from ranker.zoo import archi2vec, onnxfile, tfjs
+from ranker.zoo import archi2vec, tfjs
 from ranker.zoo import manifest as zoo
 
 V3 = zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v3.yaml"
@@ -58,7 +58,8 @@ def test_v3_has_sixteen_real_members_from_seven_domains_without_a_version_ladder
     entries = list(ENTRIES.values())
     assert len(entries) >= 16
     assert len({e.domain for e in entries}) >= 7
-    assert {"ImageNet", "self-supervised", "detection", "faces", "pose", "text", "medical"} <= {e.domain for e in entries}
+    domains = {e.domain for e in entries}
+    assert {"ImageNet", "self-supervised", "detection", "faces", "pose", "text", "medical"} <= domains
     assert all(e.licence and e.weights_sha256 and e.weights_package and not e.hub for e in entries)
     assert not any(e.pretrain for e in entries)  # no member pre-trained in this repository
     families = Counter(re.sub(r"_?(lite)?\d.*$", "", e.arch) for e in entries if e.arch not in zoo.GRAPHS)
@@ -75,7 +76,8 @@ def test_tfjs_member_matches_tensorflow_js(tmp_path, extractors, name):
         pytest.fail("Node.js is needed to run TensorFlow.js (apt-get install nodejs; npm ci --prefix ranker/zoo/npm)")
     entry = ENTRIES[name]
     model_json = zoo._weights_path(entry)
-    placeholder = next(n for n in json.loads(model_json.read_text())["modelTopology"]["node"] if n["op"] == "Placeholder")
+    nodes = json.loads(model_json.read_text())["modelTopology"]["node"]
+    placeholder = next(n for n in nodes if n["op"] == "Placeholder")
     batch = 1 if placeholder["attr"]["shape"]["shape"]["dim"][0]["size"] == "1" else 2
     size = entry.input_size
     fixed = placeholder["attr"]["shape"]["shape"]["dim"][1]["size"]
@@ -109,7 +111,8 @@ def test_dinov2_class_token_matches_onnxruntime(extractors):
     entry = ENTRIES["dinov2_vits14"]
     ex = extractor(extractors, "dinov2_vits14")
     x = torch.stack([ex.transform(photo(kind, 224)) for kind in (chelsea, coffee)])
-    reference = onnx_reference(zoo._weights_path(entry), "/backbone/layernorm/Add_1_output_0", {"input_image": x.numpy()})
+    reference = onnx_reference(zoo._weights_path(entry), "/backbone/layernorm/Add_1_output_0",
+                               {"input_image": x.numpy()})
     fixed = timm.create_model(entry.arch, num_classes=0, img_size=224).eval()
     state = dict(ex.trunk.state_dict())
     grid = state["pos_embed"][:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2)

