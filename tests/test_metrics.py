@@ -55,11 +55,11 @@ def test_ndcg_by_hand_and_ties_keep_the_given_order() -> None:
     gt = np.array([70.0, 90.0, 80.0])  # gains 0, 20, 10
     ideal = 20 + 10 / np.log2(3)
     assert ndcg_at_k(gt, np.array([3.0, 2.0, 1.0]), 2) == pytest.approx(20 / np.log2(3) / ideal)
-    assert ndcg_at_k(gt, np.array([0.0, 2.0, 1.0]), 1) == 1.0
-    assert ndcg_at_k(gt, np.array([0.0, 2.0, 1.0]), 2) == 1.0
+    assert ndcg_at_k(gt, np.array([0.0, 2.0, 1.0]), 1) == pytest.approx(1.0)
+    assert ndcg_at_k(gt, np.array([0.0, 2.0, 1.0]), 2) == pytest.approx(1.0)
     # The first listed of tied models ranks first: model 2 before model 1 here, model 1 before model 2 below.
     assert ndcg_at_k(gt[[0, 2, 1]], np.array([0.0, 1.0, 1.0]), 1) == pytest.approx(0.5)
-    assert ndcg_at_k(gt, np.array([0.0, 1.0, 1.0]), 1) == 1.0
+    assert ndcg_at_k(gt, np.array([0.0, 1.0, 1.0]), 1) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 1"):
         ndcg_at_k(gt, np.arange(3.0), 0)
 
