@@ -1,52 +1,80 @@
-"""Training throughput of the ImageNet zoo members at native input size vs the fine-tuning recipe's 64 px.
+"""What one fine-tuning step costs per zoo member and input size: the number a ground-truth recipe is planned from.
 
-Why the offline benchmark's `finetune-v1` recipe caps inputs at 64 px on CPU: one AdamW step on a batch of 16
-random images, forward + backward, every parameter trainable, timed after one warm-up step.
+One AdamW step on a batch of 16 random images, forward + backward, every parameter trainable (as
+``ranker.tune.finetune`` trains), timed as the median of ``--steps`` steps after one warm-up step, on this machine's
+CPU with torch's default threads. A pair of the recipe costs about steps x this (plus loading and the held-out pass).
 
 Run:
-    python benchmarks/finetune_cost.py
+    python benchmarks/finetune_cost.py                                    # offline zoo: native vs the recipe's cap
+    python benchmarks/finetune_cost.py --manifest ranker/configs/zoo/v3.yaml --sizes native 160 128 96 \\
+        --csv benchmarks/finetune_cost_v3.csv
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ranker.tasks.benchmark import FinetuneRecipe
 from ranker.zoo import manifest as zoo
 
-MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100", "craft_vgg16_bn")
 
-
-def images_per_second(name: str, size: int, steps: int = 3, batch: int = 16) -> float:
-    extractor = zoo.load_extractor(name)
+def seconds_per_step(entry: zoo.ZooEntry, size: int, steps: int = 3, batch: int = 16) -> float:
+    """Median seconds of one AdamW step of ``entry`` at ``size`` px on ``batch`` random images."""
+    extractor = zoo.load_extractor(entry)
     trunk = extractor.trunk.train().requires_grad_(True)
-    head = torch.nn.Linear(extractor.entry.feature_dim, 10)
+    head = torch.nn.Linear(entry.feature_dim, 10)
     opt = torch.optim.AdamW([*trunk.parameters(), *head.parameters()], lr=1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
+    times = []
     for step in range(steps + 1):
-        if step == 1:
-            start = time.perf_counter()
+        start = time.perf_counter()
         out = trunk(x)
         loss = F.cross_entropy(head(out.mean(dim=(2, 3)) if extractor.pool else out), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return steps * batch / (time.perf_counter() - start)
+        if step:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
-def main() -> None:
-    cap = FinetuneRecipe().max_input_size
-    print(f"torch threads: {torch.get_num_threads()}")
-    print(f"| model | native px | img/s native | img/s at {cap} px | ratio |")
-    print("|---|---|---|---|---|")
-    for name in MODELS:
-        native = zoo.get_entry(name).input_size
-        slow, fast = images_per_second(name, native), images_per_second(name, cap)
-        print(f"| {name} | {native} | {slow:.1f} | {fast:.1f} | {fast / slow:.1f}x |", flush=True)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", type=Path, default=zoo.DEFAULT_MANIFEST)
+    parser.add_argument("--models", nargs="*", help="members to time (default: every member but the 32-px ones)")
+    parser.add_argument("--sizes", nargs="+", default=["native", str(FinetuneRecipe().max_input_size)],
+                        help="input sizes in px; 'native' is each member's own")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--csv", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    entries = [e for e in zoo.load_manifest(args.manifest).models
+               if (e.name in args.models if args.models else e.input_size > 32)]
+    print(f"torch threads: {torch.get_num_threads()}; batch 16, forward + backward + AdamW, median of {args.steps}")
+    print("| model | native px | " + " | ".join(f"s/step at {s}" for s in args.sizes) + " |")
+    print("|---|---|" + "---|" * len(args.sizes))
+    rows = []
+    for entry in entries:
+        cells = []
+        for size in args.sizes:
+            px = entry.input_size if size == "native" else min(int(size), entry.input_size)
+            seconds = seconds_per_step(entry, px, args.steps)
+            rows.append({"model": entry.name, "native": entry.input_size, "size": px,
+                         "seconds_per_step": round(seconds, 3), "threads": torch.get_num_threads()})
+            cells.append(f"{seconds:.2f} ({px} px)")
+        print(f"| {entry.name} | {entry.input_size} | " + " | ".join(cells) + " |", flush=True)
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 if __name__ == "__main__":

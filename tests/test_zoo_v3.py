@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 from skimage.data import astronaut, chelsea, coffee
 
+from ranker.tasks import benchmark as bm
+from ranker.tune.finetune import finetune
 from ranker.zoo import archi2vec, tfjs
 from ranker.zoo import manifest as zoo
 
@@ -224,3 +226,10 @@ def test_a_changed_graph_weight_is_refused(tmp_path):
     moved = dataclasses.replace(entry, weights_package=None, weights_file=str(tmp_path / "mobileface.json"))
     with pytest.raises(zoo.ZooError, match="hash"):
         zoo.load_extractor(moved)
+
+
+@pytest.mark.parametrize("name", ["mobileface", "ppocrv4_det"])
+def test_graph_members_fine_tune_with_the_benchmarks_recipe(tiny_bench, name):
+    train, test = bm.task_parts(tiny_bench.config.tasks[0], tiny_bench.config)
+    accuracy, size, device = finetune(ENTRIES[name], train, test, bm.FinetuneRecipe(steps=2, max_input_size=0))
+    assert 0 <= accuracy <= 100 and size == ENTRIES[name].input_size and device == "cpu"
