@@ -113,15 +113,17 @@ def measure(manifest: Path) -> dict:
     }
 
 
-def winners(report: dict) -> dict[str, str]:
-    """Dataset -> the member with the best accuracy on it (ties: the first in manifest order)."""
-    return {d: max(report["members"], key=lambda m: m["accuracy"][d])["name"] for d in report["datasets"]}
+def winners(report: dict) -> dict[str, list[str]]:
+    """Dataset -> the members with the best accuracy on it (several when tied), in manifest order."""
+    best = {d: max(m["accuracy"][d] for m in report["members"]) for d in report["datasets"]}
+    return {d: [m["name"] for m in report["members"] if m["accuracy"][d] == top] for d, top in best.items()}
 
 
 def markdown(report: dict) -> str:
     """The zoo README: members, the accuracy table (best per dataset in bold), costs and winners."""
     names = list(report["datasets"])
     best = winners(report)
+    sole = {w[0] for w in best.values() if len(w) == 1}
     lines = [
         "# The zoos",
         "",
@@ -135,13 +137,14 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|" + "---|" * len(names),
     ]
     for m in report["members"]:
-        cells = [f"**{m['accuracy'][d]:.1f}**" if best[d] == m["name"] else f"{m['accuracy'][d]:.1f}" for d in names]
+        cells = [f"**{m['accuracy'][d]:.1f}**" if m["name"] in best[d] else f"{m['accuracy'][d]:.1f}" for d in names]
         lines.append(f"| {m['name']} | {m['domain']} | {m['params_m']:.2f}M | {m['input_size']} | "
                      f"{m['seconds_per_image']:.3f} | " + " | ".join(cells) + " |")
     lines += ["", "Datasets: " + "; ".join(f"{d}: {v['what']} ({v['images']} images)"
                                           for d, v in report["datasets"].items()) + ".", ""]
-    lines += ["Best per dataset: " + "; ".join(f"{d}: {w}" for d, w in best.items())
-              + f" ({len(set(best.values()))} different members).", ""]
+    lines += ["Best per dataset: " + "; ".join(f"{d}: {', '.join(w)}" + (" (tied)" if len(w) > 1 else "")
+                                               for d, w in best.items())
+              + f". {len(sole)} different members are alone in first place somewhere.", ""]
     lines += ["![accuracy heatmap](v3_report.png)", ""]
     return "\n".join(lines)
 

@@ -170,8 +170,20 @@ def test_variants_change_pixels_and_id():
         assert changed.id == f"lfw_subset:all/{name}"
         assert not np.array_equal(changed.images, lfw.images)
         np.testing.assert_array_equal(changed.labels, lfw.labels)
-    with pytest.raises(ValueError, match="invert, rot90, lowres"):
+    with pytest.raises(ValueError, match="invert, grey, rot90, lowres"):
         ds.variant(lfw, "blur")
+
+
+def test_grey_variant_is_pils_luma_in_three_channels():
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 5, 4, 3), dtype=np.uint8)
+    task = Task(id="rgb", labels=np.array([0, 1, 1]), class_names=("a", "b"), images=rgb)
+    grey = ds.variant(task, "grey")
+    assert grey.id == "rgb/grey" and grey.images.shape == rgb.shape
+    luma = np.stack([np.asarray(Image.fromarray(x).convert("L")) for x in rgb])
+    assert np.abs(grey.images[..., 0].astype(int) - luma).max() <= 1  # PIL rounds in fixed point
+    assert (grey.images[..., 0] == grey.images[..., 2]).all()
+    lfw = loaders.lfw_subset()
+    assert np.array_equal(ds.variant(lfw, "grey").images, lfw.images)  # grey images stay as they are
 
 
 def test_variant_of_image_folder_loads_pixels():

@@ -33,3 +33,11 @@ def test_the_committed_zoo_readme_is_the_committed_report():
     assert (folder / "README.md").read_text() == zoo_report.markdown(report)
     assert [m["name"] for m in report["members"]] == zoo.list_models(folder / "v3.yaml")
     assert set(report["datasets"]) == {p.name for p in zoo_report.PROBES}
+
+
+def test_ties_for_first_place_are_named_as_ties():
+    report = {"datasets": {"a": {}, "b": {}}, "members": [
+        {"name": "x", "accuracy": {"a": 90.0, "b": 50.0}},
+        {"name": "y", "accuracy": {"a": 90.0, "b": 70.0}},
+    ]}
+    assert zoo_report.winners(report) == {"a": ["x", "y"], "b": ["y"]}

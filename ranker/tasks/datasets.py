@@ -149,8 +149,17 @@ def _lowres(images: np.ndarray) -> np.ndarray:
     ])
 
 
+def _grey(images: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of RGB images ``[N, H, W, 3]`` (PIL's "L") in three equal channels; grey ``[N, H, W]`` as is."""
+    if images.ndim == 3:
+        return images
+    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.round(luma).astype(np.uint8)[..., None], 3, axis=3)
+
+
 VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "invert": lambda images: 255 - images,
+    "grey": _grey,
     "rot90": lambda images: np.ascontiguousarray(np.rot90(images, axes=(1, 2))),
     "lowres": _lowres,
 }
@@ -159,7 +168,8 @@ VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def variant(task: Task, name: str) -> Task:
     """Returns ``task`` with a domain shift applied to every image, as task ``f"{id}/{name}"``.
 
-    Variants: "invert" (255 - x), "rot90" (90 degrees counter-clockwise; height and width swap) and "lowres" (4x BOX
+    Variants: "invert" (255 - x), "grey" (colour to luma: the same task without colour), "rot90" (90 degrees
+    counter-clockwise; height and width swap) and "lowres" (4x BOX
     downsample, then NEAREST upsample back to the original size, giving blocks of about 4x4 pixels). Path-based tasks
     are first read into memory as RGB, which needs all their images to have the same size.
     """
