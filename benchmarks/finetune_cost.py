@@ -13,6 +13,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ranker.tasks.benchmark import FinetuneRecipe
+from ranker.tune.finetune import recipe_entry
 from ranker.zoo import manifest as zoo
 
 
@@ -60,22 +62,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch threads: {torch.get_num_threads()}; batch 16, forward + backward + AdamW, median of {args.steps}")
     print("| model | native px | " + " | ".join(f"s/step at {s}" for s in args.sizes) + " |")
     print("|---|---|" + "---|" * len(args.sizes))
-    rows = []
-    for entry in entries:
-        cells = []
-        for size in args.sizes:
-            px = entry.input_size if size == "native" else min(int(size), entry.input_size)
-            seconds = seconds_per_step(entry, px, args.steps)
-            rows.append({"model": entry.name, "native": entry.input_size, "size": px,
-                         "seconds_per_step": round(seconds, 3), "threads": torch.get_num_threads()})
-            cells.append(f"{seconds:.2f} ({px} px)")
-        print(f"| {entry.name} | {entry.input_size} | " + " | ".join(cells) + " |", flush=True)
-    if args.csv:
-        with args.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    with args.csv.open("w", newline="") if args.csv else contextlib.nullcontext() as out:
+        writer = csv.DictWriter(out, fieldnames=["model", "native", "size", "seconds_per_step", "threads"]) \
+            if out else None
+        if writer:
             writer.writeheader()
-            writer.writerows(rows)
-
+        for entry in entries:
+            cells = []
+            for size in args.sizes:
+                cap = entry.input_size if size == "native" else int(size)
+                px = recipe_entry(entry, FinetuneRecipe(max_input_size=cap)).input_size  # ViT: a multiple of its patch
+                seconds = seconds_per_step(entry, px, args.steps)
+                if writer:  # written as measured, so that a stopped run keeps what it timed
+                    writer.writerow({"model": entry.name, "native": entry.input_size, "size": px,
+                                     "seconds_per_step": round(seconds, 3), "threads": torch.get_num_threads()})
+                    out.flush()
+                cells.append(f"{seconds:.2f} ({px} px)")
+            print(f"| {entry.name} | {entry.input_size} | " + " | ".join(cells) + " |", flush=True)
 
 if __name__ == "__main__":
     main()

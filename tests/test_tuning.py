@@ -20,7 +20,7 @@ from ranker.tasks import loaders
 from ranker.transfer.logme import posterior_weights
 from ranker.tune import __main__ as cli
 from ranker.tune import btuning
-from ranker.tune.finetune import FinetuneModule, finetune
+from ranker.tune.finetune import FinetuneModule, finetune, recipe_entry
 from ranker.zoo import manifest as zoo
 
 
@@ -196,3 +196,23 @@ def test_help_loads_no_model_library_and_defaults_are_the_packages() -> None:
     assert loaded == [] and "--teachers" in text
     defaults = {a.dest: a.default for a in cli.parser()._actions}
     assert defaults["checkpoint"] == export.DEFAULT_CHECKPOINT and defaults["manifest"] == zoo.DEFAULT_MANIFEST
+
+
+def test_a_recipe_sizes_members_by_name_and_never_above_native() -> None:
+    recipe = bm.FinetuneRecipe(max_input_size=64, input_sizes={"mobilenetv2_100": 160, "craft_vgg16_bn": 512})
+    assert recipe_entry(zoo.get_entry("mobilenetv2_100"), recipe).input_size == 160
+    assert recipe_entry(zoo.get_entry("craft_vgg16_bn"), recipe).input_size == 128  # native 128: not upscaled
+    assert recipe_entry(zoo.get_entry("efficientnet_lite0"), recipe).input_size == 64  # the cap for the rest
+    assert recipe_entry(zoo.get_entry("efficientnet_lite0"), bm.FinetuneRecipe(max_input_size=0)).input_size == 224
+
+
+def test_a_vit_is_sized_to_a_multiple_of_its_patch() -> None:
+    dinov2 = zoo.get_entry("dinov2_vits14", zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v3.yaml")
+    assert zoo.input_multiple(dinov2) == 14
+    assert recipe_entry(dinov2, bm.FinetuneRecipe(max_input_size=128)).input_size == 126
+    assert recipe_entry(dinov2, bm.FinetuneRecipe(max_input_size=0)).input_size == 224
+
+
+def test_a_member_that_flattens_its_map_keeps_its_native_size() -> None:
+    mobileface = zoo.get_entry("mobileface", zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v3.yaml")
+    assert recipe_entry(mobileface, bm.FinetuneRecipe(max_input_size=64)).input_size == 112

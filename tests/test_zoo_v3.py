@@ -230,3 +230,16 @@ def test_graph_members_fine_tune_with_the_benchmarks_recipe(tiny_bench, name):
     train, test = bm.task_parts(tiny_bench.config.tasks[0], tiny_bench.config)
     accuracy, size, device = finetune(ENTRIES[name], train, test, bm.FinetuneRecipe(steps=2, max_input_size=0))
     assert 0 <= accuracy <= 100 and size == ENTRIES[name].input_size and device == "cpu"
+
+
+def test_members_marked_fixed_size_are_the_ones_that_fail_elsewhere():
+    """A graph member that resizes or flattens to fixed shapes must say so (the recipe then keeps it native)."""
+    for name, entry in ENTRIES.items():
+        if entry.arch not in zoo.GRAPHS:
+            continue
+        trunk = zoo.load_extractor(entry).trunk
+        try:
+            ok = trunk(pixels(96, batch=3)).shape == (3, entry.feature_dim)
+        except RuntimeError:
+            ok = False
+        assert ok != entry.fixed_size, name

@@ -71,6 +71,8 @@ class FinetuneRecipe:
     head_lr_mult: float = 10.0  # the new head's learning rate is lr x this
     weight_decay: float = 0.01
     max_input_size: int = 64  # images resized to min(native, this) px; 0: native size
+    input_sizes: dict[str, int] = field(default_factory=dict)  # member -> px, in place of max_input_size (still at
+    # most native): where the budget gives members different sizes
     seed: int = 0
 
 

@@ -57,8 +57,15 @@ class FinetuneModule(L.LightningModule):
 
 
 def recipe_entry(entry: zoo.ZooEntry, recipe: bm.FinetuneRecipe) -> zoo.ZooEntry:
-    """``entry`` at the recipe's input size: min(native, ``max_input_size``) px."""
-    return dataclasses.replace(entry, input_size=min(entry.input_size, recipe.max_input_size or entry.input_size))
+    """``entry`` at the recipe's input size: min(native, the member's ``input_sizes`` entry, else ``max_input_size``)
+    px (0: native), rounded down to a multiple of a ViT's patch size; a ``fixed_size`` member stays native."""
+    if entry.fixed_size:
+        return entry
+    cap = recipe.input_sizes.get(entry.name, recipe.max_input_size) or entry.input_size
+    size = min(entry.input_size, cap)
+    if size < entry.input_size:
+        size -= size % zoo.input_multiple(entry)
+    return dataclasses.replace(entry, input_size=size)
 
 
 def images(task: Task, transform: Callable) -> torch.Tensor:

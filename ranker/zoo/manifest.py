@@ -67,6 +67,7 @@ class ZooEntry:
     pretrain: dict | None = None  # self-pretrained members: the recipe data/pretrain_zoo.py ran
     feature_node: str | None = None  # graph members: the node whose output (averaged over space if 4-D) is the feature
     input_channels: str = "RGB"  # graph members: "BGR" for networks trained on OpenCV's channel order
+    fixed_size: bool = False  # the network takes input_size only (it flattens a feature map into a dense layer)
     domain: str = ""  # the pre-training domain, for the zoo table (ImageNet, self-supervised, faces, medical, ...)
     licence: str = ""  # the weights' licence as their package states it
 
@@ -156,6 +157,14 @@ def meta_model(entry: ZooEntry) -> nn.Module:
     if entry.trunk_layers is not None:
         model = nn.Sequential(*model.features[: entry.trunk_layers])
     return model.eval()
+
+
+def input_multiple(entry: ZooEntry) -> int:
+    """What the member's input side must be a multiple of: a ViT's patch size (DINOv2: 14), else 1."""
+    if entry.arch in GRAPHS:
+        return 1
+    patch_embed = getattr(meta_model(entry), "patch_embed", None)
+    return int(patch_embed.patch_size[0]) if patch_embed is not None else 1
 
 
 def parameter_count(entry: ZooEntry) -> int:
