@@ -92,6 +92,18 @@ FAMILIES = (
 )  # fmt: skip
 
 
+RECIPE = {
+    "name": "finetune-v3", "steps": 30, "batch_size": 16, "lr": 2e-4, "head_lr_mult": 10.0, "weight_decay": 0.01,
+    "max_input_size": 128,
+    "input_sizes": {"mobilenetv2_100": 160, "mobilenetv2_100_coco_ssd": 160, "mobilenetv2_100_dogs": 160,
+                    "craft_vgg16_bn": 96, "hed_vgg16": 96, "vgg16_brain_mri": 96, "dinov2_vits14": 98,
+                    "ppocrv4_det": 224, "centernet_mobilenetv3": 160, "handlandmark_full": 224,
+                    "posenet_mobilenetv1": 257},
+}  # fmt: skip
+"""The ground truth's recipe, planned from benchmarks/finetune_cost_v3.csv (data/benchmarks/v3/README.md): the rest
+of the zoo at min(native, 128) px; MobileFace and BlazePose take only their native size (``fixed_size``)."""
+
+
 def _pool_counts(dataset: str) -> tuple[tuple[str, ...], np.ndarray]:
     """(class names, pool images per class) of a dataset as the benchmark pools it."""
     pool = bm.pool(dataset, "none", POOL_PER_CLASS)
@@ -136,6 +148,9 @@ def main() -> None:
         "manifest: ranker/configs/zoo/v3.yaml",
         "general_encoder: mobilenetv2_100",
         f"pool_per_class: {POOL_PER_CLASS}",
+        "finetune: {" + ", ".join(f"{k}: {v}" if not isinstance(v, dict) else
+                                  f"{k}: {{{', '.join(f'{m}: {px}' for m, px in v.items())}}}"
+                                  for k, v in RECIPE.items()) + "}",
         "tasks:",
     ]
     for comment, spec in tasks:
