@@ -46,6 +46,9 @@ def upward_imports(package: Path) -> list[str]:
     """One line per import, in any module under ``package``, of a layer above the importing module's own."""
     problems = []
     for path in sorted(package.rglob("*.py")):
+        folders = path.relative_to(package).parents  # the module's folders, relative to the package
+        if any(not (package / folder / "__init__.py").is_file() for folder in folders):
+            continue  # not a module of the package (e.g. a .py inside ranker/zoo/npm/node_modules)
         rel = path.relative_to(package.parent).with_suffix("")
         module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
         if module == package.name:
