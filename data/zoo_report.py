@@ -6,7 +6,7 @@ member's own input size. The first sign that the task picks the model: which mem
 
 Writes ``ranker/configs/zoo/README.md`` (the table), ``ranker/configs/zoo/v3_report.json`` (the figures) and
 ``ranker/configs/zoo/v3_report.png`` (a heatmap). Features are cached (``ranker.tasks.features``), so a rerun after
-a change of the report only is quick; the first run took about 25 minutes on 2 cores.
+a change of the report only is quick: the first run took about 45 minutes on 2 busy cores, a rerun 81 s.
 
     python -m data.zoo_report [--manifest ranker/configs/zoo/v3.yaml]
 """
