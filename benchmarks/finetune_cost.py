@@ -27,11 +27,11 @@ from ranker.tune.finetune import recipe_entry
 from ranker.zoo import manifest as zoo
 
 
-def seconds_per_step(entry: zoo.ZooEntry, size: int, steps: int = 3, batch: int = 16) -> float:
-    """Median seconds of one AdamW step of ``entry`` at ``size`` px on ``batch`` random images."""
-    extractor = zoo.load_extractor(entry)
+def seconds_per_step(extractor: zoo.FrozenExtractor, size: int, steps: int = 3, batch: int = 16) -> float:
+    """Median seconds of one AdamW step of the member at ``size`` px on ``batch`` random images (its weights move:
+    time does not depend on their values, so one loaded member serves every size)."""
     trunk = extractor.trunk.train().requires_grad_(True)
-    head = torch.nn.Linear(entry.feature_dim, 10)
+    head = torch.nn.Linear(extractor.entry.feature_dim, 10)
     opt = torch.optim.AdamW([*trunk.parameters(), *head.parameters()], lr=1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
@@ -68,11 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         if writer:
             writer.writeheader()
         for entry in entries:
+            extractor = zoo.load_extractor(entry)
             cells = []
             for size in args.sizes:
                 cap = entry.input_size if size == "native" else int(size)
                 px = recipe_entry(entry, FinetuneRecipe(max_input_size=cap)).input_size  # ViT: a multiple of its patch
-                seconds = seconds_per_step(entry, px, args.steps)
+                seconds = seconds_per_step(extractor, px, args.steps)
                 if writer:  # written as measured, so that a stopped run keeps what it timed
                     writer.writerow({"model": entry.name, "native": entry.input_size, "size": px,
                                      "seconds_per_step": round(seconds, 3), "threads": torch.get_num_threads()})
