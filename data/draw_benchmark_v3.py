@@ -139,6 +139,15 @@ def draw(rng: np.random.Generator) -> list[tuple[str, dict]]:
     return out
 
 
+def _flow(value: object) -> str:
+    """``value`` (dicts, lists, scalars) as one line of YAML flow style, keys in their order."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return str(value)
+
+
 def main() -> None:
     tasks = draw(np.random.default_rng(2026))
     lines = [
@@ -148,15 +157,11 @@ def main() -> None:
         "manifest: ranker/configs/zoo/v3.yaml",
         "general_encoder: mobilenetv2_100",
         f"pool_per_class: {POOL_PER_CLASS}",
-        "finetune: {" + ", ".join(f"{k}: {v}" if not isinstance(v, dict) else
-                                  f"{k}: {{{', '.join(f'{m}: {px}' for m, px in v.items())}}}"
-                                  for k, v in RECIPE.items()) + "}",
+        f"finetune: {_flow(RECIPE)}",
         "tasks:",
     ]
     for comment, spec in tasks:
-        fields = ", ".join(f"{k}: {v}" if not isinstance(v, list) else f"{k}: [{', '.join(map(str, v))}]"
-                           for k, v in spec.items())
-        lines += [f"  # {comment}", f"  - {{{fields}}}"]
+        lines += [f"  # {comment}", f"  - {_flow(spec)}"]
     Path(OUT).parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     roles = [spec["role"] for _, spec in tasks]
