@@ -6,7 +6,7 @@ over every task with fine-tuning ground truth, the history of the other groups p
 ranker is involved: the predictions come from the history of similar tasks alone). Summary vectors are the
 benchmark's stats (the general encoder's, as rank.py computes them).
 
-Run (the figures in README.md):
+Run (the figures in docs/ranking.md, "Predicted accuracy"):
     python benchmarks/calibration.py --cv
 """
 

@@ -15,7 +15,7 @@ With ``--ranker fennec`` the same is done for Fennec (``ranker.learn.fennec``, t
 ``fennec.*``, k=0 only): trained with the member's ground truth masked, then placed as ``rank.py`` places a new
 member, at ``A a`` (its free part zeroed; ``fennec.with_cold_models``).
 
-Run (the tables in README.md; 19 trainings, about 15 minutes on 2 cores; Fennec's 19 fits about 1 minute):
+Run (the tables in docs/fennec.md; 19 trainings, about 15 minutes on 2 cores; Fennec's 19 fits about 1 minute):
     python benchmarks/cold_start.py
     python benchmarks/cold_start.py --ranker fennec
 """

@@ -8,7 +8,7 @@ with fine-tuning ground truth, the ranker retrained per fold with the checkpoint
 and the prior come from the history (kinds ``logme`` and ``finetune``), the ground truth is ``finetune``.
 Prints a markdown table; ``--plot`` draws both curves.
 
-Run (the figures in README.md):
+Run (the figures in docs/results.md):
     python benchmarks/cost_quality.py --cv --plot benchmarks/cost_quality.png
     python benchmarks/cost_quality.py --seeds 3          # three training seeds, fixed split
 """

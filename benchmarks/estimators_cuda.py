@@ -6,7 +6,7 @@ probabilities), first on the CPU, then on CUDA after one warm-up call (CUDA cont
 It prints one markdown row per estimator and exits non-zero when a CUDA score differs from the CPU one by more
 than 1e-4 relatively (float64 math on both; only reduction order differs).
 
-Run (needs a CUDA GPU; the figures in README.md came from this):
+Run (needs a CUDA GPU; the figures in docs/install.md came from this):
     python benchmarks/estimators_cuda.py
     python benchmarks/estimators_cuda.py --n 20000 --repeats 3
 """

@@ -8,7 +8,7 @@ the prior (each model's mean accuracy on the same training tasks) and LogME alon
 gets a 95% bootstrap interval over tasks and, under CV, over whole groups (``group_bootstrap.group_interval``).
 If this fit cannot reach a bar, more training of the network on the same evidence will not either.
 
-Run (the figures in README.md's "Where it falls short"):
+Run (the figures in docs/results.md, "Where it falls short"):
     python benchmarks/evidence_ceiling.py --benchmark v2
 """
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The project's GPU paths in one short run, for a CUDA machine lent for a few minutes: what it prints and writes
-# under OUTDIR is what the README's "On a GPU" section reports.
+# under OUTDIR is what docs/install.md's "On a GPU" section reports.
 #   1. the CUDA tests (pytest -m gpu): frozen features and every estimator, CUDA against the CPU;
 #   2. every estimator timed on the CPU and on CUDA (benchmarks/estimators_cuda.py);
 #   3. whether this FAISS build has GPUs (the index moves there when it has);
 #   4. fine-tuning ground truth at each member's native input size (recipe finetune-v1 with max_input_size 0)
 #      on the offline benchmark's test tasks, one CSV row per pair (benchmarks/recipe_dependence.py), for the
 #      members named in MODELS, until GT_SECONDS have passed (a stopped run keeps every finished pair).
-# Usage: bash benchmarks/gpu_check.sh OUTDIR   (the project and its data importable; see README "On a GPU")
+# Usage: bash benchmarks/gpu_check.sh OUTDIR   (the project and its data importable; see docs/install.md "On a GPU")
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$out"

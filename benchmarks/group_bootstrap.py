@@ -6,7 +6,7 @@ the honest interval resamples groups: each resample draws groups with replacemen
 statistic is the task-weighted mean of weighted tau (rank=None) over the drawn tasks, or its paired difference to
 the prior. Reads the JSON that ``python -m ranker.evaluate --cv --json`` wrote (per-task tau, folds' groups).
 
-Run (the v2 table in README.md):
+Run (the v2 table in docs/results.md):
     python benchmarks/group_bootstrap.py runs/eval-v2.json
 """
 

@@ -12,7 +12,7 @@ does for flagged data), and the table compares, in mean weighted tau (rank=None)
   ``ranker.serve.pipeline``) is below ``pipeline.ood_threshold``, else the ranker at the checkpoint's k;
 - the prior, the mean fine-tuning accuracy on the checkpoint's benchmark's training tasks.
 
-Run (the figures in README.md's "Far from the history"):
+Run (the figures in docs/ranking.md, "Far from the history"):
     python benchmarks/ood_blend.py
 """
 

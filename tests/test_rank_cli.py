@@ -238,7 +238,7 @@ def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:
 
 def test_the_readme_python_example_runs_as_written(capsys) -> None:
     readme = (zoo.REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Use it from Python", 1)[1]
+    section = readme.split("## From Python", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()

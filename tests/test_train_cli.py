@@ -1,5 +1,5 @@
-"""train.py as a user meets it: the README's commands as written, bad invocations, folders it must not touch, and
-runs killed at random points that, rerun, export what an uninterrupted run exports."""
+"""train.py as a user meets it: the training guide's commands as written, bad invocations, folders it must not touch,
+and runs killed at random points that, rerun, export what an uninterrupted run exports."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
 
 
 def readme_train_commands() -> list[list[str]]:
-    """The arguments of every ``train.py`` command in the README's code blocks, in order."""
+    """The arguments of every ``train.py`` command in the training guide's code blocks, in order."""
     commands = []
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs" / "training.md").read_text().splitlines():
         match = re.match(r"\.venv/bin/python train\.py(.*?)(#|$)", line.strip())
         if match:
             commands.append(shlex.split(match.group(1)))
@@ -46,7 +46,7 @@ def folder_digest(folder: Path) -> str:
     return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
 
 
-def test_the_readme_train_commands_run_as_written(tmp_path: Path) -> None:
+def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
     """Run from an empty folder (so runs/ lands there) with tiny epochs; the resume command finds the first run."""
     commands = readme_train_commands()
     assert len(commands) == 4 and any("ckpt_path" in a for a in commands[2])

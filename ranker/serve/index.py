@@ -19,7 +19,7 @@ try:
     import faiss
 except ModuleNotFoundError as err:  # an extra, so that a GPU machine can take the GPU build instead
     raise ModuleNotFoundError("FAISS is not installed: pip install -e '.[cpu]', or '.[gpu]' on a CUDA 13 machine "
-                              "(README, 'Installing FAISS')") from err
+                              "(docs/install.md, 'FAISS')") from err
 import numpy as np
 import torch
 

@@ -50,7 +50,7 @@ def _ieee_float32() -> Iterator[None]:
 
     PyTorch runs cuDNN convolutions in TF32 by default on Ampere and later GPUs. On an H200 that moved
     MobileNetV2's features by up to 0.017 (mean |feature| 0.3) from the CPU's, while the cache key, rightly,
-    does not name the device; in IEEE float32 they agreed to 6e-6 (benchmarks/gpu_check.sh, README "On a GPU").
+    does not name the device; in IEEE float32 they agreed to 6e-6 (benchmarks/gpu_check.sh, docs/install.md "On a GPU").
     """
     settings = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
     before = [s.fp32_precision for s in settings]
