@@ -92,13 +92,34 @@ def seed_agreement(runs: list[np.ndarray]) -> float:
     return float(np.mean([weighted_tau(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
 
 
+def winners_by_group(bench: bm.Benchmark, tasks: list[str], gt: np.ndarray) -> list[str]:
+    """A table of which models win each task group: the model best most often and the best by mean rank.
+
+    Args:
+        tasks: the ids of the rows of ``gt``.
+        gt: ``[T, M]`` fine-tuning accuracy, complete rows.
+    """
+    group_of = {t.id: t.group_name for t in bench.config.tasks}
+    models = bench.models
+    ranks = (-gt).argsort(1).argsort(1) + 1  # 1 = best; ties broken by zoo order
+    lines = ["", "| test group | tasks | best most often (tasks) | best mean rank (rank) |", "|---|---|---|---|"]
+    for group in dict.fromkeys(group_of[t] for t in tasks):
+        rows = [i for i, t in enumerate(tasks) if group_of[t] == group]
+        best = np.bincount(gt[rows].argmax(1), minlength=len(models))
+        mean_rank = ranks[rows].mean(0)
+        lines.append(f"| {group} | {len(rows)} | {models[int(best.argmax())]} ({best.max()}) | "
+                     f"{models[int(mean_rank.argmin())]} ({mean_rank.min():.1f}) |")
+    return lines + [""]
+
+
 def learnability(bench: bm.Benchmark) -> list[str]:
-    """REPORT.md's section on whether the benchmark can show learning: the figures of issue 13, item 5.
+    """REPORT.md's section on whether the benchmark can show learning.
 
     Over the test tasks whose fine-tuning ground truth (mean over seeds) covers the whole zoo: the prior's
     weighted tau (each model's mean accuracy over the training tasks that cover the zoo), the best constant
-    ranking in hindsight, the mean weighted tau between two test tasks' rows, and, per task with several
-    seeds, the seed-to-seed weighted tau (the noise ceiling: how well one run ranks the other).
+    ranking in hindsight, how many distinct models are best, the mean weighted tau between two test tasks' rows,
+    the winners per task group, and, per task with several seeds, the seed-to-seed weighted tau (the noise
+    ceiling: how well one run ranks the other).
     """
     history, models = bench.history, bench.models
     test, _, gt = history.matrix("finetune", bench.task_ids("test"), models)
@@ -120,9 +141,14 @@ def learnability(bench: bm.Benchmark) -> list[str]:
     top = ", ".join(models[j] for j in np.argsort(-scores)[:5])
     lines.append(f"- the best constant ranking in hindsight (fitted on these test tasks): **{ceiling:.3f}** "
                  f"(its top 5: {top})")
+    best = np.nanargmax(gt, axis=1)
+    counts = sorted(((int((best == j).sum()), models[j]) for j in set(best.tolist())), reverse=True)
+    lines.append(f"- distinct best models over these test tasks: **{len(counts)}** of {len(models)} ("
+                 + ", ".join(f"{m} {n}" for n, m in counts) + ")")
     pairwise = [weighted_tau(a, b) for i, a in enumerate(gt) for j, b in enumerate(gt) if i != j]
     lines.append(f"- mean weighted tau between two test tasks' ground-truth rows: **{np.mean(pairwise):.3f}** "
                  "(1: every task ranks the zoo alike)")
+    lines += winners_by_group(bench, test, gt)
     seeds = history.seeds("finetune")
     runs = {s: history.matrix("finetune", test, models, seed=s)[2] for s in seeds}
     ceilings = {t: seed_agreement([runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()])

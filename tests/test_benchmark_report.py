@@ -27,3 +27,19 @@ def test_seed_agreement_is_one_for_identical_runs_and_lower_for_swapped_ones() -
     assert np.isclose(report.seed_agreement([run, run.copy()]), 1.0)
     swapped = np.array([70.0, 80.0, 60.0, 50.0])
     assert report.seed_agreement([run, swapped]) < 1.0
+
+
+def test_winners_by_group_name_the_planted_best_of_each_group() -> None:
+    from ranker.tasks import benchmark as bm
+
+    bench = bm.load_benchmark("offline")
+    tasks = bench.task_ids("test")
+    groups = [next(t.group_name for t in bench.config.tasks if t.id == task) for task in tasks]
+    first = groups[0]
+    gt = np.tile(np.linspace(50.0, 60.0, len(bench.models)), (len(tasks), 1))  # the last model best everywhere
+    gt[[g == first for g in groups], 2] = 99.0  # except in the first group, where model 2 wins
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.winners_by_group(bench, tasks, gt)[3:-1]}
+    assert set(rows) == set(groups)
+    assert f"| {bench.models[2]} ({groups.count(first)}) | {bench.models[2]} (1.0) |" in rows[first]
+    other = next(g for g in groups if g != first)
+    assert f"| {bench.models[-1]} ({groups.count(other)}) |" in rows[other]
