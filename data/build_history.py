@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,14 @@ FROZEN_KINDS = ("linear_probe", "logme")
 
 LINEAR_PROBE = {"name": "linear_probe-v1", "C": 1.0, "max_iter": 2000}
 """Standardized frozen features (native input size) → scikit-learn multinomial LogisticRegression (lbfgs)."""
+
+
+class Stopped(Exception):
+    """A signal stopped the build (SIGTERM: a cluster's time limit, ``kill``); its text says what was measured."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def part_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart) -> torch.Tensor:
@@ -110,9 +119,19 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     if kind in FROZEN_KINDS:  # model-major: each extractor is built once and its pools' features are read once
         todo.sort(key=lambda pair: bench.models.index(pair[1]))
     # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
+    before = len(own)
+    try:
+        return _measure(bench, kind, todo, (index, count), recipe, run_seed, own, out)
+    except Stopped as stop:
+        raise Stopped(f"{stop} after {len(own) - before} of this run's {len(todo)} pairs") from None
+
+
+def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]], shard: tuple[int, int],
+             recipe: bm.FinetuneRecipe, run_seed: int, own: HistoryStore, out: Path) -> int:
+    """Measures the pairs ``todo`` into ``own``, saved to ``out`` after each; returns how many it measured."""
     entries = bench.entries
     extractor, measured = None, 0
-    for spec, model in (bar := tqdm(todo, desc=f"{kind} {index}/{count}", unit="pair")):
+    for spec, model in (bar := tqdm(todo, desc=f"{kind} {shard[0]}/{shard[1]}", unit="pair")):
         if (spec.id, model, kind, run_seed) in _done_store(bench.root):  # another run measured it meanwhile
             continue
         bar.set_postfix_str(f"{model} · {spec.id}")
@@ -207,9 +226,20 @@ def build_stats(bench: bm.Benchmark) -> None:
     features.save_atomic(per_model, bench.root / "model_stats.safetensors", meta)
 
 
-def merge_parts(root: Path) -> int:
-    """Folds every ``parts/*.csv`` into history.csv, then deletes the parts; returns the record count."""
+def merge_parts(bench: bm.Benchmark) -> int:
+    """Folds every ``parts/*.csv`` into history.csv, then deletes the parts; returns the record count.
+
+    Raises:
+        ValueError: a record names a task or model the benchmark does not have (nothing is written then).
+    """
+    root = bench.root
     store = _done_store(root)
+    tasks = {t.id for t in bench.config.tasks}
+    for what, known, named in (("tasks", tasks, {r.task for r in store.records()}),
+                               ("models", set(bench.models), {r.model for r in store.records()})):
+        if unknown := sorted(named - known):
+            raise ValueError(f"history of {root} names {what} {unknown} that {root / 'benchmark.yaml'} does not "
+                             "have; fix or remove those rows, then merge again")
     store.save(root / "history.csv")
     for part in (root / "parts").glob("*.csv"):
         part.unlink()
@@ -239,10 +269,11 @@ def main() -> None:
     parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop)  # Lightning's own handler, during a fit, calls this one too
     try:
         bench = bm.load_benchmark(args.benchmark)
         if args.merge:
-            print(f"history.csv: {merge_parts(bench.root)} records")
+            print(f"history.csv: {merge_parts(bench)} records")
             return
         if args.kind is None:
             raise ValueError("pass --kind stats, linear_probe, logme, finetune or proxy (or --merge)")
@@ -261,6 +292,10 @@ def main() -> None:
     except ValueError as err:  # ZooError, HistoryError and DatasetError included: a problem the user can fix
         print(f"build_history: {err}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as stop:  # a stopped build must not look like a finished one to a scheduler
+        print(f"build_history: stopped by {stop}; every measured pair is kept: rerun the same command to measure "
+              "the rest", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     print(f"{n} measured into {bench.root / 'parts'}; fold it in with --merge")
 
 

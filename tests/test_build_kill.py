@@ -15,6 +15,7 @@ import pytest
 from conftest import make_bench
 
 from data import build_history
+from ranker.tasks.benchmark import Benchmark
 from ranker.tasks.history import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,9 @@ def measured(root: Path) -> int:
     return len(HistoryStore.load(part)) if part.exists() else 0
 
 
-def values(root: Path) -> dict[tuple, float]:
-    build_history.merge_parts(root)
-    return {r.key: r.value for r in HistoryStore.load(root / "history.csv").records()}
+def values(bench: Benchmark) -> dict[tuple, float]:
+    build_history.merge_parts(bench)
+    return {r.key: r.value for r in HistoryStore.load(bench.root / "history.csv").records()}
 
 
 def check_kills(tmp_path: Path, kills: int) -> None:
@@ -57,8 +58,28 @@ def check_kills(tmp_path: Path, kills: int) -> None:
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
     assert out.startswith(f"{pairs - before} measured"), out  # the rerun measured only what the killed runs had not
-    expected = values(whole.root)
-    assert len(expected) == pairs and values(killed.root) == expected
+    expected = values(whole)
+    assert len(expected) == pairs and values(killed) == expected
+
+
+def test_a_build_stopped_by_sigterm_says_so_and_fails(tmp_path: Path) -> None:
+    """A cluster's time limit sends SIGTERM: the build must exit non-zero (a scheduler would record success on 0)
+    with one line saying how far it got, and the rerun measures only the rest."""
+    bench = make_bench(tmp_path / "bench", MODELS)
+    proc = build(bench.root, tmp_path / "cache")
+    while proc.poll() is None and measured(bench.root) < 1:
+        time.sleep(0.02)
+    time.sleep(0.5)  # inside the next pair's fine-tuning, where Lightning's own SIGTERM handler is installed
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    before = measured(bench.root)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"build_history: stopped by SIGTERM after {before} of this run's"), last
+    rerun = build(bench.root, tmp_path / "cache")
+    out, err = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, err[-2000:]
+    assert out.startswith(f"{len(bench.config.tasks) * len(MODELS) - before} measured"), out
 
 
 def test_a_killed_history_build_ends_with_the_uninterrupted_records(tmp_path: Path) -> None:

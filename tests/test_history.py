@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_ben
     # A later run (or a restarted shard) finds nothing left: finished pairs are skipped, so a stopped run resumes.
     assert build_history.build_records(tiny_bench, "linear_probe", "all") == 0
     assert not (root / "history.csv").exists()  # only --merge writes history.csv
-    assert build_history.merge_parts(root) == 4 and not list((root / "parts").glob("*.csv"))
+    assert build_history.merge_parts(tiny_bench) == 4 and not list((root / "parts").glob("*.csv"))
     merged = _values(root / "history.csv")
     assert set(merged) == {(t, m, "linear_probe", 0) for t in ("d3", "d2-inv") for m in tiny_bench.models}
     assert all(0 <= v <= 100 for v in merged.values())
@@ -97,8 +98,19 @@ def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_ben
     # The same pairs measured in one run give the same values: shards change who measures, not what.
     (root / "history.csv").rename(tmp_path / "sharded.csv")
     assert build_history.build_records(tiny_bench, "linear_probe", "all") == 4
-    build_history.merge_parts(root)
+    build_history.merge_parts(tiny_bench)
     assert _values(root / "history.csv") == merged
+
+
+def test_merge_refuses_records_of_tasks_or_models_the_benchmark_lacks(tiny_bench: bm.Benchmark) -> None:
+    """Typos in a part (a model `mobilenet_v2`, a task `food_4way`) used to merge silently."""
+    for bad, says in ((_rec("d3", "mobilenet_v2", 80.0), "models ['mobilenet_v2']"),
+                      (_rec("food_4way", tiny_bench.models[0], 80.0), "tasks ['food_4way']")):
+        part = build_history.part_path(tiny_bench.root, "finetune", (0, 1))
+        HistoryStore([_rec("d3", tiny_bench.models[0], 70.0), bad]).save(part)
+        with pytest.raises(ValueError, match=re.escape(f"names {says}")):
+            build_history.merge_parts(tiny_bench)
+        assert not (tiny_bench.root / "history.csv").exists() and part.exists()  # nothing written, nothing lost
 
 
 def test_a_stopped_run_resumes_where_it_stopped(tiny_bench: bm.Benchmark) -> None:
@@ -109,7 +121,7 @@ def test_a_stopped_run_resumes_where_it_stopped(tiny_bench: bm.Benchmark) -> Non
 
 def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> None:
     assert build_history.build_records(tiny_bench, "finetune", "test", models=["tiny_resnet_fmnist"]) == 1
-    build_history.merge_parts(tiny_bench.root)
+    build_history.merge_parts(tiny_bench)
     (record,) = HistoryStore.load(tiny_bench.root / "history.csv").records()
     recipe = tiny_bench.config.finetune
     assert record.key == ("d2-inv", "tiny_resnet_fmnist", "finetune", 0)
@@ -126,7 +138,7 @@ def test_a_second_seed_measures_every_pair_again_as_records_of_its_own(tiny_benc
     assert build_history.build_records(tiny_bench, "finetune", "test", models=model) == 1
     assert build_history.build_records(tiny_bench, "finetune", "test", models=model, seed=1) == 1
     assert build_history.build_records(tiny_bench, "finetune", "test", models=model, seed=1) == 0  # resumes
-    build_history.merge_parts(tiny_bench.root)
+    build_history.merge_parts(tiny_bench)
     store = HistoryStore.load(tiny_bench.root / "history.csv")
     assert store.seeds("finetune") == [0, 1]
     assert seeds_run == [0, 1] and store.get("d2-inv", model[0], "finetune", 1).seed == 1  # trained with that seed
@@ -146,7 +158,7 @@ def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: 
 
 def test_proxy_labels_rank_the_whole_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:
     assert build_history.build_proxy(tiny_bench, "all") == 4
-    build_history.merge_parts(tiny_bench.root)
+    build_history.merge_parts(tiny_bench)
     tasks, models, values = HistoryStore.load(tiny_bench.root / "history.csv").matrix("proxy")
     assert sorted(tasks) == ["d2-inv", "d3"] and models == tiny_bench.models
     # Two models: each estimator puts one at 0 and the other at 1 (or both at 0.5), so a task's proxies sum to 1.
