@@ -174,7 +174,7 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
     lines = [
         f"# {bench.config.name}: benchmark report",
         "",
-        f"Regenerate: `python -m data.benchmark_report --benchmark {bench.config.name}` (from `history.csv`). "
+        f"Regenerate: `python -m data.benchmark_report --benchmark {bench.argument}` (from `history.csv`). "
         f"Loading the shipped benchmark (config, history, statistics) took {load_seconds:.2f} s.",
         "",
         f"- zoo: {len(models)} models ({bench.config.manifest}); tasks: {len(bench.task_ids('train'))} training, "

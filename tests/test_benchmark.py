@@ -97,3 +97,11 @@ def test_v3_census() -> None:
     recipe = v3.config.finetune
     assert recipe.name == "finetune-v3" and set(recipe.input_sizes) <= set(v3.models)
     assert recipe.input_sizes["dinov2_vits14"] >= 96  # no member pre-trained at 224+ below 96 px
+
+
+def test_hints_name_the_benchmark_as_the_user_passes_it(offline: bm.Benchmark, tiny_bench: bm.Benchmark) -> None:
+    """A folder benchmark's ``name:`` is not something ``--benchmark`` finds: hints give the folder."""
+    assert offline.argument == "offline" and bm.load_benchmark(offline.argument).root == offline.root
+    assert tiny_bench.config.name == "tiny" and tiny_bench.argument == str(tiny_bench.root)
+    with pytest.raises(ValueError, match=f"--benchmark {tiny_bench.root} --kind stats"):
+        tiny_bench.task_stats()

@@ -100,6 +100,11 @@ class Benchmark:
         return [t.id for t in self.config.tasks if t.role == role]
 
     @property
+    def argument(self) -> str:
+        """What to pass as ``--benchmark`` to name this benchmark: its name under data/benchmarks/, else its folder."""
+        return self.root.name if self.root.parent == BENCHMARKS_DIR else str(self.root)
+
+    @property
     def manifest_path(self) -> Path:
         return REPO_ROOT / self.config.manifest
 
@@ -107,7 +112,7 @@ class Benchmark:
         path = self.root / name
         if not path.is_file():
             raise ValueError(f"{path} is missing; build it with `python -m data.build_history --benchmark "
-                             f"{self.config.name} --kind stats`")
+                             f"{self.argument} --kind stats`")
         return load_file(path)
 
     def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
