@@ -27,11 +27,17 @@ Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
     python -m data.build_history --kind finetune --role test --seed 1      # a second run of every pair: noise
     python -m data.build_history --merge
+    python -m data.build_history --benchmark path/to/folder --import results.csv   # results a team already has
+
+An import takes a CSV with the columns task, model, accuracy (fine-tuning top-1, percent) and optionally seed,
+recipe, input_size, epochs, lr, n_train, n_test, wall_s and device; its records say ``imported from <file>`` in
+``source``, and the builder then skips those pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import math
 import signal
@@ -246,6 +252,65 @@ def merge_parts(bench: bm.Benchmark) -> int:
     return len(store)
 
 
+IMPORT_REQUIRED = ("task", "model", "accuracy")
+IMPORT_OPTIONAL = ("seed", "recipe", "input_size", "epochs", "lr", "n_train", "n_test", "wall_s", "device")
+"""Columns of a results CSV to import: accuracy is fine-tuning top-1 accuracy in percent; a blank optional cell
+takes the history's default (seed 0, recipe ``imported``)."""
+
+
+def import_results(bench: bm.Benchmark, path: Path) -> int:
+    """Adds a team's past fine-tuning results (a CSV of IMPORT_REQUIRED and any IMPORT_OPTIONAL columns) to the
+    benchmark as ``finetune`` records whose source says they were imported, in ``parts/finetune-imported.csv``.
+
+    Returns:
+        The number of records imported.
+
+    Raises:
+        ValueError: the first problem (a missing or unknown column, an unknown task or model, an accuracy that is
+            not a number from 0 to 100, a row twice, a pair already in the history), by line; nothing is written.
+    """
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns, rows = reader.fieldnames or [], list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    if missing := [c for c in IMPORT_REQUIRED if c not in columns]:
+        raise ValueError(f"{path} lacks column(s) {missing}; it needs {list(IMPORT_REQUIRED)} and may add "
+                         f"{list(IMPORT_OPTIONAL)}")
+    if unknown := [c for c in columns if c not in IMPORT_REQUIRED + IMPORT_OPTIONAL]:
+        raise ValueError(f"{path} has column(s) {unknown} that an import does not take; use {list(IMPORT_REQUIRED)} "
+                         f"and {list(IMPORT_OPTIONAL)}")
+    tasks, done, store = {t.id for t in bench.config.tasks}, _done_store(bench.root), HistoryStore()
+    types = {f.name: f.type for f in dataclasses.fields(Record)}
+    for line, row in enumerate(rows, start=2):
+        where = f"{path} line {line}"
+        if row["task"] not in tasks:
+            raise ValueError(f"{where}: task {row['task']!r} is not in {bench.root / 'benchmark.yaml'}")
+        if row["model"] not in bench.models:
+            raise ValueError(f"{where}: model {row['model']!r} is not in {bench.config.manifest}; its models: "
+                             f"{', '.join(bench.models)}")
+        try:
+            accuracy = float(row["accuracy"])
+            extra = {c: (int if types[c] == "int" else float if types[c] == "float" else str)(row[c])
+                     for c in IMPORT_OPTIONAL if row.get(c)}
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}; accuracy and the numeric columns must be numbers") from None
+        if not 0.0 <= accuracy <= 100.0:  # NaN fails too
+            raise ValueError(f"{where}: accuracy {row['accuracy']} is not a percentage from 0 to 100")
+        record = Record(task=row["task"], model=row["model"], kind="finetune", metric="top1_accuracy",
+                        value=accuracy, **{"recipe": "imported", **extra}, source=f"imported from {path.name}")
+        if record.key in store or record.key in done:
+            raise ValueError(f"{where}: ({record.task}, {record.model}, seed {record.seed}) is "
+                             f"{'twice in the file' if record.key in store else 'already in the history'}")
+        store.add(record)
+    out = part_path(bench.root, "finetune", (0, 1)).with_name("finetune-imported.csv")
+    own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+    own.merge(store)
+    own.save(out)
+    return len(store)
+
+
 def _seed(text: str) -> int:
     if not text.isdigit() or int(text) >= 2**32:
         raise argparse.ArgumentTypeError(f"--seed {text}: give an integer from 0 to 2**32 - 1")
@@ -268,12 +333,20 @@ def main() -> None:
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
     parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
+    parser.add_argument("--import", dest="results", type=Path, metavar="CSV",
+                        help="add past fine-tuning results (columns task, model, accuracy; optional "
+                             f"{', '.join(IMPORT_OPTIONAL)}) and stop")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _stop)  # Lightning's own handler, during a fit, calls this one too
     try:
         bench = bm.load_benchmark(args.benchmark)
         if args.merge:
             print(f"history.csv: {merge_parts(bench)} records")
+            return
+        if args.results:
+            n = import_results(bench, args.results)
+            print(f"{n} imported into {bench.root / 'parts'}; fold them in with "
+                  f"`python -m data.build_history --benchmark {bench.argument} --merge`")
             return
         if args.kind is None:
             raise ValueError("pass --kind stats, linear_probe, logme, finetune or proxy (or --merge)")

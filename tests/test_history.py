@@ -172,3 +172,56 @@ def test_cli_reports_bad_input_in_one_line(capsys: pytest.CaptureFixture, monkey
         build_history.main()
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and "resnet9000" in err
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_imported_results_become_finetune_records_that_the_builder_skips(tiny_bench: bm.Benchmark,
+                                                                         tmp_path: Path) -> None:
+    a, b = tiny_bench.models
+    csv_path = _write(tmp_path / "results.csv", f"task,model,accuracy,seed,input_size\nd3,{a},91.5,,64\n"
+                                                f"d3,{b},80,1,\nd2-inv,{a},75.25,,\n")
+    assert build_history.import_results(tiny_bench, csv_path) == 3
+    assert build_history.build_records(tiny_bench, "finetune", "all", models=[a]) == 0  # both pairs imported
+    build_history.merge_parts(tiny_bench)
+    store = HistoryStore.load(tiny_bench.root / "history.csv")
+    record = store.get("d3", a, "finetune")
+    assert (record.value, record.seed, record.input_size, record.recipe) == (91.5, 0, 64, "imported")
+    assert record.source == "imported from results.csv" and store.get("d3", b, "finetune", 1).value == 80.0
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("task,model\nd3,M0\n", "lacks column(s) ['accuracy']"),
+    ("task,model,accuracy,colour\nd3,M0,90,red\n", "column(s) ['colour'] that an import does not take"),
+    ("task,model,accuracy\nd3,mobilenet_v2,90\n", "line 2: model 'mobilenet_v2' is not in"),
+    ("task,model,accuracy\nfood_4way,M0,90\n", "line 2: task 'food_4way' is not in"),
+    ("task,model,accuracy\nd3,M0,ninety\n", "line 2: could not convert string to float: 'ninety'"),
+    ("task,model,accuracy\nd3,M0,0.9\nd3,M1,190\n", "line 3: accuracy 190 is not a percentage"),
+    ("task,model,accuracy,seed\nd3,M0,90,one\n", "line 2: invalid literal for int() with base 10: 'one'"),
+    ("task,model,accuracy\nd3,M0,90\nd3,M0,91\n", "line 3: (d3, M0, seed 0) is twice in the file"),
+])
+def test_a_bad_import_says_what_is_wrong_in_one_line_and_writes_nothing(tiny_bench: bm.Benchmark, tmp_path: Path,
+                                                                       text: str, says: str) -> None:
+    for i, model in enumerate(tiny_bench.models):
+        text, says = text.replace(f"M{i}", model), says.replace(f"M{i}", model)
+    with pytest.raises(ValueError) as err:
+        build_history.import_results(tiny_bench, _write(tmp_path / "results.csv", text))
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert not (tiny_bench.root / "parts").exists()
+
+
+def test_an_import_refuses_a_pair_already_measured(tiny_bench: bm.Benchmark, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_bench.models[0]
+    csv_path = _write(tmp_path / "results.csv", f"task,model,accuracy\nd3,{model},90\n")
+    monkeypatch.setattr("sys.argv", ["build_history", "--benchmark", str(tiny_bench.root), "--import", str(csv_path)])
+    build_history.main()
+    assert capsys.readouterr().out.startswith("1 imported")
+    with pytest.raises(SystemExit) as stop:
+        build_history.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "already in the history" in err and err.count("\n") == 1
