@@ -27,7 +27,6 @@ from ranker.tasks import benchmark as bm
 from ranker.tasks import loaders
 from ranker.zoo import manifest as zoo
 
-
 HEADER = """\
 # Written by `python -m data.scaffold`. A task is one folder (`dataset`) with all its classes (`classes: []`), per
 # class `n_train` images to fine-tune on (0: half) and `n_test` held out (0: the rest); `group` is what grouped
