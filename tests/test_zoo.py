@@ -104,3 +104,15 @@ def test_unreadable_weights_file_is_a_zoo_error(tmp_path):
     broken.write_bytes(b"PK\x03\x04 this is not a checkpoint")
     with pytest.raises(zoo.ZooError, match="cannot be read"):
         zoo.load_extractor(dataclasses.replace(entry, weights_package=None, weights_file=str(broken)))
+
+
+def test_hub_weights_without_network_are_a_zoo_error(monkeypatch):
+    """A manifest entry with ``hub: true`` on a machine that cannot reach the hub: one ZooError, not an HTTP trace."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # fail at once, as an offline machine does after retries
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-cache")
+    entry = zoo.ZooEntry(name="resnet18_hub", arch="resnet18", pretraining="ImageNet", feature_dim=512,
+                         input_size=224, hub=True)
+    with pytest.raises(zoo.ZooError, match="timm hub weights of 'resnet18_hub' .* needs network"):
+        zoo.load_extractor(entry)

@@ -281,9 +281,14 @@ def _build(entry: ZooEntry) -> nn.Module:
     """The architecture with the entry's weights loaded strictly, head (if any) included."""
     if entry.arch in GRAPHS:
         return _graph(entry)
-    model = timm.create_model(
-        entry.arch, pretrained=entry.hub, num_classes=entry.num_classes, **dict(entry.arch_kwargs)
-    )
+    try:
+        model = timm.create_model(
+            entry.arch, pretrained=entry.hub, num_classes=entry.num_classes, **dict(entry.arch_kwargs)
+        )
+    except OSError as err:  # only hub weights are fetched here: no network and not in the Hugging Face cache
+        raise ZooError(f"timm hub weights of '{entry.name}' ({entry.arch}) could not be fetched "
+                       f"({str(err).splitlines()[0]}); `hub: true` needs network; offline, give a weights_file"
+                       ) from None
     if entry.trunk_layers is not None:
         model = nn.Sequential(*model.features[: entry.trunk_layers])
     if not entry.hub:
