@@ -4,6 +4,7 @@ import gzip
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -424,3 +425,23 @@ def test_openmoji_without_the_emoji_list_says_what_to_install(tmp_path, monkeypa
     monkeypatch.setenv("EMOJI_TEST", str(tmp_path / "none.txt"))
     with pytest.raises(DatasetError, match="unicode-data"):
         loaders.openmoji()
+
+
+def test_transparent_pixels_of_a_folder_image_are_white_and_pil_stays_quiet(tmp_path: Path) -> None:
+    """Clip art in a user's folder: palette PNGs with a transparent colour (PIL warned on each) and RGBA PNGs."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    palette = Image.new("P", (4, 4), 1)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)  # colour 0 red, colour 1 blue
+    palette.putpixel((0, 0), 0)
+    palette.info["transparency"] = b"\x00\xff"  # colour 0 transparent, as bytes: what PIL warned about
+    palette.save(tmp_path / "a" / "p.png", transparency=b"\x00\xff")
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 1], rgba[1:, :, 3] = 200, 255  # green, its first row transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b" / "q.png")
+    task = loaders.load_image_folder(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, q = (np.asarray(task.image(i)) for i in range(2))
+    assert p[0, 0].tolist() == [255, 255, 255] and p[1, 1].tolist() == [0, 0, 255]
+    assert (q[0] == 255).all() and q[1, 0].tolist() == [0, 200, 0]

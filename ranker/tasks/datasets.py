@@ -70,10 +70,16 @@ class Task:
         return len(self.class_names)
 
     def image(self, i: int) -> Image.Image:
-        """Returns sample ``i`` as an RGB image; grayscale pixels are replicated into all three channels."""
+        """Returns sample ``i`` as an RGB image; grayscale pixels are replicated into all three channels, and an
+        image with transparency (an alpha channel or a palette's transparent colour) is composited onto white."""
         if self.images is not None:
             return Image.fromarray(self.images[i]).convert("RGB")
         with Image.open(self.paths[i]) as im:
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGB", rgba.size, "white")
+                canvas.paste(rgba, mask=rgba)
+                return canvas
             return im.convert("RGB")
 
     def subset(self, indices: Sequence[int] | np.ndarray, suffix: str) -> Task:
