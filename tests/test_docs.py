@@ -71,10 +71,17 @@ def test_the_results_table_is_the_generated_reports() -> None:
             assert float(cell) == pytest.approx(table[method], abs=5e-4), (row, method)
 
 
-@pytest.mark.parametrize("page", [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))],
+@pytest.mark.parametrize("page", [README, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md",
+                                  *sorted((ROOT / "docs").glob("*.md"))],
                          ids=lambda p: p.name)
 def test_relative_links_lead_to_files(page: Path) -> None:
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
     local = [link for link in links if "://" not in link]
     missing = [link for link in local if not (page.parent / link).exists()]
     assert not missing, missing
+
+
+def test_every_benchmark_script_is_in_the_index() -> None:
+    index = (ROOT / "benchmarks" / "README.md").read_text()
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh"))
+    assert scripts and [s for s in scripts if f"`{s}" not in index] == []
