@@ -10,7 +10,7 @@ written. An existing run or export folder of the same name is never touched unle
 rewritten by ``name=offline-default overwrite=true``.
 
 Examples:
-    python train.py                                      # embedded benchmark, CPU, about 2 minutes
+    python train.py                                      # embedded benchmark, CPU, minutes
     python train.py name=small trainer.max_epochs=3 model.dim=128 optim.loss=listnet
     python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
     python train.py ranker=fennec name=offline-fennec     # Fennec (ranker/learn/fennec.py), seconds; rank.py
@@ -29,8 +29,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf.errors import OmegaConfBaseException
 
 from ranker.files import exit_with
-from ranker.learn import lit
+from ranker.learn import rankers
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
+from ranker.learn.episodes import EpisodeDataModule
 from ranker.serve import export
 from ranker.zoo.manifest import load_manifest
 
@@ -57,16 +58,17 @@ def check_folders(cfg: RunConfig) -> None:
                          "replace it")
 
 
-def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
-    """Trains and picks k on the validation tasks (``lit.fit``), exports; returns the export folder."""
+def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
+    """Fits the run's ranker (``rankers.get(cfg.ranker).fit``: it also chooses k, by grouped cross-validation
+    inside the training tasks where it can), exports; returns the export folder."""
     start = time.perf_counter()
-    fitted = lit.fit(cfg, data)
+    fitted = rankers.get(cfg.ranker).fit(cfg, data)
     if fitted is None:  # a DDP process other than rank 0: rank 0 exports
         return Path(cfg.export_dir) / cfg.name
     bench = data.bench
     config = export.ExportConfig(dims=data.dims, models=bench.models, general_encoder=bench.config.general_encoder,
                                  general_encoder_sha256=bench.entries[bench.config.general_encoder].weights_sha256,
-                                 rerank_k=fitted.rerank_k, spider_factor=fitted.spider_shrink,
+                                 rerank_k=fitted.rerank_k, spider_factor=fitted.spider_factor,
                                  run=cfg)
     history = data.train_episodes + data.val_episodes
     stats = bench.task_stats()
@@ -76,14 +78,7 @@ def fit(cfg: RunConfig, data: lit.EpisodeDataModule) -> Path:
         [e.task for e in history], [e.kind for e in history], [groups[e.task] for e in history],
         torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
-    seconds = time.perf_counter() - start
-    if cfg.ranker == "fennec":
-        print(f"Fennec: val wtau {fitted.best_score:.3f} at the kept epoch; exported {folder} in {seconds:.0f} s")
-        return folder
-    print(f"best val/wtau {fitted.best_score:.3f} ({fitted.best_path})")
-    print("wtau by re-ranking depth k: " + " ".join(f"{i}:{t:.3f}" for i, t in enumerate(fitted.sweep)))
-    print(f"chose k={fitted.rerank_k}, Model Spider scale x {fitted.spider_shrink:g} (by {fitted.chosen_by}); "
-          f"exported {folder} in {seconds:.0f} s")
+    print(f"{fitted.report}; exported {folder} in {time.perf_counter() - start:.0f} s")
     return folder
 
 
@@ -94,9 +89,10 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         cfg = load_run_config(DEFAULT_TRAIN_CONFIG, argv)
+        rankers.get(cfg.ranker)  # an unknown ranker fails here, before any folder or data
         if rank_zero_only.rank == 0:  # the folders of DDP's other processes are rank 0's, made on purpose
             check_folders(cfg)
-        data = lit.EpisodeDataModule(cfg)
+        data = EpisodeDataModule(cfg)
         data.setup()
     except OmegaConfBaseException as err:  # unknown key, or a value of the wrong type
         where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""

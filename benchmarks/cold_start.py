@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ranker.learn import fennec, lit
+from ranker.learn import episodes, fennec, lit
 from ranker.learn.config import load_run_config
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker, borrow
@@ -53,20 +53,20 @@ def lomo_modelspider(bench: bm.Benchmark, shipped: export.Exported, factor: floa
                      members: list[int]) -> tuple[dict[int, np.ndarray], dict[int, dict[int, np.ndarray]]]:
     """Test-task scores by depth of the calibrated ranker trained with every member, and of one trained without
     each member of ``members`` (by zoo index) and then given it cold."""
-    test = lit.collate(lit.load_episodes(bench, bench.task_ids("test"), ["finetune"]))
+    test = episodes.collate(episodes.load_episodes(bench, bench.task_ids("test"), ["finetune"]))
     archi = shipped.archi2vec
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         def trained(name: str, hide: int | None) -> Ranker:
             """The shipped run config trained (no inner selection) with member ``hide``'s history masked."""
             cfg = copy.deepcopy(shipped.config.run)
             cfg.data.benchmark, cfg.name, cfg.out_dir, cfg.ckpt_path = bench.config.name, name, tmp, None
-            data = lit.EpisodeDataModule(cfg)
+            data = episodes.EpisodeDataModule(cfg)
             data.setup()
             if hide is not None:
                 for episode in data.train_episodes + data.val_episodes:
                     episode.target[hide] = episode.evidence[hide] = math.nan
             with contextlib.redirect_stdout(sys.stderr), torch.enable_grad():
-                net = lit.train(cfg, data)[0]
+                net = lit.train(cfg, data, Ranker)[0]
             net.calibration.spider_scale.data *= factor
             return net
 
@@ -90,7 +90,7 @@ def lomo_fennec(bench: bm.Benchmark, members: list[int]) -> tuple[dict[int, np.n
     """``lomo_modelspider`` for Fennec at k=0: fitted with the member's ground truth masked, its free part zeroed."""
     cfg = load_run_config()
     cfg.data.benchmark = bench.config.name
-    data = lit.EpisodeDataModule(cfg)
+    data = episodes.EpisodeDataModule(cfg)
     data.setup()
     train, val = fennec.run_history(data)
     test = fennec.summaries(bench, bench.task_ids("test"))

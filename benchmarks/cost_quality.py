@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker import evaluate
-from ranker.learn import lit
+from ranker.learn import episodes, rankers
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker
 from ranker.serve import export
@@ -31,7 +31,7 @@ from ranker.tasks import benchmark as bm
 
 def curve(net: Ranker, bench: bm.Benchmark, tasks: list[str]) -> np.ndarray:
     """``[len(tasks), M + 1]`` weighted tau of each task at every re-ranking depth."""
-    batch = lit.collate(lit.load_episodes(bench, tasks, ["finetune"]))
+    batch = episodes.collate(episodes.load_episodes(bench, tasks, ["finetune"]))
     out = np.zeros((len(tasks), batch["target"].shape[1] + 1))
     for k in range(out.shape[1]):
         scores = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"])
@@ -69,7 +69,7 @@ def main() -> None:
         taus, priors, logmes, ks = [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for i, fold in enumerate(evaluate.folds(bench, measured)):
-                fitted = lit.fit_again(exported.config.run, args.benchmark, tmp, f"fold{i}", fold.train)[0]
+                fitted = rankers.fit_again(exported.config.run, args.benchmark, tmp, f"fold{i}", fold.train)[0]
                 taus.append(curve(fitted.net, bench, fold.held_out))
                 prior, logme = baselines(bench, fold.held_out, fold.train)
                 priors.append(prior)
@@ -83,10 +83,10 @@ def main() -> None:
         print("|---|---|---|---|---|")
         with tempfile.TemporaryDirectory() as tmp:
             for seed in range(args.seeds):
-                fitted = lit.fit_again(exported.config.run, args.benchmark, tmp, f"s{seed}", seed=seed)[0]
+                fitted = rankers.fit_again(exported.config.run, args.benchmark, tmp, f"s{seed}", seed=seed)[0]
                 tau = curve(fitted.net, bench, test).mean(0)
                 print(f"| {seed} | {tau[0]:.3f} | {fitted.rerank_k} | {tau[fitted.rerank_k]:.3f} | "
-                      f"{fitted.spider_shrink:g} |", flush=True)
+                      f"{fitted.spider_factor:g} |", flush=True)
     m = len(bench.models)
     print(f"mean weighted tau (rank=None) by k, the models embedding the task's data ({bench.config.name}, M={m})")
     print("| k | " + " | ".join(results) + " |")

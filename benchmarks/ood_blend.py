@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ranker import evaluate
-from ranker.learn import lit
+from ranker.learn import episodes
 from ranker.learn.metrics import weighted_tau
 from ranker.serve import export, pipeline
 from ranker.tasks import benchmark as bm
@@ -37,7 +37,7 @@ def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str], pri
     ``[M]`` in their order; ``threshold``: ``pipeline.ood_threshold``), each task's nearest historical cosine
     (``"nearest"``, from the export's task index, as rank.py finds it) and whether it is flagged (``"far"``)."""
     columns = [bench.models.index(m) for m in exported.config.models]
-    batch = lit.collate(lit.load_episodes(bench, tasks, ["finetune"]))
+    batch = episodes.collate(episodes.load_episodes(bench, tasks, ["finetune"]))
     target, evidence = batch["target"][:, columns], batch["evidence"][:, columns]
     specific, everyone = batch["specific"][:, columns], batch["has_specific"][:, columns]
     if not everyone.all():

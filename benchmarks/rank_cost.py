@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ranker import transfer
-from ranker.learn import lit
+from ranker.learn import episodes, selection
 from ranker.serve import export
 from ranker.serve.pipeline import Pipeline
 from ranker.tasks import benchmark as bm
@@ -57,7 +57,7 @@ def time_logme(task: datasets.Task) -> float:
 
 def tau_by_depth(exported: export.Exported, bench: bm.Benchmark, task_ids: list[str]) -> list[float]:
     """Mean weighted tau (rank=None) over ``task_ids`` for each re-ranking depth k = 0..M."""
-    return lit.rerank_sweep(exported.net, lit.load_episodes(bench, task_ids, ["finetune"]))
+    return selection.rerank_sweep(exported.net, episodes.load_episodes(bench, task_ids, ["finetune"]))
 
 
 def plot(val: list[float], test: list[float], chosen: int, out: Path) -> None:

@@ -57,10 +57,11 @@ from tqdm.auto import tqdm
 
 from ranker import transfer
 from ranker.files import exit_with, write_atomic
-from ranker.learn import fennec, lit
+from ranker.learn import rankers
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
+from ranker.learn.episodes import collate, load_episodes
 from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
-from ranker.learn.modelspider import Ranker
+from ranker.learn.protocol import LearnedRanker
 from ranker.serve import export
 from ranker.tasks import benchmark as bm
 from ranker.tasks import features
@@ -132,47 +133,50 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
     return scores, seconds, extraction, failures
 
 
-def _ranker_runs(bench: bm.Benchmark, net: Ranker, k: int, task_ids: list[str], extraction: np.ndarray
-                 ) -> dict[str, Run]:
-    """``ranker`` and ``ranker_rerank`` (top ``k`` re-scored) on ``task_ids``; their extraction seconds are the
-    general encoder's and, re-ranking, the top-k models' (``extraction`` ``[T, M]``, measured by
-    ``_estimator_runs``). Task statistics come from the benchmark's stats files, which hold the same
+def _ranker_run(bench: bm.Benchmark, net: LearnedRanker, depth: int, task_ids: list[str], extraction: np.ndarray
+                ) -> Run:
+    """A learned ranker on ``task_ids`` with its top ``depth`` re-scored by their own features (0: none); its
+    extraction seconds are the general encoder's and the top-``depth`` models' (``extraction`` ``[T, M]``, measured
+    by ``_estimator_runs``). Task statistics come from the benchmark's stats files, which hold the same
     general-encoder and per-model prototypes of each task's training part."""
-    episodes = lit.load_episodes(bench, task_ids, ["finetune"])  # the targets stay unread here
+    episodes = load_episodes(bench, task_ids, ["finetune"])  # the targets stay unread here
     general = bench.models.index(bench.config.general_encoder)
-    out = {}
-    for name, depth in (("ranker", 0), ("ranker_rerank", k)):
-        scores, seconds, needed = np.zeros(extraction.shape), np.zeros(len(task_ids)), np.zeros(len(task_ids))
-        for i, episode in enumerate(episodes):
-            batch = lit.collate([episode])
-            start = time.perf_counter()
-            ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth,
-                                batch["evidence"])[0]
-            seconds[i] = time.perf_counter() - start
-            scores[i] = ranked.numpy()
-            top = set(ranked.topk(depth).indices.tolist())  # rerank keeps the plain top k on top: those were re-scored
-            needed[i] = extraction[i, sorted(top | {general})].sum()
-        out[name] = Run(scores, seconds, needed)
-    return out
-
-
-@torch.no_grad()
-def _fennec_run(bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str]) -> Run | None:
-    """Fennec (``ranker.learn.fennec``, seed 0) fitted on ``history`` minus ``val_tasks`` (which choose its epoch)
-    scoring ``held_out`` one task at a time from its summary vector (the general encoder's extraction, which the
-    ranker needs too, is charged like the ranker's); None when no validation task is in ``history``."""
-    val = [t for t in val_tasks if t in history]
-    if not val:
-        return None
-    with torch.enable_grad():
-        net = fennec.fit_fennec(bench, [t for t in history if t not in val], val)
-    x = fennec.summaries(bench, held_out)
-    scores, seconds = np.zeros((len(held_out), len(bench.models))), np.zeros(len(held_out))
-    for i in range(len(held_out)):
+    scores, seconds, needed = np.zeros(extraction.shape), np.zeros(len(task_ids)), np.zeros(len(task_ids))
+    for i, episode in enumerate(episodes):
+        batch = collate([episode])
         start = time.perf_counter()
-        scores[i] = net.score(x[i : i + 1])[0].numpy()
+        ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth, batch["evidence"])[0]
         seconds[i] = time.perf_counter() - start
-    return Run(scores, seconds, np.zeros(len(held_out)))
+        scores[i] = ranked.numpy()
+        top = set(ranked.topk(depth).indices.tolist())  # rerank keeps the plain top k on top: those were re-scored
+        needed[i] = extraction[i, sorted(top | {general})].sum()
+    return Run(scores, seconds, needed)
+
+
+def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str], extraction: np.ndarray
+                 ) -> dict[str, Run]:
+    """The checkpoint's ranker as ``ranker`` (general-encoder prototypes only) and ``ranker_rerank`` (its top
+    ``k`` re-scored), as :func:`_ranker_run` measures them."""
+    return {name: _ranker_run(bench, net, depth, task_ids, extraction)
+            for name, depth in (("ranker", 0), ("ranker_rerank", k))}
+
+
+def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str],
+                 extraction: np.ndarray, tmp: str) -> tuple[dict[str, Run], dict[str, str]]:
+    """Each ranker of ``rankers.FITTED_IN_EVALUATION`` fitted here with the default training config (seed 0) on
+    ``history`` (``val_tasks`` among it choose its epoch or checkpoint; output under ``tmp``) and run on
+    ``held_out`` at its own depth; and why any could not be fitted (no validation task in ``history``)."""
+    runs, skipped = {}, {}
+    for name in rankers.FITTED_IN_EVALUATION:
+        cfg = load_run_config(DEFAULT_TRAIN_CONFIG, [f"ranker={name}"])
+        cfg.data.val_tasks = list(val_tasks)
+        try:
+            fitted, _ = rankers.fit_again(cfg, benchmark, tmp, name, history)
+        except ValueError as err:
+            skipped[name] = str(err)
+            continue
+        runs[name] = _ranker_run(bench, fitted.net, fitted.rerank_k, held_out, extraction)
+    return runs, skipped
 
 
 def _val_tasks(run: RunConfig | None) -> list[str]:
@@ -267,15 +271,13 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, fold: Fold, index: int, run:
     if prior is not None:
         info["prior_kind"] = prior[0]
         runs["prior"] = Run(np.tile(prior[1], (n, 1)), np.zeros(n), np.zeros(n))
-    fennec_run = _fennec_run(bench, fold.train, _val_tasks(run), fold.held_out)
-    if fennec_run is not None:
-        runs["fennec"] = fennec_run
+    runs |= _fitted_runs(benchmark, bench, fold.train, _val_tasks(run), fold.held_out, extraction, tmp)[0]
     if run is not None:
         print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
               file=sys.stderr)
         start = time.perf_counter()
-        fitted, data = lit.fit_again(run, benchmark, tmp, f"fold{index}", fold.train)
-        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_shrink": fitted.spider_shrink,
+        fitted, data = rankers.fit_again(run, benchmark, tmp, f"fold{index}", fold.train)
+        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_factor": fitted.spider_factor,
                  "train_seconds": time.perf_counter() - start}
         runs |= _ranker_runs(bench, fitted.net, fitted.rerank_k, fold.held_out, extraction)
     return runs, info
@@ -393,11 +395,11 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     else:
         runs["prior"] = Run(np.tile(prior[1], (len(test), 1)), np.zeros(len(test)), np.zeros(len(test)))
-    fennec_run = _fennec_run(bench, bench.task_ids("train"), _val_tasks(run_config), test)
-    if fennec_run is None:
-        skipped["fennec"] = "none of the run config's data.val_tasks is a training task here (they choose its epoch)"
-    else:
-        runs["fennec"] = fennec_run
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted, not_fitted = _fitted_runs(benchmark, bench, bench.task_ids("train"), _val_tasks(run_config), test,
+                                          extraction[at], tmp)
+    runs |= fitted
+    skipped |= not_fitted
     fixed = score_tasks(test, gt, runs)
     result = {
         "benchmark": bench.config.name,
@@ -480,12 +482,12 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
                   "Each fold holds out every task of one group; the prior and the ranker (retrained with the "
                   "checkpoint's run config, k chosen on its validation tasks outside the group) see only the "
                   "other groups' tasks.", "",
-                  "| held-out group | tasks | training tasks | ranker validation tasks | k | Model Spider scale x | "
+                  "| held-out group | tasks | training tasks | ranker validation tasks | k | spider_factor | "
                   "training s |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {f['group']} | {len(f['held_out'])} | {f['n_train_tasks']} | {len(f.get('val_tasks', []))} | "
-                  f"{f.get('rerank_k', '')} | {f.get('spider_shrink', '')} | {f.get('train_seconds', 0):.0f} |"
-                  for f in cv["folds"]]
+                  f"{f.get('rerank_k', '')} | {f.get('spider_factor', f.get('spider_shrink', ''))} | "  # the old key:
+                  f"{f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]  # results and cached folds of before
         lines += ["", *_table(cv["methods"])]
         lines += [f"\n- `{name}` not evaluated: {why}." for name, why in cv["skipped"].items()]
         if trained:

@@ -12,7 +12,7 @@ from scipy.stats import weightedtau
 
 from data import build_history
 from ranker import evaluate, transfer
-from ranker.learn import lit
+from ranker.learn import episodes
 from ranker.learn.config import load_run_config
 from ranker.learn.metrics import top1_regret, weighted_tau
 from ranker.learn.modelspider import Ranker
@@ -81,7 +81,7 @@ def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs
                                                                                  tmp_path: Path) -> None:
     _ground_truth(tiny_bench)
     build_history.build_stats(tiny_bench)
-    dims = lit.ranker_dims(tiny_bench)
+    dims = episodes.ranker_dims(tiny_bench)
     zoo = load_manifest(tiny_bench.manifest_path)
     config = export.ExportConfig(dims=dims, models=tiny_bench.models, general_encoder=tiny_bench.models[0], rerank_k=1)
     folder = export.export(tmp_path / "ck", Ranker(dims).eval(), config, zoo, ["t"], ["finetune"], ["g"],
@@ -158,7 +158,7 @@ def grouped_bench(tiny: bm.Benchmark, tmp_path: Path) -> tuple[bm.Benchmark, Pat
             bench.history.add(Record(task.id, model, "finetune", "top1_accuracy", float(acc)))
     bench.history.save(bench.root / "history.csv")
     build_history.build_stats(bench)
-    dims = lit.ranker_dims(bench)
+    dims = episodes.ranker_dims(bench)
     run = load_run_config(overrides=[f"data.benchmark={bench.root}", "data.val_tasks=[a1,b1]",
                                      "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"])
     config = export.ExportConfig(dims=dims, models=bench.models, general_encoder=bench.models[0], rerank_k=1,
@@ -183,7 +183,7 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
             return out
         return wrapped
 
-    real_fold_runs, real_setup = evaluate._fold_runs, lit.EpisodeDataModule.setup
+    real_fold_runs, real_setup = evaluate._fold_runs, episodes.EpisodeDataModule.setup
 
     def fold_runs(bench, benchmark, fold, *args):
         current["group"] = fold.group
@@ -192,8 +192,8 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
     monkeypatch.setattr(evaluate, "_fold_runs", fold_runs)
     monkeypatch.setattr(evaluate, "prior_means", spy("prior", evaluate.prior_means, lambda a, _: list(a[1])))
     monkeypatch.setattr(evaluate, "_ranker_runs", spy("evaluated", evaluate._ranker_runs, lambda a, _: list(a[3])))
-    monkeypatch.setattr(evaluate, "_fennec_run", spy("fennec", evaluate._fennec_run, lambda a, _: list(a[1])))
-    monkeypatch.setattr(lit.EpisodeDataModule, "setup", spy(
+    monkeypatch.setattr(evaluate, "_fitted_runs", spy("fennec", evaluate._fitted_runs, lambda a, _: list(a[2])))
+    monkeypatch.setattr(episodes.EpisodeDataModule, "setup", spy(
         "episodes", real_setup, lambda a, _: [e.task for e in a[0].train_episodes + a[0].val_episodes]))
     monkeypatch.chdir(tmp_path)
     result = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True)
@@ -214,7 +214,8 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
     assert fold_of(cv, "a")["val_tasks"] == ["b1"] and fold_of(cv, "c")["val_tasks"] == ["a1", "b1"]
     fixed = [ids for g, name, ids in seen if g is None]
     # the fixed split: the ranker evaluated on the test tasks, the prior and Fennec learned from the training ones
-    assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"], ["a1", "a2", "b1", "c2"]]
+    # (Fennec's episodes: training tasks first, then the validation tasks a1 and b1)
+    assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"], ["a2", "c2", "a1", "b1"], ["a1", "a2", "b1", "c2"]]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "checkpoints").exists()  # trained in a temp dir
     json.dumps(result)
     report = evaluate.markdown(result)

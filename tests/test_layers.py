@@ -1,7 +1,9 @@
-"""The package's folders are the layers of the data flow (../shared/DESIGN.md): imports only point down them.
+"""The package's folders are the layers of the data flow (../shared/DESIGN.md): imports only point down them, and
+no modules import each other in a circle, within a layer or across.
 
 Read from the source with ``ast`` (imports inside functions count too), so the test needs none of the package's
-dependencies and names the file, line and both layers of each import that runs back up.
+dependencies and names the file, line and both layers of each import that runs back up, and the modules of each
+cycle.
 """
 
 from __future__ import annotations
@@ -42,15 +44,23 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-def upward_imports(package: Path) -> list[str]:
-    """One line per import, in any module under ``package``, of a layer above the importing module's own."""
-    problems = []
+def modules(package: Path) -> dict[str, Path]:
+    """Dotted name -> file of every module of ``package`` (a package is its ``__init__.py``)."""
+    found = {}
     for path in sorted(package.rglob("*.py")):
         folders = path.relative_to(package).parents  # the module's folders, relative to the package
         if any(not (package / folder / "__init__.py").is_file() for folder in folders):
             continue  # not a module of the package (e.g. a .py inside ranker/zoo/npm/node_modules)
         rel = path.relative_to(package.parent).with_suffix("")
-        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        found[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    return found
+
+
+def upward_imports(package: Path) -> list[str]:
+    """One line per import, in any module under ``package``, of a layer above the importing module's own."""
+    problems = []
+    for module, path in modules(package).items():
+        rel = path.relative_to(package.parent).with_suffix("")
         if module == package.name:
             continue  # the package's own __init__ imports nothing
         own = LAYERS.index(layer_of(module))
@@ -60,6 +70,69 @@ def upward_imports(package: Path) -> list[str]:
             elif LAYERS.index(layer_of(target)) > own:
                 problems.append(f"{rel}.py:{line} ({layer_of(module)}) imports {target} ({layer_of(target)})")
     return problems
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports: ``from a.b import c`` is ``a.b.c`` where that is a module, else
+    ``a.b``. A package's ``__init__``, which Python runs first, is not counted as an import of its own modules."""
+    known = modules(package)
+    graph = {}
+    for module, path in known.items():
+        tree = ast.parse(path.read_text(), str(path))
+        targets = {t for _, t in imported_modules(tree) if t.split(".")[0] == package.name}
+        for node in ast.walk(tree):  # ``from ranker.learn import lit``: imported_modules names the package
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in known:
+                targets |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known}
+                if all(f"{node.module}.{a.name}" in known for a in node.names):
+                    targets.discard(node.module)
+        graph[module] = {t if t in known else t.rsplit(".", 1)[0] for t in targets} - {module}
+    return graph
+
+
+def import_cycles(package: Path) -> list[list[str]]:
+    """Every group of modules that import each other in a circle (a strongly connected component of more than one
+    module of :func:`import_graph`), each sorted, the groups sorted."""
+    graph = import_graph(package)
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(cycles)
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    assert import_cycles(PACKAGE) == []
+
+
+def test_a_cycle_inside_one_layer_is_caught(tmp_path: Path) -> None:
+    package = tmp_path / "ranker"
+    (package / "learn").mkdir(parents=True)
+    for name in ("__init__.py", "learn/__init__.py"):
+        (package / name).write_text("")
+    (package / "learn" / "a.py").write_text("from ranker.learn import b\n")
+    (package / "learn" / "b.py").write_text("def f():\n    from ranker.learn.c import g\n")  # a late import counts
+    (package / "learn" / "c.py").write_text("import ranker.learn.a\n")
+    (package / "learn" / "d.py").write_text("from ranker.learn import a, b\n")  # into the cycle, not part of it
+    assert import_cycles(package) == [["ranker.learn.a", "ranker.learn.b", "ranker.learn.c"]]
 
 
 def test_imports_only_point_down_the_layers() -> None:

@@ -15,10 +15,11 @@ from omegaconf import OmegaConf
 
 import train
 from ranker import evaluate
-from ranker.learn import lit, losses
+from ranker.learn import episodes, lit, losses, selection
 from ranker.learn.config import CONFIGS_DIR, RunConfig, load_run_config
-from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims, with_cold_models
+from ranker.learn.modelspider import ModelConfig, Ranker, RankerDims
 from ranker.serve import export
+from ranker.tasks import benchmark as bm
 from ranker.zoo.archi2vec import zoo_vectors
 from ranker.zoo.manifest import DEFAULT_MANIFEST, load_manifest
 
@@ -104,9 +105,9 @@ def test_the_calibration_starts_at_the_least_squares_fit_of_its_own_form() -> No
 
 def test_training_starts_the_calibrated_prior_at_the_prior_every_ranking_is_held_to() -> None:
     cfg = load_run_config(overrides=["trainer.accelerator=cpu"])
-    data = lit.EpisodeDataModule(cfg)
+    data = episodes.EpisodeDataModule(cfg)
     data.setup()
-    module = lit.RankerModule(cfg, data.dims)
+    module = lit.RankerModule(cfg, Ranker(data.dims, cfg.model))
     module._trainer = SimpleNamespace(datamodule=data)  # the hook reads the trainer's datamodule alone
     module.setup("fit")
     # each model's mean accuracy on every training-role task, the validation tasks included (evaluate's prior),
@@ -152,8 +153,8 @@ def test_the_model_spider_factor_is_chosen_over_every_served_depth_then_k_at_it(
     # factor serves every depth, so 0.5 wins (means 0.540 vs 0.573) and k is its best depth. Depths above M // 2
     # do not count, however good.
     sweeps = {0.25: [0.50, 0.52, 0.60, 0.55, 0.90], 0.5: [0.56, 0.57, 0.59, 0.58, 0.40]}
-    assert lit._choose(sweeps) == (0.5, 2)
-    assert lit._choose({0.0: [0.5, 0.5, 0.5], 1.0: [0.5, 0.5, 0.5]}) == (0.0, 0)  # ties: smaller factor, smaller k
+    assert selection.choose(sweeps) == (0.5, 2)
+    assert selection.choose({0.0: [0.5, 0.5, 0.5], 1.0: [0.5, 0.5, 0.5]}) == (0.0, 0)  # ties: smaller factor, smaller k
 
 
 def test_every_shipped_train_yaml_matches_the_config_classes() -> None:
@@ -171,17 +172,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, 
     cfg = load_run_config(overrides=[f"out_dir={root}/runs", f"export_dir={root}/ckpt", "name=t",
                                      "trainer.max_epochs=16", "trainer.check_val_every_n_epoch=8", "optim.lr=3e-3",
                                      "trainer.accelerator=cpu"])
-    data = lit.EpisodeDataModule(cfg)
+    data = episodes.EpisodeDataModule(cfg)
     data.setup()
-    batch = lit.collate(data.train_episodes)
+    batch = episodes.collate(data.train_episodes)
 
     def loss(net: Ranker) -> float:
         with torch.no_grad():
             return float(losses.get(cfg.optim.loss)(net.eval()(batch["prototypes"], batch["class_mask"]),
                                                     batch["target"]))
 
-    L.seed_everything(cfg.seed)  # lit.fit seeds the same way before it builds the module
-    before = loss(lit.RankerModule(cfg, data.dims).net)
+    L.seed_everything(cfg.seed)  # lit.train seeds the same way before it builds the network
+    before = loss(Ranker(data.dims, cfg.model))
     folder = train.fit(cfg, data)
     after = loss(export.load(folder).net)
     return cfg, folder, before, after
@@ -195,8 +196,8 @@ def test_training_on_the_benchmark_lowers_the_loss_and_exports(trained) -> None:
     assert saved.trainer.max_epochs == 16 and saved.optim.lr == 3e-3  # the resolved config beside the run
     exported = export.load(folder)
     assert 0 <= exported.config.rerank_k <= len(exported.config.models)
-    assert exported.config.spider_factor in lit.SPIDER_SHRINK  # recorded for retrainings (cold_start.py)
-    assert exported.task_ids == lit.EpisodeDataModule(cfg).train_ids + cfg.data.val_tasks
+    assert exported.config.spider_factor in selection.SPIDER_FACTORS  # recorded for retrainings (cold_start.py)
+    assert exported.task_ids == episodes.EpisodeDataModule(cfg).train_ids + cfg.data.val_tasks
     assert exported.summary.shape[0] == exported.performance.shape[0] == len(exported.task_ids)
 
 
@@ -269,7 +270,7 @@ def test_ddp_by_config_alone_trains_and_exports_once(tmp_path: Path) -> None:
 def test_training_resumes_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     base = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r", "trainer.check_val_every_n_epoch=1"]
     cfg = load_run_config(overrides=base + ["trainer.max_epochs=2"])
-    data = lit.EpisodeDataModule(cfg)
+    data = episodes.EpisodeDataModule(cfg)
     train.fit(cfg, data)
     last = tmp_path / "runs" / "r" / "checkpoints" / "last.ckpt"
     resumed = load_run_config(overrides=base + ["trainer.max_epochs=4", f"ckpt_path={last}"])
@@ -280,10 +281,10 @@ def test_training_resumes_from_a_lightning_checkpoint(tmp_path: Path) -> None:
 
 def test_the_shipped_checkpoint_loads_for_the_default_zoo_and_ranks_a_test_task() -> None:
     shipped = export.load()
-    bench = lit.bm.load_benchmark()
+    bench = bm.load_benchmark()
     assert shipped.config.models == bench.models and shipped.config.general_encoder == bench.config.general_encoder
     assert set(shipped.task_ids) == set(bench.task_ids("train"))  # trained on training tasks only
-    batch = lit.collate(lit.load_episodes(bench, ["digits-10way"], ["finetune"]))
+    batch = episodes.collate(episodes.load_episodes(bench, ["digits-10way"], ["finetune"]))
     scores = shipped.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], shipped.config.rerank_k)
     assert scores.shape == (1, len(bench.models)) and torch.isfinite(scores).all()
 
@@ -294,7 +295,7 @@ def test_a_cold_model_borrows_its_nearest_architectures_token_and_prior_and_chan
         net.calibration.prior.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
         net.calibration.spider_scale.fill_(0.7)
     trained = torch.eye(4)  # four unrelated architectures; the new one is the third's
-    cold = with_cold_models(net, trained, torch.eye(4)[2:3], [24])
+    cold = net.with_cold_models(trained, torch.eye(4)[2:3], [24])
     assert cold.dims.num_models == 5 and cold.dims.model_dims[-1] == 24
     torch.testing.assert_close(cold.tokens.weight[4], net.tokens.weight[2], atol=1e-5, rtol=0)
     torch.testing.assert_close(cold.calibration.prior[4], torch.tensor(2.0), atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from ranker.learn import lit
+from ranker.learn import episodes
 from ranker.learn.config import load_run_config
 from ranker.serve import export
 
@@ -95,7 +95,7 @@ def test_last_checkpoint_holds_the_last_epoch_when_it_is_no_validation_epoch(tmp
     for epochs in (7, 3):
         cfg = load_run_config(overrides=[f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt",
                                          f"name=e{epochs}", f"trainer.max_epochs={epochs}"])
-        data = lit.EpisodeDataModule(cfg)
+        data = episodes.EpisodeDataModule(cfg)
         data.setup()
         train.fit(cfg, data)
         checkpoints = tmp_path / "runs" / f"e{epochs}" / "checkpoints"

@@ -13,15 +13,16 @@ latent space, and unlike a free per-model scalar it is also defined for a cold-s
 a vector added to every model would add ``u · c`` to all models of a task alike, which ranks nothing.
 
 Training (:func:`fit_net`) is full-batch Adam in Lightning on the training tasks' episodes
-(:func:`ranker.learn.lit.load_episodes` targets, NaN masked) with a loss of :mod:`ranker.learn.losses`; the
+(:func:`ranker.learn.episodes.load_episodes` targets, NaN masked) with a loss of :mod:`ranker.learn.losses`; the
 weights of the epoch with the best validation weighted tau (rank=None, the main ranker's checkpoint monitor) are
-kept, and training stops after ``patience`` epochs without a better one. The default lr (1e-3) had the best mean
-validation tau of {1e-3, 3e-3, 1e-2} over seeds 0-2 on the offline benchmark's validation tasks (no test task
-looked at); on those 22 training tasks the 2560 -> 16 task map overfits within tens of epochs.
+kept, and training stops after ``patience`` epochs without a better one, since the wide task map overfits a few
+dozen training tasks quickly.
 
 Example:
-    >>> net = fit_fennec(bench, train_ids, val_ids, seed=0)
-    >>> net.score(summaries(bench, test_ids))  # [T, M]
+    >>> from ranker.tasks import benchmark as bm
+    >>> bench = bm.load_benchmark("offline")
+    >>> net = fit_fennec(bench, bench.task_ids("train")[:-4], bench.task_ids("train")[-4:], seed=0)
+    >>> net.score(summaries(bench, bench.task_ids("test"))).shape  # [T, M]
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ranker.learn import lit, losses
+from ranker.learn import losses
 from ranker.learn.config import DataConfig, RunConfig
+from ranker.learn.episodes import EpisodeDataModule, load_episodes
 from ranker.learn.metrics import WeightedTau
 from ranker.learn.modelspider import RankerDims
+from ranker.learn.protocol import Fitted
 from ranker.tasks import benchmark as bm
 from ranker.tasks import stats
 from ranker.zoo.archi2vec import zoo_vectors
@@ -101,7 +104,7 @@ class Fennec(nn.Module):
 
 
 def with_cold_models(net: Fennec, cold: torch.Tensor) -> Fennec:
-    """``net`` extended by models it never trained on, appended after its M models (cold start, issue 16): their
+    """``net`` extended by models it never trained on, appended after its M models (cold start): their
     archi2vec vectors ``cold`` ``[C, F]`` join the buffer and their free parts are zero, so each one's latent vector
     is ``A a`` (:meth:`Fennec.model_vector`). The trained models' vectors are unchanged; nothing is retrained."""
     if net.archi_map is None:
@@ -114,16 +117,19 @@ def with_cold_models(net: Fennec, cold: torch.Tensor) -> Fennec:
 
 
 class FennecScorer(nn.Module):
-    """A :class:`Fennec` in the calling convention of :class:`ranker.learn.modelspider.Ranker`, the one that
-    rank.py's pipeline, ``ranker.evaluate`` and exports use: it scores from the general encoder's class prototypes
-    (their summary vector, padded classes left out). Fennec runs no zoo model on the task, so PTM-specific
-    prototypes and evidence are accepted and not read: ``rerank`` returns what ``forward`` does, and rank.py
-    re-ranks a Fennec checkpoint only where it leans on the models' own LogME anyway (data far from the history).
+    """A :class:`Fennec` as a registered ranker (``fennec``, :class:`ranker.learn.protocol.LearnedRanker`): it
+    scores from the general encoder's class prototypes (their summary vector, padded classes left out). Fennec runs
+    no zoo model on the task, so PTM-specific prototypes and evidence are accepted and not read: ``rerank`` returns
+    what ``forward`` does, and rank.py re-ranks a Fennec checkpoint only where it leans on the models' own LogME
+    anyway (data far from the history).
 
     Args:
         net: a fitted Fennec.
-        dims: the zoo's size and feature widths and the general encoder's width (``lit.ranker_dims``).
+        dims: the zoo's size and feature widths and the general encoder's width
+            (:func:`ranker.learn.episodes.ranker_dims`).
     """
+
+    reads_own_features = False
 
     def __init__(self, net: Fennec, dims: RankerDims) -> None:
         super().__init__()
@@ -157,10 +163,31 @@ class FennecScorer(nn.Module):
         """``[B, latent]`` the tasks' latent vectors (maximum-inner-product search of ``recall_keys``)."""
         return self.net.task_vector(self.summary(prototypes, class_mask)).detach()
 
+    def with_cold_models(self, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> FennecScorer:
+        """This scorer extended by models it never trained on (:func:`with_cold_models`; ``trained`` ``[M, F]`` is
+        not needed: a cold model's vector is ``A a`` of its own archi2vec vector in ``cold`` ``[C, F]``)."""
+        dims = RankerDims(self.dims.num_models + len(cold), self.dims.general_dim,
+                          self.dims.model_dims + list(cold_dims))
+        return FennecScorer(with_cold_models(self.net, cold), dims).eval()
+
     @classmethod
-    def load(cls, state: dict[str, torch.Tensor], dims: RankerDims) -> FennecScorer:
-        """The scorer whose ``state_dict()`` is ``state`` (an export's model.safetensors)."""
+    def load(cls, state: dict[str, torch.Tensor], dims: RankerDims, run: RunConfig) -> FennecScorer:
+        """The scorer whose ``state_dict()`` is ``state`` (an export's model.safetensors); shapes come from
+        ``state``, so ``run`` is not read."""
         return cls(Fennec.from_state({k.removeprefix("net."): v for k, v in state.items()}), dims).eval()
+
+    @classmethod
+    def fit(cls, cfg: RunConfig, data: EpisodeDataModule) -> Fitted:
+        """``train.py ranker=fennec``: :func:`fit_config` on ``data``'s episodes (k = 0: Fennec re-ranks nothing),
+        with the validation weighted tau of the kept weights."""
+        train, val = run_history(data)
+        net = fit_config(cfg, data.bench, train, val)
+        tau = WeightedTau("rank_none")
+        with torch.no_grad():
+            tau.update(net.score(val[0]), val[1])
+        best = float(tau.compute())
+        return Fitted(cls(net, data.dims).eval(), 0, [best], best, "",
+                      report=f"Fennec: val wtau {best:.3f} at the kept epoch")
 
 
 class FennecModule(L.LightningModule):
@@ -217,13 +244,13 @@ def summaries(bench: bm.Benchmark, task_ids: list[str]) -> torch.Tensor:
 
 
 def _history(bench: bm.Benchmark, task_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``lit.load_episodes`` with the
+    """(summaries, targets) of ``task_ids``; a task's target is the main ranker's (``load_episodes`` with the
     default ``data.target_kinds``)."""
-    episodes = lit.load_episodes(bench, task_ids, DataConfig().target_kinds)
+    episodes = load_episodes(bench, task_ids, DataConfig().target_kinds)
     return summaries(bench, task_ids), torch.stack([e.target for e in episodes])
 
 
-def run_history(data: lit.EpisodeDataModule) -> tuple[tuple[torch.Tensor, torch.Tensor],
+def run_history(data: EpisodeDataModule) -> tuple[tuple[torch.Tensor, torch.Tensor],
                                                        tuple[torch.Tensor, torch.Tensor]]:
     """(train, val), each (summaries, targets), of a run's episodes: what ``train.py ranker=fennec`` fits to."""
     return tuple((summaries(data.bench, ids), torch.stack([e.target for e in episodes]))
@@ -237,18 +264,6 @@ def fit_config(cfg: RunConfig, bench: bm.Benchmark, train: tuple[torch.Tensor, t
     f = cfg.fennec
     return _fit(bench, train, val, latent=f.latent, model_side=f.model_side, seed=cfg.seed, loss=cfg.optim.loss,
                 lr=f.lr, weight_decay=f.weight_decay, max_epochs=cfg.trainer.max_epochs, patience=f.patience)
-
-
-def fit_run(cfg: RunConfig, data: lit.EpisodeDataModule) -> lit.Fitted:
-    """``train.py ranker=fennec``: :func:`fit_config` on ``data``'s episodes, as a :class:`FennecScorer` (k = 0:
-    Fennec re-ranks nothing), with the validation weighted tau of the kept weights."""
-    train, val = run_history(data)
-    net = fit_config(cfg, data.bench, train, val)
-    tau = WeightedTau("rank_none")
-    with torch.no_grad():
-        tau.update(net.score(val[0]), val[1])
-    best = float(tau.compute())
-    return lit.Fitted(FennecScorer(net, data.dims).eval(), 0, [best], best, "")
 
 
 def fit_fennec(bench: bm.Benchmark, train_ids: list[str], val_ids: list[str], *, latent: int = 16,

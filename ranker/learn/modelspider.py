@@ -204,7 +204,10 @@ class Calibration(nn.Module):
 
 
 class Ranker(nn.Module):
-    """Scores every zoo model for a batch of tasks in one call."""
+    """Scores every zoo model for a batch of tasks in one call (:class:`ranker.learn.protocol.LearnedRanker`'s
+    calls; :mod:`ranker.learn.spider` adds its loading and fitting)."""
+
+    reads_own_features = True  # re-ranking re-scores the top models with their own prototypes and LogME
 
     def __init__(self, dims: RankerDims, cfg: ModelConfig | None = None) -> None:
         super().__init__()
@@ -289,6 +292,35 @@ class Ranker(nn.Module):
         return torch.cat([scale * queries, torch.ones(len(queries), 1)], 1)
 
 
+    @torch.no_grad()
+    def with_cold_models(self, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> Ranker:
+        """This ranker extended by models it never trained on (cold start), appended after its M models: each
+        cold model's token, calibrated prior and evidence offset are the cosine-weighted mean of those of its
+        ``COLD_NEIGHBOURS`` nearest trained models by architecture vector, and its specific-token map is zero (it
+        has learned none; its own LogME still counts when it embeds the data). Nothing is retrained; the result is
+        of this ranker's class, in eval mode.
+
+        Args:
+            trained: ``[M, F]`` archi2vec vectors of its models, in its order.
+            cold: ``[C, F]`` those of the new models.
+            cold_dims: the new models' feature widths.
+        """
+        dims = RankerDims(self.dims.num_models + len(cold), self.dims.general_dim,
+                          self.dims.model_dims + list(cold_dims))
+        out = type(self)(dims, self.cfg)
+        state = self.state_dict()
+        state["tokens.weight"] = torch.cat([self.tokens.weight, borrow(self.tokens.weight, trained, cold)])
+        if self.calibration is not None:
+            for name in ("prior", "evidence_offset"):
+                values = getattr(self.calibration, name)
+                state[f"calibration.{name}"] = torch.cat([values, borrow(values, trained, cold)])
+        for i, width in enumerate(cold_dims, start=self.dims.num_models):
+            state[f"specific.maps.{i}.weight"] = torch.zeros(self.cfg.dim, width)
+            state[f"specific.maps.{i}.bias"] = torch.zeros(self.cfg.dim)
+        out.load_state_dict(state)
+        return out.eval()
+
+
 COLD_NEIGHBOURS = 3
 """Trained models whose token and prior a model without history borrows (nearest by archi2vec cosine)."""
 
@@ -301,34 +333,6 @@ def borrow(values: torch.Tensor, trained: torch.Tensor, cold: torch.Tensor) -> t
     weight = similarity.clamp(min=1e-6)
     weight = (weight / weight.sum(1, keepdim=True)).reshape(*weight.shape, *[1] * (values.dim() - 1))
     return (weight * values[nearest]).sum(1)
-
-
-@torch.no_grad()
-def with_cold_models(net: Ranker, trained: torch.Tensor, cold: torch.Tensor, cold_dims: list[int]) -> Ranker:
-    """``net`` extended by models it never trained on (cold start, issue 16), appended after its M models: each
-    cold model's token, calibrated prior and evidence offset are the cosine-weighted mean of those of its
-    ``COLD_NEIGHBOURS`` nearest trained models by architecture vector, and its specific-token map is zero (it has
-    learned none; its own LogME still counts when it embeds the data). Nothing is retrained.
-
-    Args:
-        net: a trained ranker of M models.
-        trained: ``[M, F]`` archi2vec vectors of its models, in its order.
-        cold: ``[C, F]`` those of the new models.
-        cold_dims: the new models' feature widths.
-    """
-    dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim, net.dims.model_dims + list(cold_dims))
-    out = Ranker(dims, net.cfg)
-    state = net.state_dict()
-    state["tokens.weight"] = torch.cat([net.tokens.weight, borrow(net.tokens.weight, trained, cold)])
-    if net.calibration is not None:
-        for name in ("prior", "evidence_offset"):
-            values = getattr(net.calibration, name)
-            state[f"calibration.{name}"] = torch.cat([values, borrow(values, trained, cold)])
-    for i, width in enumerate(cold_dims, start=net.dims.num_models):
-        state[f"specific.maps.{i}.weight"] = torch.zeros(net.cfg.dim, width)
-        state[f"specific.maps.{i}.bias"] = torch.zeros(net.cfg.dim)
-    out.load_state_dict(state)
-    return out.eval()
 
 
 def merge_rerank(plain: torch.Tensor, rescored: torch.Tensor, reranked: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """A self-contained exported ranker: one folder that rank.py and evaluate load without Lightning or pickle.
 
 ``checkpoints/<name>/`` holds
-- ``model.safetensors``: the ranker's weights (Ranker v2 / Model Spider, or with ``ranker: fennec`` in the run
-  config a ``ranker.learn.fennec.FennecScorer``);
+- ``model.safetensors``: the ranker's weights (of the kind the run config's ``ranker`` names in
+  ``ranker.learn.rankers``);
 - ``config.yaml``: the resolved training config, the ranker's shape, the zoo's model order, the general
   encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
@@ -10,13 +10,12 @@
   rows ``[T, M]`` (what recall over earlier tasks needs); task ids, kinds and groups in its metadata;
 - ``tasks.faiss``: a cosine ``ranker.serve.index.VectorIndex`` over those summary vectors, rows in the same order;
 - ``archi2vec.safetensors``: every zoo member's architecture vector ``[M, F]`` (``ranker.zoo.archi2vec``, zoo
-  order; the slot names in its metadata), what a model without history is placed by (issue 16).
+  order; the slot names in its metadata), what a model without history is placed by.
 
 Loading compares the zoo given (the manifest rank.py will load models from) with ``zoo.yaml`` by name and weight
 hash, in order, and refuses a mismatch: the model tokens only mean something for the models they were trained on.
 The one difference allowed is new members after the trained ones: they are *cold*, placed by their architecture
-vectors (``ranker.learn.modelspider.with_cold_models``; a Fennec's ``ranker.learn.fennec.with_cold_models``) with
-nothing retrained, and ``Exported.cold`` names them.
+vectors (the ranker's ``with_cold_models``) with nothing retrained, and ``Exported.cold`` names them.
 
 Example:
     >>> exported = load("checkpoints/offline-default")
@@ -38,8 +37,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ranker.files import umask_mode
+from ranker.learn import rankers
 from ranker.learn.config import RunConfig
-from ranker.learn.modelspider import Ranker, RankerDims, with_cold_models
+from ranker.learn.modelspider import RankerDims
+from ranker.learn.protocol import LearnedRanker
 from ranker.serve.index import VectorIndex
 from ranker.zoo.archi2vec import FEATURES as ARCHI2VEC_FEATURES
 from ranker.zoo.archi2vec import archi2vec
@@ -61,7 +62,7 @@ class ExportConfig:
     models: list[str] = field(default_factory=list)  # zoo order of the model tokens and of every score vector
     general_encoder: str = ""  # zoo member whose features make the task tokens
     general_encoder_sha256: str = ""  # its weight hash, so task tokens come from the same weights
-    rerank_k: int = 0  # how many top models get PTM-specific tokens, chosen inside the training tasks (lit.fit)
+    rerank_k: int = 0  # how many top models get PTM-specific tokens, chosen inside the training tasks (its fit)
     spider_factor: float = 1.0  # the factor chosen on Model Spider's learned scale (already in the weights), so a
     # retraining with this run config (benchmarks/cold_start.py) can apply the same
     run: RunConfig = field(default_factory=RunConfig)  # the resolved training config
@@ -71,7 +72,7 @@ class ExportConfig:
 class Exported:
     """A loaded export."""
 
-    net: Ranker  # in eval mode (a Fennec export: a ranker.learn.fennec.FennecScorer, called the same way)
+    net: LearnedRanker  # in eval mode, of the class rankers.get(config.run.ranker)
     config: ExportConfig
     zoo: Manifest  # the zoo given to ``load`` (the trained one, plus any cold members)
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
@@ -84,7 +85,7 @@ class Exported:
     cold: list[str] = field(default_factory=list)  # members the ranker never trained on (the zoo's last ones)
 
 
-def export(folder: str | Path, net: Ranker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
+def export(folder: str | Path, net: LearnedRanker, config: ExportConfig, zoo: Manifest, task_ids: list[str],
            task_kinds: list[str], task_groups: list[str], summary: torch.Tensor, performance: torch.Tensor) -> Path:
     """Writes the folder atomically (a temporary sibling renamed into place, replacing an older export)."""
     folder = Path(folder)
@@ -151,14 +152,11 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
     if mismatch:
         raise ExportError(f"checkpoint {folder} was trained on zoo {trained.name!r}, not on the zoo in {manifest} "
                           f"({mismatch}); pass a checkpoint trained on this zoo, or train one with train.py")
-    if config.run.ranker == "fennec":
-        from ranker.learn import fennec  # Lightning comes with it: loaded only for a Fennec export
-
-        net = fennec.FennecScorer.load(load_file(folder / "model.safetensors"), config.dims)
-    else:
-        net = Ranker(config.dims, config.run.model)
-        net.load_state_dict(load_file(folder / "model.safetensors"))
-        net.eval()
+    try:
+        kind = rankers.get(config.run.ranker)
+    except ValueError as err:
+        raise ExportError(f"{folder}: {err}") from None
+    net = kind.load(load_file(folder / "model.safetensors"), config.dims, config.run)
     with safe_open(folder / "tasks.safetensors", "pt") as f:
         meta = f.metadata()
         summary, performance = f.get_tensor("summary"), f.get_tensor("performance")
@@ -168,12 +166,8 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
                           "export the folder again with train.py")
     vectors = load_file(folder / "archi2vec.safetensors")["vectors"]
     if cold:
-        new, widths = torch.stack([archi2vec(m) for m in cold]), [m.feature_dim for m in cold]
-        if isinstance(net, Ranker):
-            net = with_cold_models(net, vectors, new, widths)
-        else:
-            dims = RankerDims(net.dims.num_models + len(cold), net.dims.general_dim, net.dims.model_dims + widths)
-            net = fennec.FennecScorer(fennec.with_cold_models(net.net, new), dims).eval()
+        new = torch.stack([archi2vec(m) for m in cold])
+        net = net.with_cold_models(vectors, new, [m.feature_dim for m in cold])
         config.models, config.dims = config.models + [m.name for m in cold], net.dims
         vectors = torch.cat([vectors, new])
         performance = torch.cat([performance, torch.full((len(performance), len(cold)), float("nan"))], 1)
