@@ -150,4 +150,4 @@ def test_a_fennec_run_exports_a_checkpoint_that_rank_py_serves_with_a_cold_membe
     assert all(by_model[m] == pytest.approx(scores[m], abs=1e-6) for m in scores)
     capsys.readouterr()
     assert rank.main(["--checkpoint", str(folder), "--rerank", "3"]) == 2
-    assert "Fennec checkpoint" in capsys.readouterr().err
+    assert "fennec checkpoint" in capsys.readouterr().err

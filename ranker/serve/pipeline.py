@@ -13,8 +13,8 @@
    features, z-scored among them) and keep the top k places, in that order.
 A dataset whose nearest historical task is below ``ood_threshold`` is flagged (``Ranking.warning``): by default
 every candidate then embeds it, and their LogME (z-scored) is added with equal weight to the ranker's z-scored
-scores. A Fennec checkpoint (``ranker.learn.fennec.FennecScorer``) re-ranks only there: its score reads no
-model's own features.
+scores. A ranker whose scores read no model's own features (``reads_own_features`` False, such as Fennec)
+re-ranks only there.
 ``load`` (the ranker, the general encoder and the token index) is charged to a Pipeline's first ranking.
 
 Example:
@@ -34,7 +34,8 @@ import torch
 
 from ranker import transfer
 from ranker.learn.config import RecallConfig
-from ranker.learn.modelspider import Ranker, merge_rerank, zscore_within
+from ranker.learn.modelspider import merge_rerank, zscore_within
+from ranker.learn.protocol import LearnedRanker
 from ranker.serve.export import Exported, ExportError
 from ranker.serve.index import VectorIndex
 from ranker.tasks import features, stats
@@ -87,7 +88,7 @@ class AccuracyGaps:
     of summary vectors). The interval is split-conformal: every historical task is predicted the same way from its
     ``n`` nearest other tasks, and the model's errors there shift the weighted mean by their median (the point
     prediction) and their 10th and 90th percentiles (the interval). ``benchmarks/calibration.py`` measures how
-    often the truth falls inside on held-out tasks (offline: 77% on the test tasks, 66% under grouped CV).
+    often the truth falls inside on held-out tasks.
 
     Args:
         summary: ``[T, 2D]`` historical tasks' summary vectors.
@@ -135,10 +136,12 @@ class AccuracyGaps:
 def ood_threshold(summary: torch.Tensor) -> float:
     """The cosine below which a dataset counts as far from every historical task, from the history's own spread:
     each historical task's nearest other task (cosine of summary vectors) gives a leave-one-out similarity; the
-    threshold lies as far below the smallest of them as that one lies below their median. On the shipped offline
-    export: smallest 0.959, median 0.989, threshold 0.929; its digits and LFW test tasks sit at 0.81-0.84 (new
-    datasets), Fashion-MNIST's at 0.93-0.94 and Animal-MNIST's at 0.95-0.98 (new classes of known datasets); six
-    colour photos (``tests/test_rank_cli.py``) at about 0.6."""
+    threshold lies as far below the smallest of them as that one lies below their median, so it adapts to how
+    tightly the history itself clusters.
+
+    Args:
+        summary: ``[T, 2D]`` the historical tasks' summary vectors.
+    """
     unit = torch.nn.functional.normalize(summary.double(), dim=1)
     similarity = unit @ unit.T
     similarity.fill_diagonal_(-1.0)
@@ -170,10 +173,10 @@ class Pipeline:
             self.gaps = None
         if not 0 <= self.k <= len(self.models):
             raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
-        if self.k and not isinstance(exported.net, Ranker):
-            raise ValueError(f"a Fennec checkpoint scores from the general encoder alone; re-ranking k={self.k} would "
-                             "re-score nothing (data far from every historical task is re-ranked with the models' "
-                             "LogME anyway): leave --rerank out")
+        if self.k and not exported.net.reads_own_features:
+            raise ValueError(f"a {exported.config.run.ranker} checkpoint scores from the general encoder alone; "
+                             f"re-ranking k={self.k} would re-score nothing (data far from every historical task is "
+                             "re-ranked with the models' LogME anyway): leave --rerank out")
         self._extractors: dict[str, zoo.FrozenExtractor] = {}
         start = time.perf_counter()
         general = self._extractor(exported.config.general_encoder)
@@ -218,6 +221,8 @@ class Pipeline:
     @torch.no_grad()
     def _rank(self, name: str, feats: torch.Tensor, labels: torch.Tensor, task: Task | None,
               timings: dict[str, float]) -> Ranking:
+        """The stages after ``features`` (the module docstring's 2-6), each timed into ``timings``; ``task`` None:
+        features without images, so nothing is re-ranked."""
         start = time.perf_counter()
         num_classes = int(labels.max()) + 1
         prototypes = stats.class_prototypes(feats, labels, num_classes)[None]
@@ -237,44 +242,67 @@ class Pipeline:
         nearest = float(similarity[0]) if len(similarity) else -1.0
         far = nearest < self.ood_threshold
         k = (len(candidates) if far and not self.fixed_k else min(self.k, len(candidates))) if task is not None else 0
-        warning = ""
-        if far:
-            then = (f"the top {k} embedded it, and their own LogME counts as much as the history" if k else
-                    "no model embedded it, so this ranking is the history's alone; pass images to let the models' "
-                    "own evidence decide")
-            warning = (f"{name} is far from every historical task (nearest cosine {nearest:.3f} < "
-                       f"{self.ood_threshold:.3f}, the history's own spread): {then}")
+        warning = self._far_warning(name, nearest, k) if far else ""
         final, reranked = plain[0], torch.zeros(len(candidates), dtype=torch.bool)
         if k:
-            start = time.perf_counter()
-            top = plain[0].topk(k).indices
-            reranked[top] = True
-            width = max(self.net.dims.model_dims[m] for m in candidates.tolist())  # every candidate's map reads
-            specific = torch.zeros(1, len(candidates), num_classes, width)
-            evidence = torch.full((1, len(candidates)), float("nan"))
-            for i in top.tolist():
-                own = features.extract(self._extractor(self.models[candidates[i]]), task, cache_dir=self.cache_dir)
-                specific[0, i, :, : own.shape[1]] = stats.class_prototypes(own, labels, num_classes)
-                evidence[0, i] = transfer.get("logme")(own, labels)
-            timings["specific_features"] = time.perf_counter() - start
-            start = time.perf_counter()
-            rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
-            if far:
-                rescored = far_blend(rescored, evidence, reranked[None])
-            final = merge_rerank(plain, rescored, reranked[None])[0]
-            timings["rerank"] = time.perf_counter() - start
-        order = final.argsort(descending=True, stable=True).tolist()
+            final, reranked = self._rerank(task, labels, prototypes, mask, candidates, plain, k, far, timings)
+        return Ranking(name, self._rows(final, candidates, reranked, summary), timings, neighbours, k, warning)
+
+    def _far_warning(self, name: str, nearest: float, k: int) -> str:
+        """The one-line ``Ranking.warning`` of a dataset whose nearest historical task is below ``ood_threshold``."""
+        then = (f"the top {k} embedded it, and their own LogME counts as much as the history" if k else
+                "no model embedded it, so this ranking is the history's alone; pass images to let the models' "
+                "own evidence decide")
+        return (f"{name} is far from every historical task (nearest cosine {nearest:.3f} < "
+                f"{self.ood_threshold:.3f}, the history's own spread): {then}")
+
+    def _rerank(self, task: Task, labels: torch.Tensor, prototypes: torch.Tensor, mask: torch.Tensor,
+                candidates: torch.Tensor, plain: torch.Tensor, k: int, far: bool, timings: dict[str, float]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stages 5 and 6: the top ``k`` candidates embed ``task`` and are re-scored with their own prototypes and
+        LogME (blended by :func:`far_blend` when ``far``). Returns the final scores ``[K]`` and which were re-ranked
+        (``[K]`` bool).
+
+        Args:
+            prototypes: the general encoder's class prototypes ``[1, C, D]``; ``mask`` ``[1, C]``.
+            candidates: ``[K]`` zoo indices; ``plain`` ``[1, K]`` their general-encoder scores.
+        """
+        start = time.perf_counter()
+        top = plain[0].topk(k).indices
+        reranked = torch.zeros(len(candidates), dtype=torch.bool)
+        reranked[top] = True
+        num_classes = prototypes.shape[1]
+        width = max(self.net.dims.model_dims[m] for m in candidates.tolist())  # every candidate's map reads
+        specific = torch.zeros(1, len(candidates), num_classes, width)
+        evidence = torch.full((1, len(candidates)), float("nan"))
+        for i in top.tolist():
+            own = features.extract(self._extractor(self.models[candidates[i]]), task, cache_dir=self.cache_dir)
+            specific[0, i, :, : own.shape[1]] = stats.class_prototypes(own, labels, num_classes)
+            evidence[0, i] = transfer.get("logme")(own, labels)
+        timings["specific_features"] = time.perf_counter() - start
+        start = time.perf_counter()
+        rescored = self.net(prototypes, mask, specific, reranked[None], models=candidates, evidence=evidence)
+        if far:
+            rescored = far_blend(rescored, evidence, reranked[None])
+        final = merge_rerank(plain, rescored, reranked[None])[0]
+        timings["rerank"] = time.perf_counter() - start
+        return final, reranked
+
+    def _rows(self, final: torch.Tensor, candidates: torch.Tensor, reranked: torch.Tensor, summary: torch.Tensor
+              ) -> list[Ranked]:
+        """The ranking's rows, best first by ``final`` ``[K]`` (ties: candidate order), with each model's predicted
+        gap to the best (``AccuracyGaps``, from the task's ``summary`` ``[2D]``) where the history has one."""
         gap, low, high = self.gaps.predict(summary) if self.gaps is not None else (None, None, None)
-        ranking = []
-        for i in order:
+        rows = []
+        for i in final.argsort(descending=True, stable=True).tolist():
             m = int(candidates[i])
             row = Ranked(self.models[m], float(final[i]), "rerank" if reranked[i] else "score",
                          cold=self.models[m] in self.exported.cold)
             if gap is not None and torch.isfinite(gap[m]):
                 row.predicted_gap, row.gap_80 = round(float(gap[m]), 2), [round(float(low[m]), 2),
                                                                           round(float(high[m]), 2)]
-            ranking.append(row)
-        return Ranking(name, ranking, timings, neighbours, k, warning)
+            rows.append(row)
+        return rows
 
 
 def far_blend(scores: torch.Tensor, evidence: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
@@ -303,7 +331,7 @@ class Recall:
         cfg: how many tasks, models per task, and candidates in all.
     """
 
-    def __init__(self, net: Ranker, task_index: VectorIndex, best: torch.Tensor, cfg: RecallConfig) -> None:
+    def __init__(self, net: LearnedRanker, task_index: VectorIndex, best: torch.Tensor, cfg: RecallConfig) -> None:
         if task_index.size != len(best):
             raise ValueError(f"the task index holds {task_index.size} tasks, best lists are given for {len(best)}")
         self.net, self.task_index, self.best, self.cfg = net, task_index, best[:, : cfg.per_task], cfg
