@@ -341,7 +341,8 @@ def main() -> None:
     try:
         bench = bm.load_benchmark(args.benchmark)
         if args.merge:
-            print(f"history.csv: {merge_parts(bench)} records")
+            print(f"{bench.root / 'history.csv'}: {merge_parts(bench)} records; train on it with "
+                  f"`python train.py data.benchmark={bench.argument}`")
             return
         if args.results:
             n = import_results(bench, args.results)
@@ -357,6 +358,8 @@ def main() -> None:
             raise ValueError(f"--kind {args.kind} covers the whole zoo in one run; drop --models and --shard")
         if args.kind == "stats":
             build_stats(bench)
+            print(f"wrote {bench.root / 'stats.safetensors'} and model_stats.safetensors for "
+                  f"{len(bench.config.tasks)} tasks; next: --kind logme and --kind finetune")
             return
         if args.kind == "proxy":
             n = build_proxy(bench, args.role)
@@ -369,7 +372,8 @@ def main() -> None:
         print(f"build_history: stopped by {stop}; every measured pair is kept: rerun the same command to measure "
               "the rest", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
-    print(f"{n} measured into {bench.root / 'parts'}; fold it in with --merge")
+    print(f"{n} measured into {bench.root / 'parts'}; once every builder has ended, fold them in with "
+          f"`python -m data.build_history --benchmark {bench.argument} --merge`")
 
 
 if __name__ == "__main__":
