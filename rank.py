@@ -69,6 +69,11 @@ def warn_small_classes(task: datasets.Task) -> None:
               f"{' ...' if len(single) > 5 else ''}; its ranking rests on one image per such class", file=sys.stderr)
 
 
+def _points(value: float) -> str:
+    """Accuracy points to one decimal, with no "-0.0" (a gap that rounds to zero is zero)."""
+    return f"{round(value, 1) + 0.0:.1f}"
+
+
 def table(result: Ranking) -> str:
     """The ranking as an aligned text table (last, so the output ends with it), timings and neighbours above."""
     lines = [f"{result.dataset}: {len(result.ranking)} models, top {result.k} re-ranked with their own features",
@@ -77,7 +82,7 @@ def table(result: Ranking) -> str:
              *([f"warning: {result.warning}"] if result.warning else []),
              f"{'rank':>4s}  {'model':28s} {'score':>8s}  {'stage':7s} gap to the best, points [80%]"]
     lines += [f"{i:4d}  {r.model:28s} {r.score:8.3f}  {r.stage:7s} "
-              + (f"{r.predicted_gap:6.1f} [{r.gap_80[0]:.1f}, {r.gap_80[1]:.1f}]" if r.gap_80 else "")
+              + (f"{_points(r.predicted_gap):>6s} [{_points(r.gap_80[0])}, {_points(r.gap_80[1])}]" if r.gap_80 else "")
               + ("cold: never trained on, placed by its architecture" if r.cold else "")
               for i, r in enumerate(result.ranking, 1)]
     return "\n".join(lines)

@@ -286,3 +286,7 @@ def test_a_zoo_with_a_member_the_ranker_never_saw_is_ranked_with_it_marked_cold(
     assert next(r for r in rows if r["cold"])["predicted_gap"] is None  # no history to predict it from
     marked = [line.split()[1] for line in table if line.endswith("placed by its architecture")]
     assert marked == ["mobilenetv2_100_dogs"]
+
+
+def test_gaps_that_round_to_zero_print_as_zero() -> None:
+    assert [rank._points(x) for x in (-0.04, -0.0, -1.26, 12.34)] == ["0.0", "0.0", "-1.3", "12.3"]
