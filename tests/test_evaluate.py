@@ -12,6 +12,7 @@ from scipy.stats import weightedtau
 
 from data import build_history
 from ranker import evaluate, transfer
+from ranker.evaluate import runs as evaluate_runs
 from ranker.learn import episodes
 from ranker.learn.config import load_run_config
 from ranker.learn.metrics import top1_regret, weighted_tau
@@ -183,16 +184,17 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
             return out
         return wrapped
 
-    real_fold_runs, real_setup = evaluate._fold_runs, episodes.EpisodeDataModule.setup
+    real_fold_runs, real_setup = evaluate_runs._fold_runs, episodes.EpisodeDataModule.setup
 
-    def fold_runs(bench, benchmark, fold, *args):
+    def fold_runs(measured, fold, *args):
         current["group"] = fold.group
-        return real_fold_runs(bench, benchmark, fold, *args)
+        return real_fold_runs(measured, fold, *args)
 
-    monkeypatch.setattr(evaluate, "_fold_runs", fold_runs)
-    monkeypatch.setattr(evaluate, "prior_means", spy("prior", evaluate.prior_means, lambda a, _: list(a[1])))
-    monkeypatch.setattr(evaluate, "_ranker_runs", spy("evaluated", evaluate._ranker_runs, lambda a, _: list(a[3])))
-    monkeypatch.setattr(evaluate, "_fitted_runs", spy("fennec", evaluate._fitted_runs, lambda a, _: list(a[2])))
+    monkeypatch.setattr(evaluate_runs, "_fold_runs", fold_runs)
+    spied = (("prior_means", "prior", 1), ("_ranker_runs", "evaluated", 3), ("_fitted_runs", "fennec", 2))
+    for name, use, arg in spied:  # arg: the position of the task ids each one is given
+        monkeypatch.setattr(evaluate_runs, name, spy(use, getattr(evaluate_runs, name),
+                                                     lambda a, _, arg=arg: list(a[arg])))
     monkeypatch.setattr(episodes.EpisodeDataModule, "setup", spy(
         "episodes", real_setup, lambda a, _: [e.task for e in a[0].train_episodes + a[0].val_episodes]))
     monkeypatch.chdir(tmp_path)
@@ -260,8 +262,8 @@ def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(t
     first = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
     assert len(list(cache.glob("*.json"))) == 3
     computed = []
-    real = evaluate._fold_runs
-    monkeypatch.setattr(evaluate, "_fold_runs", lambda *a: computed.append(a[2].group) or real(*a))
+    real = evaluate_runs._fold_runs
+    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[1].group) or real(*a))
     again = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
     assert computed == []
     for name, m in first["cv"]["methods"].items():

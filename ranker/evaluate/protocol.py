@@ -1,0 +1,108 @@
+"""The evaluation protocol: what a method's run is, how its scores over the zoo are compared with fine-tuning
+ground truth (weighted Kendall tau in both variants and top-1 regret, averaged over tasks, each mean with a 95%
+percentile bootstrap interval over tasks and a paired difference to the prior), the prior every method must beat,
+and the leave-one-group-out folds of cross-validation.
+
+Shapes: T tasks, M zoo models, R bootstrap resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
+from ranker.tasks import benchmark as bm
+
+PRIOR_KINDS = ("finetune", "linear_probe")  # the prior averages the first kind measured for every model
+METRICS = ("wtau", "wtau_sym", "regret")  # per task, averaged over tasks, each with a bootstrap interval
+RESAMPLES, BOOTSTRAP_SEED = 2000, 0  # bootstrap resamples of the tasks; one draw shared by every method (paired)
+
+
+class Run(NamedTuple):
+    """One method on a list of tasks."""
+
+    scores: np.ndarray  # [T, M] over the zoo; a row holding NaN: the method failed on that task
+    seconds: np.ndarray  # [T] scoring seconds, features given
+    extraction: np.ndarray  # [T] seconds of the feature extraction the method needed
+
+
+
+def prior_means(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarray] | None:
+    """(kind, each model's mean accuracy over ``task_ids``) for the first of ``PRIOR_KINDS`` measured for every
+    model there; None if neither is."""
+    for kind in PRIOR_KINDS:
+        _, _, past = bench.history.matrix(kind, task_ids, bench.models)
+        if past.size and not np.isnan(past).all(axis=0).any():
+            return kind, np.nanmean(past, axis=0)
+    return None
+
+
+def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
+    """95% percentile interval of the mean of ``values`` ``[T]`` (NaN: left out) over the resamples ``picks``
+    ``[R, T]`` of task indices."""
+    ok = ~np.isnan(values)
+    sums, counts = np.where(ok, values, 0.0)[picks].sum(1), ok[picks].sum(1)
+    means = sums[counts > 0] / counts[counts > 0]
+    return [float(q) for q in np.percentile(means, [2.5, 97.5])]
+
+
+def score_tasks(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> dict:
+    """``methods`` (means over the tasks each method scored, with bootstrap intervals and the paired difference to
+    ``prior``), ``per_task`` wtau, and ``skipped`` for methods that failed on every task."""
+    per_task, methods, skipped = {}, {}, {}
+    for name, run in runs.items():
+        values = {m: np.full(len(gt), np.nan) for m in METRICS}
+        for i, (g, s) in enumerate(zip(gt, run.scores, strict=True)):
+            if not np.isnan(s).any():
+                values["wtau"][i], values["wtau_sym"][i] = (weighted_tau(g, s, v) for v in WTAU_VARIANTS)
+                values["regret"][i] = top1_regret(g, s)
+        ok = ~np.isnan(values["wtau"])
+        if not ok.any():
+            skipped[name] = "the method failed on every task"
+            continue
+        per_task[name] = values
+        methods[name] = {m: float(np.mean(values[m][ok])) for m in METRICS} | {
+            "seconds_per_task": float(np.mean(run.seconds[ok])),
+            "seconds_per_task_with_features": float(np.mean(run.seconds[ok] + run.extraction[ok])),
+            "n_tasks": int(ok.sum()),
+        }
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(gt), (RESAMPLES, len(gt)))  # shared: paired
+    for name, values in per_task.items():
+        methods[name] |= {f"{m}_ci": interval(values[m], picks) for m in METRICS}
+        if "prior" in per_task and name != "prior":
+            diff = {m: values[m] - per_task["prior"][m] for m in METRICS}
+            methods[name]["vs_prior"] = {m: float(np.nanmean(diff[m])) for m in METRICS} | {
+                f"{m}_ci": interval(diff[m], picks) for m in METRICS}
+    return {
+        "methods": methods,
+        "skipped": skipped,
+        "per_task": {name: {t: float(v) for t, v in zip(task_ids, values["wtau"], strict=True) if not np.isnan(v)}
+                     for name, values in per_task.items()},
+    }
+
+
+@dataclass
+class Fold:
+    """One fold of grouped cross-validation."""
+
+    group: str  # the held-out group (``TaskSpec.group_name``)
+    held_out: list[str]  # its tasks: evaluated in this fold only
+    train: list[str]  # every other task with fine-tuning ground truth: the prior's and the ranker's history
+
+
+def folds(bench: bm.Benchmark, task_ids: list[str]) -> list[Fold]:
+    """Leave-one-group-out over ``task_ids`` (either role), groups in benchmark order.
+
+    Raises:
+        ValueError: the tasks form fewer than two groups.
+    """
+    group = {t.id: t.group_name for t in bench.config.tasks}
+    groups = list(dict.fromkeys(group[t] for t in task_ids))
+    if len(groups) < 2:
+        raise ValueError(f"cross-validation needs tasks of two groups or more; benchmark {bench.config.name!r} has "
+                         f"{groups}: give its tasks a `group` in benchmark.yaml")
+    return [Fold(g, [t for t in task_ids if group[t] == g], [t for t in task_ids if group[t] != g]) for g in groups]
+

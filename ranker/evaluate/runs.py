@@ -1,0 +1,352 @@
+"""The evaluation's runs: every method on every task it is evaluated on, the fixed split and cross-validation.
+
+For each task the training part is embedded by every zoo model (timed; read from the features cache, or extracted
+into an empty temporary cache with ``fresh_cache``), every transferability estimator scores every model on those
+features; the checkpoint's ranker scores from the benchmark's stored prototypes, plain and re-ranked; the
+registry's ``FITTED_IN_EVALUATION`` rankers are fitted on each split's history; the prior is the history's mean.
+A cross-validation fold that finished is kept in a cache folder, keyed by a hash of its inputs, and read back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ranker import transfer
+from ranker.evaluate.protocol import BOOTSTRAP_SEED, RESAMPLES, Fold, Run, folds, prior_means, score_tasks
+from ranker.files import write_atomic
+from ranker.learn import rankers
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
+from ranker.learn.episodes import collate, load_episodes
+from ranker.learn.protocol import LearnedRanker
+from ranker.serve import export
+from ranker.tasks import benchmark as bm
+from ranker.tasks import features
+from ranker.zoo import manifest as zoo
+
+NEEDS_SOURCE_HEAD = ("leep", "nce")
+
+@torch.inference_mode()
+def source_probs(classifier: torch.nn.Module, transform, task) -> torch.Tensor:
+    """Class probabilities ``[N, Z]`` of a member's own (source) head (``zoo.load_classifier``) on ``task``'s images."""
+    device = next(classifier.parameters()).device
+    chunks = []
+    for start in range(0, len(task), 32):
+        batch = torch.stack([transform(task.image(i)) for i in range(start, min(start + 32, len(task)))])
+        chunks.append(classifier(batch.to(device)).softmax(-1).double().cpu())
+    return torch.cat(chunks)
+
+
+
+def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: list[str], tasks: list[bm.TaskSpec],
+                    fresh_cache: bool):
+    """Per estimator: scores ``[T, M]`` (NaN where it failed) and seconds ``[T]``; extraction seconds ``[T, M]``
+    (reading the features cache, or extracting into an empty one with ``fresh_cache``); the failures as
+    "task · model: message" lines."""
+    scores = {n: np.full((len(tasks), len(entries)), np.nan) for n in names}
+    seconds = {n: np.zeros(len(tasks)) for n in names}
+    extraction, failures = np.zeros((len(tasks), len(entries))), []
+    parts = [bm.task_parts(spec, bench.config)[0] for spec in tasks]
+    needs_probs = any(n in NEEDS_SOURCE_HEAD for n in names)
+    bar = tqdm(total=len(entries) * len(tasks), desc="features and estimators", unit="task")
+    with tempfile.TemporaryDirectory() if fresh_cache else contextlib.nullcontext() as cache, bar:
+        for j, entry in enumerate(entries):
+            extractor = zoo.load_extractor(entry)
+            if needs_probs:
+                classifier = zoo.load_classifier(entry).to(features.best_device())
+                transform = zoo.entry_transform(entry)
+            for i, (spec, part) in enumerate(zip(tasks, parts, strict=True)):
+                bar.set_postfix_str(f"{entry.name} · {spec.id}", refresh=False)
+                start = time.perf_counter()
+                feats = features.extract(extractor, part.task, cache_dir=cache, progress=False)
+                extraction[i, j] = time.perf_counter() - start
+                labels = torch.as_tensor(part.labels)
+                probs, probs_seconds = None, 0.0
+                if needs_probs:
+                    start = time.perf_counter()
+                    probs = source_probs(classifier, transform, part.task)
+                    probs_seconds = time.perf_counter() - start  # a forward pass of its own: charged to LEEP/NCE
+                for name in names:
+                    extra = {"source_probs": probs} if name in NEEDS_SOURCE_HEAD else {}
+                    start = time.perf_counter()
+                    try:
+                        scores[name][i, j] = transfer.get(name)(feats, labels, **extra)
+                    except ValueError as err:  # a degenerate case of this estimator: reported, task left out
+                        failures.append(f"{name}: {spec.id} · {entry.name}: {err}")
+                    seconds[name][i] += time.perf_counter() - start + (probs_seconds if extra else 0.0)
+                bar.update()
+    return scores, seconds, extraction, failures
+
+
+def _ranker_run(bench: bm.Benchmark, net: LearnedRanker, depth: int, task_ids: list[str], extraction: np.ndarray
+                ) -> Run:
+    """A learned ranker on ``task_ids`` with its top ``depth`` re-scored by their own features (0: none); its
+    extraction seconds are the general encoder's and the top-``depth`` models' (``extraction`` ``[T, M]``, measured
+    by ``_estimator_runs``). Task statistics come from the benchmark's stats files, which hold the same
+    general-encoder and per-model prototypes of each task's training part."""
+    episodes = load_episodes(bench, task_ids, ["finetune"])  # the targets stay unread here
+    general = bench.models.index(bench.config.general_encoder)
+    scores, seconds, needed = np.zeros(extraction.shape), np.zeros(len(task_ids)), np.zeros(len(task_ids))
+    for i, episode in enumerate(episodes):
+        batch = collate([episode])
+        start = time.perf_counter()
+        ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth, batch["evidence"])[0]
+        seconds[i] = time.perf_counter() - start
+        scores[i] = ranked.numpy()
+        top = set(ranked.topk(depth).indices.tolist())  # rerank keeps the plain top k on top: those were re-scored
+        needed[i] = extraction[i, sorted(top | {general})].sum()
+    return Run(scores, seconds, needed)
+
+
+def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str], extraction: np.ndarray
+                 ) -> dict[str, Run]:
+    """The checkpoint's ranker as ``ranker`` (general-encoder prototypes only) and ``ranker_rerank`` (its top
+    ``k`` re-scored), as :func:`_ranker_run` measures them."""
+    return {name: _ranker_run(bench, net, depth, task_ids, extraction)
+            for name, depth in (("ranker", 0), ("ranker_rerank", k))}
+
+
+def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str],
+                 extraction: np.ndarray, tmp: str) -> tuple[dict[str, Run], dict[str, str]]:
+    """Each ranker of ``rankers.FITTED_IN_EVALUATION`` fitted here with the default training config (seed 0) on
+    ``history`` (``val_tasks`` among it choose its epoch or checkpoint; output under ``tmp``) and run on
+    ``held_out`` at its own depth; and why any could not be fitted (no validation task in ``history``)."""
+    runs, skipped = {}, {}
+    for name in rankers.FITTED_IN_EVALUATION:
+        cfg = load_run_config(DEFAULT_TRAIN_CONFIG, [f"ranker={name}"])
+        cfg.data.val_tasks = list(val_tasks)
+        try:
+            fitted, _ = rankers.fit_again(cfg, benchmark, tmp, name, history)
+        except ValueError as err:
+            skipped[name] = str(err)
+            continue
+        runs[name] = _ranker_run(bench, fitted.net, fitted.rerank_k, held_out, extraction)
+    return runs, skipped
+
+
+def _val_tasks(run: RunConfig | None) -> list[str]:
+    """The validation tasks of the checkpoint's run config, else of the default training config."""
+    return (run or load_run_config(DEFAULT_TRAIN_CONFIG)).data.val_tasks
+
+
+
+@dataclass
+class Measured:
+    """What every split of one evaluation reads: the estimators' runs and the extraction seconds of every task
+    evaluated anywhere, and the checkpoint's run config."""
+
+    bench: bm.Benchmark
+    benchmark: str  # as given (a name or a folder): what a retraining loads
+    rows: dict[str, int]  # task id -> its row in ``estimator_runs`` and ``extraction``
+    estimator_runs: dict[str, Run]
+    extraction: np.ndarray  # [T, M] seconds of each model's features of each task
+    run: RunConfig | None  # the checkpoint's training config (None: no usable checkpoint, no retraining)
+
+    def at(self, task_ids: list[str]) -> list[int]:
+        """Rows of ``task_ids``."""
+        return [self.rows[t] for t in task_ids]
+
+
+def _prior_run(bench: bm.Benchmark, history: list[str], n: int) -> tuple[str, Run] | None:
+    """(kind, run) of the prior learned from ``history`` on ``n`` tasks; None without such history."""
+    prior = prior_means(bench, history)
+    return None if prior is None else (prior[0], Run(np.tile(prior[1], (n, 1)), np.zeros(n), np.zeros(n)))
+
+
+def _fold_runs(measured: Measured, fold: Fold, index: int, tmp: str) -> tuple[dict[str, Run], dict]:
+    """The prior, the fitted rankers and (given a run config) the checkpoint's ranker trained again into ``tmp``
+    on ``fold.train``, evaluated on ``fold.held_out``; and what the fold used."""
+    bench, run, extraction = measured.bench, measured.run, measured.extraction[measured.at(fold.held_out)]
+    runs, info = {}, {"group": fold.group, "held_out": fold.held_out, "n_train_tasks": len(fold.train)}
+    prior = _prior_run(bench, fold.train, len(fold.held_out))
+    if prior is not None:
+        info["prior_kind"], runs["prior"] = prior
+    runs |= _fitted_runs(measured.benchmark, bench, fold.train, _val_tasks(run), fold.held_out, extraction, tmp)[0]
+    if run is not None:
+        print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
+              file=sys.stderr)
+        start = time.perf_counter()
+        fitted, data = rankers.fit_again(run, measured.benchmark, tmp, f"fold{index}", fold.train)
+        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_factor": fitted.spider_factor,
+                 "train_seconds": time.perf_counter() - start}
+        runs |= _ranker_runs(bench, fitted.net, fitted.rerank_k, fold.held_out, extraction)
+    return runs, info
+
+
+def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None) -> hashlib._Hash:
+    """A running hash of what every fold's results depend on besides the code and the fold's tasks: the benchmark's
+    history and task statistics and the ranker's run config (``.copy()`` it per fold)."""
+    digest = hashlib.sha256()
+    for name in ("history.csv", "stats.safetensors", "model_stats.safetensors"):
+        path = bench.root / name
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    digest.update((to_yaml(run) if run is not None else "no ranker").encode())
+    return digest
+
+
+
+def _kept_fold_runs(measured: Measured, fold: Fold, index: int, tmp: str, kept: Path | None
+                    ) -> tuple[dict[str, Run], dict]:
+    """:func:`_fold_runs`, read from the file ``kept`` where it exists and written there otherwise (None: no
+    cache)."""
+    if kept is not None and kept.is_file():
+        print(f"cv fold {index + 1} (group {fold.group}): read from {kept}", file=sys.stderr)
+        saved = json.loads(kept.read_text())
+        return ({name: Run(*(np.asarray(r[f], dtype=float) for f in Run._fields)) for name, r in saved["runs"].items()},
+                saved["info"])
+    fold_run, info = _fold_runs(measured, fold, index, tmp)
+    if kept is not None:
+        write_atomic(kept, json.dumps({"info": info, "runs": {
+            name: {f: getattr(r, f).tolist() for f in Run._fields} for name, r in fold_run.items()}}).encode())
+    return fold_run, info
+
+
+def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str, str], cache: Path | None) -> dict:
+    """The ``cv`` part of the result: every method on every fold's held-out tasks; ``skipped``: why methods are
+    missing from the fixed split. ``cache``: a folder where each finished fold is kept
+    (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged."""
+    task_ids = [t for fold in cv_folds for t in fold.held_out]
+    at = measured.at(task_ids)
+    runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in measured.estimator_runs.items()}
+    fold_runs, infos = [], []
+    inputs = None if cache is None else _inputs_digest(measured.bench, measured.run)  # read once, not per fold
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, fold in enumerate(cv_folds):
+            kept = None
+            if inputs is not None:
+                key = inputs.copy()
+                key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
+                kept = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
+            fold_run, info = _kept_fold_runs(measured, fold, index, tmp, kept)
+            fold_runs.append(fold_run)
+            infos.append(info)
+    for name in [n for n in fold_runs[0] if all(n in r for r in fold_runs)]:  # one missing from a fold: left out
+        runs[name] = Run(*(np.concatenate([getattr(r[name], f) for r in fold_runs]) for f in Run._fields))
+    if "prior" not in runs:
+        skipped["prior"] = "a fold has no finetune or linear-probe history of every model on its training tasks"
+    _, _, gt = measured.bench.history.matrix("finetune", task_ids, measured.bench.models)
+    split = score_tasks(task_ids, gt, runs)
+    split["skipped"] = {n: why for n, why in (skipped | split["skipped"]).items() if n not in split["methods"]}
+    return {"groups": [fold.group for fold in cv_folds], "n_tasks": len(task_ids), "folds": infos, **split}
+
+
+def _test_tasks(bench: bm.Benchmark) -> tuple[list[str], np.ndarray]:
+    """The test tasks and their fine-tuning ground truth ``[T, M]``.
+
+    Raises:
+        ValueError: a test task has no finetune ground truth.
+    """
+    test = [t.id for t in bench.config.tasks if t.role == "test"]
+    _, _, gt = bench.history.matrix("finetune", test, bench.models)
+    missing = [t for t, row in zip(test, gt, strict=True) if np.isnan(row).all()]
+    if missing:
+        raise ValueError(f"test tasks {missing} have no finetune ground truth; build it with "
+                         f"`python -m data.build_history --benchmark {bench.config.name} --kind finetune --role test`")
+    return test, gt
+
+
+def _cv_folds(bench: bm.Benchmark) -> list[Fold]:
+    """The folds over every task with fine-tuning ground truth for two models or more, either role."""
+    _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
+    return folds(bench, [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2])
+
+
+def _measure(bench: bm.Benchmark, benchmark: str, names: list[str], task_ids: set[str], fresh_cache: bool
+             ) -> tuple[Measured, dict[str, str], list[str]]:
+    """The estimators ``names`` on every task of ``task_ids`` (in benchmark order), without a checkpoint yet; why
+    estimators were skipped; their failures."""
+    entries = list(bench.entries.values())
+    tasks = [t for t in bench.config.tasks if t.id in task_ids]
+    skipped = {}
+    if not all(e.num_classes for e in entries):  # load_classifier's rule: a stored head has num_classes > 0
+        skipped = {n: "needs the source model's class probabilities; some zoo members ship no classification head"
+                   for n in names if n in NEEDS_SOURCE_HEAD}
+    names = [n for n in names if n not in skipped]
+    scores, seconds, extraction, failures = _estimator_runs(bench, entries, names, tasks, fresh_cache)
+    estimator_runs = {n: Run(scores[n], seconds[n], extraction.sum(1)) for n in names}
+    rows = {t.id: i for i, t in enumerate(tasks)}
+    return Measured(bench, benchmark, rows, estimator_runs, extraction, None), skipped, failures
+
+
+def _checkpoint_runs(measured: Measured, checkpoint: str | Path, test: list[str], skipped: dict[str, str]
+                     ) -> dict[str, Run]:
+    """``ranker`` and ``ranker_rerank`` of the checkpoint on ``test``, and its run config into ``measured.run``;
+    none, and why into ``skipped``, when it cannot be loaded for this zoo.
+
+    Raises:
+        ValueError: the checkpoint tokenizes tasks with another general encoder than the benchmark.
+    """
+    bench = measured.bench
+    try:
+        exported = export.load(checkpoint, bench.manifest_path)
+    except export.ExportError as err:
+        skipped["ranker"] = skipped["ranker_rerank"] = str(err)
+        return {}
+    if exported.config.general_encoder != bench.config.general_encoder:
+        raise ValueError(f"checkpoint {checkpoint} tokenizes tasks with {exported.config.general_encoder}, "
+                         f"benchmark {bench.config.name!r} with {bench.config.general_encoder}; pass a checkpoint "
+                         "trained on this benchmark")
+    measured.run = exported.config.run
+    return _ranker_runs(bench, exported.net, exported.config.rerank_k, test, measured.extraction[measured.at(test)])
+
+
+def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None,
+             checkpoint: str | Path = export.DEFAULT_CHECKPOINT, cv: bool = False, fresh_cache: bool = False,
+             cv_cache: str | Path | None = None) -> dict:
+    """The evaluation JSON (see DESIGN.md's contract): the fixed split, and ``cv`` when ``cv``; per-task wtau under
+    ``per_task``. ``cv_cache``: keep each finished fold there and reuse it (``_cross_validate``), so a stopped run
+    continues where it was.
+
+    Raises:
+        ValueError: unknown estimator, test tasks without finetune ground truth, a checkpoint of another general
+            encoder, or (``cv``) tasks of a single group.
+    """
+    bench = bm.load_benchmark(benchmark)
+    names = estimators or transfer.names()
+    for name in names:
+        transfer.get(name)  # an unknown name fails here, before any extraction
+    test, gt = _test_tasks(bench)
+    cv_folds = _cv_folds(bench) if cv else []
+    measured, skipped, failures = _measure(bench, benchmark, names, {t for f in cv_folds for t in f.held_out}
+                                           | set(test), fresh_cache)
+    at = measured.at(test)
+    runs = {n: Run(r.scores[at], r.seconds[at], r.extraction[at]) for n, r in measured.estimator_runs.items()}
+    runs |= _checkpoint_runs(measured, checkpoint, test, skipped)
+    prior = _prior_run(bench, bench.task_ids("train"), len(test))
+    if prior is None:
+        skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
+    else:
+        runs["prior"] = prior[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted, not_fitted = _fitted_runs(benchmark, bench, bench.task_ids("train"), _val_tasks(measured.run), test,
+                                          measured.extraction[at], tmp)
+    runs |= fitted
+    skipped |= not_fitted
+    fixed = score_tasks(test, gt, runs)
+    result = {
+        "benchmark": bench.config.name,
+        "prior_kind": prior and prior[0],
+        "n_test_tasks": len(test),
+        "n_models": len(bench.models),
+        "fresh_cache": fresh_cache,
+        "checkpoint": str(checkpoint),
+        "estimators": list(measured.estimator_runs) if estimators else None,  # None: every registered one
+        "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "interval": "95% percentile, over tasks"},
+        "methods": fixed["methods"],
+        "skipped": skipped | fixed["skipped"],
+        "failures": failures,
+        "per_task": fixed["per_task"],
+    }
+    if cv:
+        result["cv"] = _cross_validate(measured, cv_folds, dict(skipped), None if cv_cache is None else Path(cv_cache))
+    return result
