@@ -8,6 +8,13 @@ default (the average of the weightings by either ranking).
 Kendall's tau-b, NDCG@k (gains: accuracy above the worst measured model) and top-1 regret complete the
 per-task functions; ``WeightedTau``, ``KendallTau``, ``NDCG`` and ``Top1Regret`` are torchmetrics metrics
 that average them over the tasks (rows) they accumulate.
+
+Example:
+    >>> gt = [70.0, 80.0, 90.0]  # fine-tuning accuracies of three models
+    >>> round(weighted_tau(gt, [0.1, 0.2, 0.3]), 6), round(weighted_tau(gt, [0.3, 0.2, 0.1]), 6)
+    (1.0, -1.0)
+    >>> top1_regret(gt, [0.3, 0.2, 0.1])  # the top-scored model is 20 points below the best
+    20.0
 """
 
 from __future__ import annotations

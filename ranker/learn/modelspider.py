@@ -34,7 +34,7 @@ class ModelConfig:
     tokenizer_heads: int = 2  # attention heads of each tokenizer layer (must divide dim)
     head_heads: int = 1  # attention heads of the fitness head (Model Spider: 1)
     dropout: float = 0.1  # dropout in the tokenizer and on the fitness head's attention
-    calibrated: bool = True  # Ranker v2 (issue 15): learned prior + scaled Model Spider score + weighed evidence
+    calibrated: bool = True  # Ranker v2: learned prior + scaled Model Spider score + weighed evidence
     # of the embedded models (see Calibration); False: Model Spider's score alone, as in Zhang et al.
 
 
@@ -143,12 +143,12 @@ def zscore_within(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Calibration(nn.Module):
-    """Ranker v2's explicit terms (issue 15): score(t, m) = prior_m + spider_scale x spider(t, m)
+    """Ranker v2's explicit terms: score(t, m) = prior_m + spider_scale x spider(t, m)
     + evidence_weight x (z(t, m) - evidence_offset_m).
 
     ``z`` is the task's own evidence on the models that embedded its data: LogME of their features, z-scored among
     those models, since LogME's scale differs between tasks. LogME follows a model's ups and downs across tasks but
-    compares different models badly (issue 15's study): some members' LogME sits high whatever their accuracy. So
+    compares different models badly: some members' LogME sits high whatever their accuracy. So
     the evidence is centred per model, by ``evidence_offset_m``, the model's mean z over the training tasks, and
     only its movement away from that mean moves the model away from its prior. In the least-squares fit of the same
     form on the training tasks (``benchmarks/evidence_ceiling.py``) that centring is what the per-model bias does.
@@ -156,12 +156,11 @@ class Calibration(nn.Module):
     ``set_start`` starts the terms on the training tasks: ``prior`` at the models' mean accuracy, put on a z scale
     (each task's accuracies centred, all of them divided by one pooled spread), so that it orders the models
     exactly as the prior every ranking is held to does (mean accuracy weighs tasks with a wide spread more than a
-    mean of per-task z-scores would; under the offline benchmark's grouped CV that per-task z-score mean ranks
-    0.004 below it, ``benchmarks/prior_variants.py``); ``evidence_offset`` (fixed, a buffer) as above;
-    ``evidence_weight`` at the pooled within-model least-squares slope of z-scored ground truth on the centred
-    evidence. ``spider_scale`` starts at 0: Model Spider's task-conditioned term must earn its weight. With no
-    evidence (k = 0) and the spider term at 0 the ranker says exactly the prior, which is what it should say when
-    nothing else is known.
+    mean of per-task z-scores would; ``benchmarks/prior_variants.py`` compares the two); ``evidence_offset``
+    (fixed, a buffer) as above; ``evidence_weight`` at the pooled within-model least-squares slope of z-scored
+    ground truth on the centred evidence. ``spider_scale`` starts at 0: Model Spider's task-conditioned term must
+    earn its weight. With no evidence (k = 0) and the spider term at 0 the ranker says exactly the prior, which is
+    what it should say when nothing else is known.
     """
 
     def __init__(self, num_models: int) -> None:

@@ -1,4 +1,8 @@
-"""Rank aggregation: one score per model from several estimators' scores over the same zoo."""
+"""Rank aggregation: one score per model from several estimators' scores over the same zoo.
+
+    >>> aggregate({"logme": [0.1, 0.5, 0.3], "hscore": [10.0, 30.0, 20.0]}).tolist()
+    [0.0, 1.0, 0.5]
+"""
 
 from __future__ import annotations
 

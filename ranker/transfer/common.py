@@ -138,7 +138,11 @@ def pca(f: torch.Tensor, *, dims: int | None = None, variance: float | None = No
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of a 1-D tensor, ties sharing their average rank (scipy's `rankdata` 'average')."""
+    """1-based ranks of a 1-D tensor, ties sharing their average rank (scipy's `rankdata` 'average').
+
+    >>> average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0])).tolist()
+    [3.5, 1.0, 3.5, 2.0]
+    """
     order = torch.argsort(x)
     _, group, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
     mean_rank = counts.cumsum(0).to(torch.float64) - (counts.to(torch.float64) - 1) / 2

@@ -1,4 +1,14 @@
-"""Estimators on the geometry of PCA-reduced features: GBC (class overlap) and PARC (pairwise similarities)."""
+"""Estimators on the geometry of PCA-reduced features: GBC (class overlap) and PARC (pairwise similarities).
+
+Features whose classes lie apart score above features that ignore the labels:
+
+    >>> import torch
+    >>> labels = torch.arange(60) % 3
+    >>> noise = torch.randn(60, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> separable = noise + 4 * torch.nn.functional.one_hot(labels, 6)  # class c shifted along axis c
+    >>> gbc(separable, labels) > gbc(noise, labels), parc(separable, labels) > parc(noise, labels)
+    (True, True)
+"""
 
 from __future__ import annotations
 

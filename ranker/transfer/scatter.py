@@ -1,4 +1,14 @@
-"""Estimators built on second moments of the features: H-score, regularized H-score, TransRate, SFDA."""
+"""Estimators built on second moments of the features: H-score, regularized H-score, TransRate, SFDA.
+
+Features whose classes lie apart score above features that ignore the labels:
+
+    >>> import torch
+    >>> labels = torch.arange(60) % 3
+    >>> noise = torch.randn(60, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> separable = noise + 4 * torch.nn.functional.one_hot(labels, 6)  # class c shifted along axis c
+    >>> [f(separable, labels) > f(noise, labels) for f in (hscore, reg_hscore, transrate, sfda)]
+    [True, True, True, True]
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,19 @@
 """Estimators built on a source label space: NCE and LEEP (the source model's own classifier) and N-LEEP
 (a Gaussian mixture on the features standing in for it).
+
+A source head whose classes map onto the target's scores above one that guesses:
+
+    >>> import torch
+    >>> labels = torch.arange(60) % 3
+    >>> noise = torch.randn(60, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> separable = noise + 4 * torch.nn.functional.one_hot(labels, 6)  # class c shifted along axis c
+    >>> sharp, flat = torch.eye(3, dtype=torch.float64)[labels] * 0.85 + 0.05, torch.full((60, 3), 1 / 3.0)
+    >>> leep(None, labels, source_probs=sharp) > leep(None, labels, source_probs=flat)
+    True
+    >>> nce(None, labels, source_probs=sharp) > nce(None, labels, source_probs=flat)
+    True
+    >>> nleep(separable, labels) > nleep(noise, labels)
+    True
 """
 
 from __future__ import annotations
