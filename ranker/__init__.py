@@ -1,1 +1,33 @@
-"""Rank pre-trained image models for a new labelled image dataset."""
+"""Rank pre-trained image models for a new labelled image dataset.
+
+The two calls below are the package's Python entry; each imports what it needs when called, so that importing
+``ranker`` (and ``python rank.py --help``) stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ranker.serve.pipeline import Pipeline
+
+
+def load(checkpoint: str | Path | None = None) -> Pipeline:
+    """The ranking pipeline of an exported ranker (None: ``checkpoints/offline-default``) for the default zoo;
+    ``.rank(task)`` ranks a dataset (``ranker.tasks.loaders.load_dataset``), as ``rank.py`` does.
+
+    Raises:
+        ranker.serve.export.ExportError: the folder is no export, or was trained on another zoo.
+    """
+    from ranker.serve import export
+    from ranker.serve.pipeline import Pipeline
+
+    return Pipeline(export.load(export.DEFAULT_CHECKPOINT if checkpoint is None else checkpoint))
+
+
+def list_models() -> list[str]:
+    """The default zoo's model names, in zoo order (``rank.py --names``)."""
+    from ranker.zoo import manifest
+
+    return manifest.list_models()

@@ -1,0 +1,28 @@
+"""The top-level API: ``ranker.load()`` ranks the bundled demo as rank.py does, ``ranker.list_models()`` names the
+zoo, and a folder that is no export is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import rank
+import ranker
+from ranker.serve import export
+from ranker.tasks.loaders import load_dataset
+
+
+def test_load_ranks_the_demo_with_the_shipped_checkpoint_and_list_models_names_the_zoo() -> None:
+    pipe = ranker.load()
+    assert pipe.exported.config.models == ranker.list_models()  # the default checkpoint, for the default zoo
+    result = pipe.rank(load_dataset(str(rank.DEMO)))
+    assert sorted(r.model for r in result.ranking) == sorted(ranker.list_models())
+    assert result.k == pipe.exported.config.rerank_k > 0
+    assert [r.stage for r in result.ranking] == ["rerank"] * result.k + ["score"] * (len(result.ranking) - result.k)
+    assert [r.score for r in result.ranking] == sorted((r.score for r in result.ranking), reverse=True)
+
+
+def test_load_refuses_a_folder_that_is_no_export(tmp_path: Path) -> None:
+    with pytest.raises(export.ExportError, match="is not an exported ranker"):
+        ranker.load(tmp_path)
