@@ -37,6 +37,28 @@ def _table(methods: dict) -> list[str]:
     return lines
 
 
+def _cv_section(cv: dict) -> list[str]:
+    """Markdown lines of the cross-validation part of a result: the folds, the methods' table, what was skipped."""
+    trained = [f for f in cv["folds"] if "train_seconds" in f]
+    lines = ["", f"## Leave-one-group-out cross-validation ({cv['n_tasks']} tasks, either role, in "
+             f"{len(cv['groups'])} groups)", "",
+             "Each fold holds out every task of one group; the prior and the ranker (retrained with the "
+             "checkpoint's run config, k chosen on its validation tasks outside the group) see only the "
+             "other groups' tasks.", "",
+             "| held-out group | tasks | training tasks | ranker validation tasks | k | spider_factor | "
+             "training s |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f['group']} | {len(f['held_out'])} | {f['n_train_tasks']} | {len(f.get('val_tasks', []))} | "
+              f"{f.get('rerank_k', '')} | {f.get('spider_factor', f.get('spider_shrink', ''))} | "  # the old key:
+              f"{f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]  # results and cached folds of before
+    lines += ["", *_table(cv["methods"])]
+    lines += [f"\n- `{name}` not evaluated: {why}." for name, why in cv["skipped"].items()]
+    if trained:
+        lines.append(f"\nRetraining the ranker took {sum(f['train_seconds'] for f in trained):.0f} s over "
+                     f"{len(trained)} folds.")
+    return lines
+
+
 def markdown(result: dict, plot_link: str | None = None) -> str:
     """The fixed-split table and, when cross-validated, the cross-validation table; ``plot_link``: a written bar
     chart to show (relative to the report)."""
@@ -68,23 +90,7 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
     ]
     lines += [f"\n- `{name}` not evaluated: {why}." for name, why in result["skipped"].items()]
     if cv:
-        trained = [f for f in cv["folds"] if "train_seconds" in f]
-        lines += ["", f"## Leave-one-group-out cross-validation ({cv['n_tasks']} tasks, either role, in "
-                  f"{len(cv['groups'])} groups)", "",
-                  "Each fold holds out every task of one group; the prior and the ranker (retrained with the "
-                  "checkpoint's run config, k chosen on its validation tasks outside the group) see only the "
-                  "other groups' tasks.", "",
-                  "| held-out group | tasks | training tasks | ranker validation tasks | k | spider_factor | "
-                  "training s |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {f['group']} | {len(f['held_out'])} | {f['n_train_tasks']} | {len(f.get('val_tasks', []))} | "
-                  f"{f.get('rerank_k', '')} | {f.get('spider_factor', f.get('spider_shrink', ''))} | "  # the old key:
-                  f"{f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]  # results and cached folds of before
-        lines += ["", *_table(cv["methods"])]
-        lines += [f"\n- `{name}` not evaluated: {why}." for name, why in cv["skipped"].items()]
-        if trained:
-            lines.append(f"\nRetraining the ranker took {sum(f['train_seconds'] for f in trained):.0f} s over "
-                         f"{len(trained)} folds.")
+        lines += _cv_section(cv)
     if result["failures"]:
         lines += ["", f"Estimator failures ({len(result['failures'])}; those tasks are out of that method's means):"]
         lines += [f"- {f}" for f in result["failures"]]
