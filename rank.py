@@ -137,8 +137,9 @@ def parser() -> argparse.ArgumentParser:
                              "or real dataset names")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "offline-default",
                         help="exported ranker folder (default: %(default)s)")
-    parser.add_argument("--manifest", type=Path, default=ROOT / "ranker" / "configs" / "zoo" / "offline.yaml",
-                        help="zoo manifest YAML (default: %(default)s)")
+    parser.add_argument("--manifest", type=Path,
+                        help="zoo manifest YAML (default: the checkpoint's own zoo.yaml, the zoo it was trained on; "
+                             "a manifest that extends it adds members cold)")
     parser.add_argument("--rerank", type=int, metavar="K",
                         help="re-rank the top K (default: the checkpoint's k; every candidate for data far from every "
                              "historical task)")
@@ -152,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    manifest = args.manifest or args.checkpoint / "zoo.yaml"
 
     from ranker.serve import export
     from ranker.serve.pipeline import Pipeline
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.list_models or args.names:
-            print(zoo_table(args.manifest) if args.list_models else "\n".join(zoo.list_models(args.manifest)))
+            print(zoo_table(manifest) if args.list_models else "\n".join(zoo.list_models(manifest)))
             return 0
         for flag, path in (("--json", args.json), ("--plot", args.plot)):
             if path is not None:
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rerank and all(isinstance(item, tuple) for item in inputs):
             raise datasets.DatasetError("re-ranking needs images and every --data holds features; drop --rerank or "
                                         "pass the images")
-        pipe = Pipeline(export.load(args.checkpoint, args.manifest), args.manifest, args.rerank)
+        pipe = Pipeline(export.load(args.checkpoint, manifest), manifest, args.rerank)
         results = [pipe.rank_features(*item) if isinstance(item, tuple) else pipe.rank(item) for item in inputs]
     except (datasets.DatasetError, zoo.ZooError, export.ExportError, ValueError) as err:
         print(f"rank: {err}", file=sys.stderr)

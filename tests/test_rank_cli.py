@@ -73,7 +73,8 @@ def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     assert loaded == [] and "--list-models" in text
     parser_defaults = {a.dest: a.default for a in rank.parser()._actions}
     assert parser_defaults["checkpoint"] == export.DEFAULT_CHECKPOINT
-    assert parser_defaults["manifest"] == zoo.DEFAULT_MANIFEST
+    assert parser_defaults["manifest"] is None  # the checkpoint's own zoo, which is the package's default zoo
+    assert zoo.list_models(export.DEFAULT_CHECKPOINT / "zoo.yaml") == zoo.list_models(zoo.DEFAULT_MANIFEST)
 
 
 def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototypes, tmp_path, capsys) -> None:
@@ -290,3 +291,13 @@ def test_a_zoo_with_a_member_the_ranker_never_saw_is_ranked_with_it_marked_cold(
 
 def test_gaps_that_round_to_zero_print_as_zero() -> None:
     assert [rank._points(x) for x in (-0.04, -0.0, -1.26, 12.34)] == ["0.0", "0.0", "-1.3", "12.3"]
+
+
+def test_a_checkpoint_brings_its_own_zoo(capsys) -> None:
+    """Without --manifest, rank.py ranks the zoo the checkpoint was trained on (it refused before, naming the
+    default zoo), and a bad checkpoint is one line."""
+    v2 = zoo.REPO_ROOT / "checkpoints" / "v2-default"
+    assert rank.main(["--checkpoint", str(v2), "--names"]) == 0
+    assert capsys.readouterr().out.split() == zoo.list_models(zoo.REPO_ROOT / "ranker/configs/zoo/v2.yaml")
+    assert rank.main(["--checkpoint", "/nowhere", "--names"]) == 2
+    assert "/nowhere/zoo.yaml not found" in capsys.readouterr().err
