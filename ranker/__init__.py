@@ -6,24 +6,29 @@ The two calls below are the package's Python entry; each imports what it needs w
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ranker.serve.pipeline import Pipeline
 
+# Lightning advertises a cloud logger on every Trainer it builds: a history build builds one per pair.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in str(record.msg))
+
 
 def load(checkpoint: str | Path | None = None) -> Pipeline:
-    """The ranking pipeline of an exported ranker (None: ``checkpoints/offline-default``) for the default zoo;
-    ``.rank(task)`` ranks a dataset (``ranker.tasks.loaders.load_dataset``), as ``rank.py`` does.
+    """The ranking pipeline of an exported ranker (None: ``checkpoints/offline-default``) for the zoo it was trained
+    on (its ``zoo.yaml``); ``.rank(task)`` ranks a dataset (``ranker.tasks.loaders.load_dataset``), as ``rank.py``.
 
     Raises:
-        ranker.serve.export.ExportError: the folder is no export, or was trained on another zoo.
+        ranker.serve.export.ExportError: the folder is no export.
     """
     from ranker.serve import export
     from ranker.serve.pipeline import Pipeline
 
-    return Pipeline(export.load(export.DEFAULT_CHECKPOINT if checkpoint is None else checkpoint))
+    folder = Path(export.DEFAULT_CHECKPOINT if checkpoint is None else checkpoint)
+    return Pipeline(export.load(folder, folder / "zoo.yaml"), folder / "zoo.yaml")
 
 
 def list_models() -> list[str]:
