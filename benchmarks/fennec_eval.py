@@ -135,7 +135,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # "GPU available: ..." once per fit
     warnings.filterwarnings("ignore", module="lightning")
     bench = bm.load_benchmark(args.benchmark)
-    val_tasks = load_run_config().data.val_tasks
+    val_tasks = load_run_config().data.val_tasks or bench.validation_tasks()
     results = [{"seed": s, "fixed": fixed_split(bench, val_tasks, s), "cv": cross_validate(bench, val_tasks, s)}
                for s in args.seeds]
     first = results[0]

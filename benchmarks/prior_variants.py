@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
     args = parser.parse_args()
     bench = bm.load_benchmark(args.benchmark)
-    val = load_run_config().data.val_tasks
+    val = load_run_config().data.val_tasks or bench.validation_tasks()
     ids = [t.id for t in bench.config.tasks]
     _, _, every = bench.history.matrix("finetune", ids, bench.models)
     truth = dict(zip(ids, every, strict=True))

@@ -95,12 +95,13 @@ def main() -> None:
         print(f"| {task.id} | {len(task)} | {plain:.1f} | {reranked:.1f} | {logme:.1f} | {logme / plain:.1f}x |",
               flush=True)
     bench = bm.load_benchmark(exported.config.run.data.benchmark)
-    val = tau_by_depth(exported, bench, exported.config.run.data.val_tasks)
+    val_tasks = exported.config.run.data.val_tasks or bench.validation_tasks()
+    val = tau_by_depth(exported, bench, val_tasks)
     test = tau_by_depth(exported, bench, bench.task_ids("test"))
     print(f"\nmean weighted tau (rank=None) vs re-ranking depth k; the checkpoint's k={k} was chosen on validation")
     print("| k | " + " | ".join(str(i) for i in range(m + 1)) + " |")
     print("|---|" + "---|" * (m + 1))
-    print(f"| validation ({len(exported.config.run.data.val_tasks)} tasks) | " + " | ".join(f"{t:.3f}" for t in val)
+    print(f"| validation ({len(val_tasks)} tasks) | " + " | ".join(f"{t:.3f}" for t in val)
           + " |")
     print(f"| test ({len(bench.task_ids('test'))} tasks) | " + " | ".join(f"{t:.3f}" for t in test) + " |")
     print(f"\nre-ranking gain at k={k}: validation {val[k] - val[0]:+.3f}, test {test[k] - test[0]:+.3f}; "

@@ -105,3 +105,15 @@ def test_hints_name_the_benchmark_as_the_user_passes_it(offline: bm.Benchmark, t
     assert tiny_bench.config.name == "tiny" and tiny_bench.argument == str(tiny_bench.root)
     with pytest.raises(ValueError, match=f"--benchmark {tiny_bench.root} --kind stats"):
         tiny_bench.task_stats()
+
+
+def test_validation_tasks_are_the_benchmarks_own_or_one_per_training_group(offline: bm.Benchmark) -> None:
+    """A run on any benchmark validates on that benchmark's tasks, without naming them (offline's were once the
+    default of every run, so training on another benchmark stopped at once)."""
+    assert offline.validation_tasks() == offline.config.val_tasks and len(offline.config.val_tasks) == 8
+    v3 = bm.load_benchmark("v3")
+    val = v3.validation_tasks()
+    group = {t.id: t.group_name for t in v3.config.tasks}
+    train_groups = {group[t] for t in v3.task_ids("train")}
+    assert set(val) <= set(v3.task_ids("train")) and sorted(group[t] for t in val) == sorted(train_groups)
+    assert len(val) <= len(v3.task_ids("train")) // 4

@@ -81,7 +81,7 @@ def test_learns_a_task_dependent_ranking_a_constant_one_misses() -> None:
 
 def test_training_on_the_offline_benchmark_is_seeded() -> None:
     bench = bm.load_benchmark("offline")
-    val = load_run_config().data.val_tasks
+    val = load_run_config().data.val_tasks or bench.validation_tasks()
     train = [t for t in bench.task_ids("train") if t not in val][:8]
     nets = [fennec.fit_fennec(bench, train, val[:3], seed=seed, max_epochs=3) for seed in (1, 1, 2)]
     test = fennec.summaries(bench, bench.task_ids("test"))

@@ -135,7 +135,8 @@ def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_ta
 
 
 def _val_tasks(run: RunConfig | None) -> list[str]:
-    """The validation tasks of the checkpoint's run config, else of the default training config."""
+    """The validation tasks of the checkpoint's run config, else of the default training config (empty: the
+    benchmark's own, which the episodes resolve)."""
     return (run or load_run_config(DEFAULT_TRAIN_CONFIG)).data.val_tasks
 
 

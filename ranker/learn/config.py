@@ -25,7 +25,8 @@ class DataConfig:
     benchmark: str = "offline"  # name under data/benchmarks/ or a folder with a benchmark.yaml
     target_kinds: list[str] = field(default_factory=lambda: ["finetune", "linear_probe", "proxy"])  # per task,
     # the first kind with ground truth for at least two models is its target vector (others are not mixed in)
-    val_tasks: list[str] = field(default_factory=list)  # training-role tasks held out for validation
+    val_tasks: list[str] = field(default_factory=list)  # training-role tasks held out for validation; empty: the
+    # benchmark's own (its benchmark.yaml val_tasks, else drawn: Benchmark.validation_tasks)
     batch_size: int = 16  # episodes (tasks) per step
 
 

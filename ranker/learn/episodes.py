@@ -133,7 +133,7 @@ def mix_seeds(*keys: int) -> int:
 
 class EpisodeDataModule(L.LightningDataModule):
     """Episodes of ``tasks`` (default: the benchmark's training-role tasks): validation takes the ``data.val_tasks``
-    among them, training the rest.
+    (empty: the benchmark's ``validation_tasks()``) among them, training the rest.
 
     Grouped cross-validation passes a fold's tasks, which may hold test-role tasks of the other groups; the
     ``data.val_tasks`` of the held-out group are then left out of validation.
@@ -144,17 +144,15 @@ class EpisodeDataModule(L.LightningDataModule):
         self.cfg, self.seed = cfg.data, cfg.seed
         self.bench = bm.load_benchmark(self.cfg.benchmark)
         train_ids = self.bench.task_ids("train")
-        if not self.cfg.val_tasks:
-            raise ValueError("data.val_tasks is empty; name training-role tasks to hold out (they pick the "
-                             "checkpoint and the re-ranking depth k)")
-        wrong = [t for t in self.cfg.val_tasks if t not in train_ids]
+        val_tasks = self.cfg.val_tasks or self.bench.validation_tasks()
+        wrong = [t for t in val_tasks if t not in train_ids]
         if wrong:
             raise ValueError(f"data.val_tasks {wrong} are not training-role tasks of benchmark "
-                             f"{self.bench.config.name!r}; test tasks never take part in training or model choice")
+                             f"{self.bench.argument}; test tasks never take part in training or model choice")
         tasks = train_ids if tasks is None else tasks
-        self.val_ids = [t for t in self.cfg.val_tasks if t in tasks]
+        self.val_ids = [t for t in val_tasks if t in tasks]
         if not self.val_ids:
-            raise ValueError(f"none of data.val_tasks {self.cfg.val_tasks} is among this run's tasks; name "
+            raise ValueError(f"none of data.val_tasks {val_tasks} is among this run's tasks; name "
                              "validation tasks of two groups or more, so that every fold keeps some")
         self.train_ids = [t for t in tasks if t not in self.val_ids]
         self.dims = ranker_dims(self.bench)

@@ -86,6 +86,8 @@ class BenchmarkConfig:
     pool_per_class: int = 100  # images per class kept from each (dataset, variant); 0: keep all
     finetune: FinetuneRecipe = field(default_factory=FinetuneRecipe)  # the ground truth's fine-tuning recipe
     tasks: list[TaskSpec] = field(default_factory=list)  # training and test tasks
+    val_tasks: list[str] = field(default_factory=list)  # training tasks that validate a ranker trained here (a run's
+    # data.val_tasks overrides them); empty: Benchmark.validation_tasks draws them
 
 
 @dataclass
@@ -98,6 +100,19 @@ class Benchmark:
 
     def task_ids(self, role: str) -> list[str]:
         return [t.id for t in self.config.tasks if t.role == role]
+
+    def validation_tasks(self) -> list[str]:
+        """The tasks that validate a ranker trained on this benchmark: ``val_tasks`` of its config, else the last
+        training task of each training group, largest groups first, at most a quarter of the training tasks (at
+        least one), so that inner cross-validation keeps a validation task outside most held-out groups."""
+        if self.config.val_tasks:
+            return list(self.config.val_tasks)
+        groups: dict[str, list[str]] = {}
+        for t in self.config.tasks:
+            if t.role == "train":
+                groups.setdefault(t.group_name, []).append(t.id)
+        largest = sorted(groups.values(), key=len, reverse=True)
+        return [ids[-1] for ids in largest][: max(1, sum(map(len, largest)) // 4)]
 
     @property
     def argument(self) -> str:
