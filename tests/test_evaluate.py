@@ -62,9 +62,9 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     result = evaluate.evaluate(str(tiny_bench.root))
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
-    # the shipped ranker: another zoo; Fennec: none of the default validation tasks is here
+    # the shipped ranker: another zoo; Fennec: its one training task validates, so nothing is left to train on
     assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank", "fennec"}
-    assert "offline-default" in result["skipped"]["ranker"]
+    assert "offline-default" in result["skipped"]["ranker"] and "no task to train on" in result["skipped"]["fennec"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
     assert result["prior_kind"] == "linear_probe"
     assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)

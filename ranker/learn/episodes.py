@@ -155,6 +155,9 @@ class EpisodeDataModule(L.LightningDataModule):
             raise ValueError(f"none of data.val_tasks {val_tasks} is among this run's tasks; name "
                              "validation tasks of two groups or more, so that every fold keeps some")
         self.train_ids = [t for t in tasks if t not in self.val_ids]
+        if not self.train_ids:
+            raise ValueError(f"benchmark {self.bench.argument} leaves no task to train on once {self.val_ids} "
+                             "validate; give it more training tasks (a ranker needs history beyond the prior)")
         self.dims = ranker_dims(self.bench)
 
     def setup(self, stage: str | None = None) -> None:
