@@ -153,7 +153,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    manifest = args.manifest or args.checkpoint / "zoo.yaml"
 
     from ranker.serve import export
     from ranker.serve.pipeline import Pipeline
@@ -161,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     from ranker.zoo import manifest as zoo
 
     try:
-        if args.list_models or args.names:
+        if args.list_models or args.names:  # the zoo rank.py would load: the checkpoint's own unless --manifest
+            manifest = args.manifest or args.checkpoint / "zoo.yaml"
             print(zoo_table(manifest) if args.list_models else "\n".join(zoo.list_models(manifest)))
             return 0
         for flag, path in (("--json", args.json), ("--plot", args.plot)):
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rerank and all(isinstance(item, tuple) for item in inputs):
             raise datasets.DatasetError("re-ranking needs images and every --data holds features; drop --rerank or "
                                         "pass the images")
-        pipe = Pipeline(export.load(args.checkpoint, manifest), manifest, args.rerank)
+        pipe = Pipeline(export.load(args.checkpoint, args.manifest), args.rerank)
         results = [pipe.rank_features(*item) if isinstance(item, tuple) else pipe.rank(item) for item in inputs]
     except (datasets.DatasetError, zoo.ZooError, export.ExportError, ValueError) as err:
         print(f"rank: {err}", file=sys.stderr)

@@ -27,8 +27,7 @@ def load(checkpoint: str | Path | None = None) -> Pipeline:
     from ranker.serve import export
     from ranker.serve.pipeline import Pipeline
 
-    folder = Path(export.DEFAULT_CHECKPOINT if checkpoint is None else checkpoint)
-    return Pipeline(export.load(folder, folder / "zoo.yaml"), folder / "zoo.yaml")
+    return Pipeline(export.load(export.DEFAULT_CHECKPOINT if checkpoint is None else checkpoint))
 
 
 def list_models() -> list[str]:

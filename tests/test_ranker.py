@@ -220,6 +220,8 @@ def test_export_then_load_gives_identical_scores(tmp_path: Path) -> None:
     assert loaded.task_ids == ["a", "b"] and loaded.task_groups == ["g", "h"] and loaded.config.rerank_k == 3
     assert torch.equal(loaded.archi2vec, zoo_vectors(DEFAULT_MANIFEST)[1])  # what places a model without history
     assert not list(tmp_path.glob(".ck.*"))  # the temporary folder was renamed into place
+    assert loaded.manifest == folder / "zoo.yaml"  # no manifest given: the zoo it was trained on, from its own file
+    assert [m.name for m in loaded.zoo.models] == loaded.config.models
 
 
 @pytest.mark.parametrize("change, needle", [

@@ -4,7 +4,7 @@
 - ``model.safetensors``: the ranker's weights (of the kind the run config's ``ranker`` names in
   ``ranker.learn.rankers``);
 - ``config.yaml``: the resolved training config, the ranker's shape, the zoo's model order, the general
-  encoder's name and weight hash, and the re-ranking depth chosen on the validation tasks;
+  encoder's name and weight hash, and the re-ranking depth (and spider_factor) its fit chose;
 - ``zoo.yaml``: the zoo manifest it was trained on, with every member's weight hash;
 - ``tasks.safetensors``: the historical (training-role) tasks' summary vectors ``[T, 2D]`` and ground-truth
   rows ``[T, M]`` (what recall over earlier tasks needs); task ids, kinds and groups in its metadata;
@@ -44,7 +44,7 @@ from ranker.learn.protocol import LearnedRanker
 from ranker.serve.index import VectorIndex
 from ranker.zoo.archi2vec import FEATURES as ARCHI2VEC_FEATURES
 from ranker.zoo.archi2vec import archi2vec
-from ranker.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT, Manifest, load_manifest
+from ranker.zoo.manifest import REPO_ROOT, Manifest, load_manifest
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
 FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss", "archi2vec.safetensors")
@@ -75,6 +75,7 @@ class Exported:
     net: LearnedRanker  # in eval mode, of the class rankers.get(config.run.ranker)
     config: ExportConfig
     zoo: Manifest  # the zoo given to ``load`` (the trained one, plus any cold members)
+    manifest: Path  # the file ``zoo`` was read from: where the members' weights are found
     task_ids: list[str]  # historical tasks, rows of ``summary`` and ``performance``
     task_kinds: list[str]  # history kind of each performance row
     task_groups: list[str]  # benchmark group of each historical task
@@ -131,8 +132,9 @@ def _zoo_mismatch(trained: Manifest, given: Manifest) -> str:
     return "; ".join(problems) or "the same models in another order"
 
 
-def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT_MANIFEST) -> Exported:
-    """Loads an exported folder for the zoo in ``manifest``.
+def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path | None = None) -> Exported:
+    """Loads an exported folder for the zoo in ``manifest`` (None: the folder's own ``zoo.yaml``, the zoo it was
+    trained on; a manifest that extends that zoo adds members cold).
 
     Raises:
         ExportError: a file is missing, or the checkpoint was trained on another zoo.
@@ -143,6 +145,7 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
         raise ExportError(f"{folder} is not an exported ranker (missing {absent}); pass a folder written by train.py")
     config: ExportConfig = OmegaConf.to_object(
         OmegaConf.merge(OmegaConf.structured(ExportConfig), OmegaConf.load(folder / "config.yaml")))
+    manifest = Path(folder / "zoo.yaml" if manifest is None else manifest)
     trained = load_manifest(folder / "zoo.yaml")
     given = load_manifest(manifest)
     known = [(m.name, m.weights_sha256) for m in trained.models]
@@ -171,5 +174,5 @@ def load(folder: str | Path = DEFAULT_CHECKPOINT, manifest: str | Path = DEFAULT
         config.models, config.dims = config.models + [m.name for m in cold], net.dims
         vectors = torch.cat([vectors, new])
         performance = torch.cat([performance, torch.full((len(performance), len(cold)), float("nan"))], 1)
-    return Exported(net, config, given, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]),
+    return Exported(net, config, given, manifest, json.loads(meta["task_ids"]), json.loads(meta["task_kinds"]),
                     json.loads(meta["task_groups"]), summary, performance, index, vectors, [m.name for m in cold])

@@ -153,16 +153,14 @@ class Pipeline:
     """Ranks the zoo of an exported ranker for new datasets; models are loaded once and reused.
 
     Args:
-        exported: ``export.load(...)``.
-        manifest: where the zoo's weights are found (the manifest ``exported`` was checked against).
+        exported: ``export.load(...)``; its zoo's weights are found through ``exported.manifest``.
         k: re-ranking depth; None takes the checkpoint's, or every candidate for a dataset far from all
             historical tasks (whose ranking then leans on the candidates' own evidence as much as on the history).
         cache_dir: features cache root; None means ``features.default_cache_dir()``.
     """
 
-    def __init__(self, exported: Exported, manifest: str | Path = zoo.DEFAULT_MANIFEST, k: int | None = None,
-                 cache_dir: str | Path | None = None) -> None:
-        self.exported, self.manifest, self.cache_dir = exported, manifest, cache_dir
+    def __init__(self, exported: Exported, k: int | None = None, cache_dir: str | Path | None = None) -> None:
+        self.exported, self.cache_dir = exported, cache_dir
         self.models = exported.config.models
         self.k, self.fixed_k = (exported.config.rerank_k if k is None else k), k is not None
         self.ood_threshold = ood_threshold(exported.summary)
@@ -190,7 +188,7 @@ class Pipeline:
 
     def _extractor(self, name: str) -> zoo.FrozenExtractor:
         if name not in self._extractors:
-            self._extractors[name] = zoo.load_extractor(name, self.manifest)
+            self._extractors[name] = zoo.load_extractor(name, self.exported.manifest)
         return self._extractors[name]
 
     def rank(self, task: Task) -> Ranking:

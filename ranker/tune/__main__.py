@@ -53,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
                         help="output folder (default: %(default)s)")
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "offline-default",
                         help="exported ranker folder (default: %(default)s)")
-    parser.add_argument("--manifest", type=Path, default=ROOT / "ranker" / "configs" / "zoo" / "offline.yaml",
-                        help="zoo manifest YAML (default: %(default)s)")
+    parser.add_argument("--manifest", type=Path,
+                        help="zoo manifest YAML (default: the checkpoint's own zoo.yaml, the zoo it was trained on)")
     return parser
 
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # every user mistake is found before a model trains
         check_out(args.out)
-        names = zoo.list_models(args.manifest)
+        names = zoo.list_models(args.manifest or args.checkpoint / "zoo.yaml")
         check_choice(args.target, args.teachers, args.k, names)
         train = loaders.load_dataset(args.data)
         test = None if args.test is None else loaders.load_dataset(args.test)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         ranking = None
         if args.target is None or args.teachers is None:
-            ranking = [r.model for r in Pipeline(exported, args.manifest).rank(train).ranking]
+            ranking = [r.model for r in Pipeline(exported).rank(train).ranking]
         target = args.target or next(m for m in ranking if m not in (args.teachers or ()))
         teachers = args.teachers or [m for m in ranking if m != target][: args.k or DEFAULT_K]
         rank_seconds = time.perf_counter() - start
