@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ranker import transfer
 from ranker.tasks import benchmark as bm
 from ranker.tasks import features, stats
-from ranker.tasks.history import HistoryStore, Record
+from ranker.tasks.history import HistoryStore, Record, parse_field
 from ranker.tune.finetune import finetune
 from ranker.zoo import manifest as zoo
 
@@ -282,7 +282,6 @@ def import_results(bench: bm.Benchmark, path: Path) -> int:
         raise ValueError(f"{path} has column(s) {unknown} that an import does not take; use {list(IMPORT_REQUIRED)} "
                          f"and {list(IMPORT_OPTIONAL)}")
     tasks, done, store = {t.id for t in bench.config.tasks}, _done_store(bench.root), HistoryStore()
-    types = {f.name: f.type for f in dataclasses.fields(Record)}
     for line, row in enumerate(rows, start=2):
         where = f"{path} line {line}"
         if row["task"] not in tasks:
@@ -292,10 +291,12 @@ def import_results(bench: bm.Benchmark, path: Path) -> int:
                              f"{', '.join(bench.models)}")
         try:
             accuracy = float(row["accuracy"])
-            extra = {c: (int if types[c] == "int" else float if types[c] == "float" else str)(row[c])
-                     for c in IMPORT_OPTIONAL if row.get(c)}
+        except ValueError:
+            raise ValueError(f"{where}: accuracy holds {row['accuracy']!r}, not a number") from None
+        try:
+            extra = {c: parse_field(c, row[c]) for c in IMPORT_OPTIONAL if row.get(c)}
         except ValueError as err:
-            raise ValueError(f"{where}: {err}; accuracy and the numeric columns must be numbers") from None
+            raise ValueError(f"{where}: {err}") from None
         if not 0.0 <= accuracy <= 100.0:  # NaN fails too
             raise ValueError(f"{where}: accuracy {row['accuracy']} is not a percentage from 0 to 100")
         record = Record(task=row["task"], model=row["model"], kind="finetune", metric="top1_accuracy",

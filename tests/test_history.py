@@ -198,9 +198,9 @@ def test_imported_results_become_finetune_records_that_the_builder_skips(tiny_be
     ("task,model,accuracy,colour\nd3,M0,90,red\n", "column(s) ['colour'] that an import does not take"),
     ("task,model,accuracy\nd3,mobilenet_v2,90\n", "line 2: model 'mobilenet_v2' is not in"),
     ("task,model,accuracy\nfood_4way,M0,90\n", "line 2: task 'food_4way' is not in"),
-    ("task,model,accuracy\nd3,M0,ninety\n", "line 2: could not convert string to float: 'ninety'"),
+    ("task,model,accuracy\nd3,M0,ninety\n", "line 2: accuracy holds 'ninety', not a number"),
     ("task,model,accuracy\nd3,M0,0.9\nd3,M1,190\n", "line 3: accuracy 190 is not a percentage"),
-    ("task,model,accuracy,seed\nd3,M0,90,one\n", "line 2: invalid literal for int() with base 10: 'one'"),
+    ("task,model,accuracy,seed\nd3,M0,90,one\n", "line 2: column seed holds 'one', not an integer"),
     ("task,model,accuracy\nd3,M0,90\nd3,M0,91\n", "line 3: (d3, M0, seed 0) is twice in the file"),
 ])
 def test_a_bad_import_says_what_is_wrong_in_one_line_and_writes_nothing(tiny_bench: bm.Benchmark, tmp_path: Path,

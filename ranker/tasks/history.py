@@ -81,18 +81,28 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(Record))
 _TYPES = {f.name: f.type for f in dataclasses.fields(Record)}
 
 
+def parse_field(name: str, text: str) -> int | float | str:
+    """One CSV cell as the type of ``Record``'s field ``name`` (what the history file and an import both read).
+
+    Raises:
+        ValueError: ``text`` is not of that type (the message names the column).
+    """
+    kind = _TYPES[name]
+    try:
+        return int(text) if kind == "int" else float(text) if kind == "float" else text
+    except ValueError:
+        raise ValueError(f"column {name} holds {text!r}, not {'an integer' if kind == 'int' else 'a number'}") \
+            from None
+
+
 def _parse(row: dict[str, str], where: str) -> Record:
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise HistoryError(f"{where} lacks column(s) {missing}; a history CSV has the columns {list(COLUMNS)}")
-    values = {}
-    for name in COLUMNS:
-        text, kind = row[name], _TYPES[name]
-        try:
-            values[name] = int(text) if kind == "int" else float(text) if kind == "float" else text
-        except ValueError:
-            raise HistoryError(f"{where}: column {name} holds {text!r}, not a {kind}") from None
-    return Record(**values)
+    try:
+        return Record(**{name: parse_field(name, row[name]) for name in COLUMNS})
+    except ValueError as err:
+        raise HistoryError(f"{where}: {err}") from None
 
 
 class HistoryStore:
