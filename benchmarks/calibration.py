@@ -48,9 +48,7 @@ def main() -> None:
     bench = bm.load_benchmark(args.benchmark)
     rows = [("fixed split", *coverage(bench, bench.task_ids("train"), bench.task_ids("test")))]
     if args.cv:
-        _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
-        measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
-        for fold in evaluate.folds(bench, measured):
+        for fold in evaluate.folds(bench, evaluate.measured_tasks(bench)):
             rows.append((f"CV, {fold.group} held out", *coverage(bench, fold.train, fold.held_out)))
         rows.append(("CV, all folds", np.concatenate([r[1] for r in rows[1:]]),
                      np.concatenate([r[2] for r in rows[1:]])))

@@ -64,11 +64,9 @@ def main() -> None:
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
                                str(exported.config.rerank_k), np.full(len(test), exported.config.rerank_k))}
     if args.cv:
-        _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
-        measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
         taus, priors, logmes, ks = [], [], [], []
         with tempfile.TemporaryDirectory() as tmp:
-            for i, fold in enumerate(evaluate.folds(bench, measured)):
+            for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
                 fitted = rankers.fit_again(exported.config.run, args.benchmark, tmp, f"fold{i}", fold.train)[0]
                 taus.append(curve(fitted.net, bench, fold.held_out))
                 prior, logme = baselines(bench, fold.held_out, fold.train)
@@ -100,9 +98,8 @@ def main() -> None:
           f"({evaluate.RESAMPLES} resamples of the tasks)")
     print("| split | chosen k - prior | k=M - prior | k=M - LogME |")
     print("|---|---|---|---|")
-    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
     for name, (tau, prior, logme, _, depth) in results.items():
-        picks = rng.integers(0, len(tau), (evaluate.RESAMPLES, len(tau)))
+        picks = evaluate.bootstrap_picks(len(tau))
         chosen = tau[np.arange(len(tau)), depth]
         cells = []
         for diff in (chosen - prior, tau[:, m] - prior, tau[:, m] - logme):

@@ -17,9 +17,9 @@ import argparse
 
 import numpy as np
 import torch
-from logme_speed import device_time, structured_features
 
 from ranker import transfer
+from ranker.transfer.timing import device_time, structured_features
 
 
 def source_probabilities(labels: np.ndarray, n_source: int, seed: int) -> np.ndarray:

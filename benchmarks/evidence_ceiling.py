@@ -5,7 +5,7 @@ network, the same form is fitted by least squares on the training tasks: one bia
 LogME z-scored within the task, against the task's fine-tuning accuracies z-scored within the task (M + 1
 parameters). It is scored on the fixed split's test tasks and, leave-one-group-out, on every measured task, beside
 the prior (each model's mean accuracy on the same training tasks) and LogME alone. The difference to the prior
-gets a 95% bootstrap interval over tasks and, under CV, over whole groups (``group_bootstrap.group_interval``).
+gets a 95% bootstrap interval over tasks and, under CV, over whole groups (``ranker.evaluate.group_interval``).
 If this fit cannot reach a bar, more training of the network on the same evidence will not either.
 
 Run (the figures in docs/results.md, "Where it falls short"):
@@ -17,19 +17,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
-from group_bootstrap import group_interval
 
 from ranker import evaluate
+from ranker.evaluate import zscore_rows
 from ranker.learn.metrics import weighted_tau
-from ranker.learn.modelspider import zscore_within
 from ranker.tasks import benchmark as bm
-
-
-def _z(values: np.ndarray) -> np.ndarray:
-    """Rows z-scored over their finite entries (0 elsewhere)."""
-    x = torch.from_numpy(values)
-    return zscore_within(x, torch.isfinite(x)).numpy()
 
 
 def fit(gt: np.ndarray, logme: np.ndarray) -> tuple[np.ndarray, float]:
@@ -38,8 +30,8 @@ def fit(gt: np.ndarray, logme: np.ndarray) -> tuple[np.ndarray, float]:
     t, m = np.nonzero(np.isfinite(gt))
     design = np.zeros((len(t), gt.shape[1] + 1))
     design[np.arange(len(t)), m] = 1.0
-    design[:, -1] = _z(logme)[t, m]
-    weights = np.linalg.lstsq(design, _z(gt)[t, m], rcond=None)[0]
+    design[:, -1] = zscore_rows(logme)[t, m]
+    weights = np.linalg.lstsq(design, zscore_rows(gt)[t, m], rcond=None)[0]
     return weights[:-1], float(weights[-1])
 
 
@@ -47,7 +39,7 @@ def split(gt: np.ndarray, logme: np.ndarray, train: list[int], held_out: list[in
     """Per held-out task weighted tau (rank=None) of the prior, LogME and the fitted form."""
     bias, slope = fit(gt[train], logme[train])
     prior = np.nanmean(gt[train], axis=0)
-    fitted = bias + slope * _z(logme[held_out])
+    fitted = bias + slope * zscore_rows(logme[held_out])
     return {"prior": np.array([weighted_tau(gt[i], prior) for i in held_out]),
             "logme": np.array([weighted_tau(gt[i], logme[i]) for i in held_out]),
             "fitted": np.array([weighted_tau(gt[i], s) for i, s in zip(held_out, fitted, strict=True)])}
@@ -64,24 +56,21 @@ def main() -> None:
     _, _, logme = bench.history.matrix("logme", ids, bench.models)
     rows = {"fixed split": split(gt, logme, [row[t] for t in bench.task_ids("train")],
                                  [row[t] for t in bench.task_ids("test")])}
-    measured = [t for t, r in zip(ids, gt, strict=True) if np.isfinite(r).sum() >= 2]
-    folds = evaluate.folds(bench, measured)
+    folds = evaluate.folds(bench, evaluate.measured_tasks(bench))
     parts = [split(gt, logme, [row[t] for t in f.train], [row[t] for t in f.held_out]) for f in folds]
     rows["grouped CV"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
     groups = {f.group: f.held_out for f in folds}
     held = [t for f in folds for t in f.held_out]
-    group_picks = rng.integers(0, len(groups), (evaluate.RESAMPLES, len(groups)))
     print(f"mean weighted tau (rank=None) on {bench.config.name}: prior_m + w x z(LogME), least squares on the "
           "training tasks")
     print("| split | prior | LogME | fitted | fitted - prior [tasks] | fitted - prior [groups] | fitted - LogME |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         diff = r["fitted"] - r["prior"]
-        lo, hi = evaluate.interval(diff, rng.integers(0, len(diff), (evaluate.RESAMPLES, len(diff))))
+        lo, hi = evaluate.interval(diff, evaluate.bootstrap_picks(len(diff)))
         by_group = ""
         if name == "grouped CV":
-            _, (glo, ghi) = group_interval(dict(zip(held, diff, strict=True)), groups, group_picks)
+            _, (glo, ghi) = evaluate.group_interval(dict(zip(held, diff, strict=True)), groups)
             by_group = f"{diff.mean():+.3f} [{glo:+.3f}, {ghi:+.3f}]"
         print(f"| {name} ({len(diff)}) | {r['prior'].mean():.3f} | {r['logme'].mean():.3f} | "
               f"{r['fitted'].mean():.3f} | {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] | {by_group} | "

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker.evaluate import Run, cell, folds, prior_means, score_tasks
+from ranker.evaluate import Run, cell, folds, measured_tasks, prior_means, score_tasks
 from ranker.files import write_atomic
 from ranker.learn import fennec
 from ranker.learn.config import load_run_config
@@ -82,10 +82,9 @@ def fixed_split(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
 def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
     """``score_tasks`` over every fold's held-out tasks, ``folds`` (group, sizes) and ``train_seconds`` summed over
     folds."""
-    _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
-    measured = [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2]
     fold_runs, infos, train_seconds = [], [], dict.fromkeys(METHODS, 0.0)
-    for fold in folds(bench, measured):
+    cv_folds = folds(bench, measured_tasks(bench))
+    for fold in cv_folds:
         val = [t for t in val_tasks if t in fold.train]
         train = [t for t in fold.train if t not in val]
         runs, seconds = _fennec_runs(bench, train, val, fold.held_out, seed)
@@ -95,7 +94,7 @@ def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict
         train_seconds = {name: train_seconds[name] + seconds[name] for name in METHODS}
     runs = {name: Run(*(np.concatenate([getattr(r[name], f) for r in fold_runs]) for f in Run._fields))
             for name in fold_runs[0]}
-    task_ids = [t for fold in folds(bench, measured) for t in fold.held_out]
+    task_ids = [t for fold in cv_folds for t in fold.held_out]
     _, _, gt = bench.history.matrix("finetune", task_ids, bench.models)
     return score_tasks(task_ids, gt, runs) | {"folds": infos, "train_seconds": train_seconds, "n_tasks": len(task_ids)}
 

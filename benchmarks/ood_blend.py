@@ -89,10 +89,9 @@ def main() -> None:
           f"{threshold:.3f}; last column: paired 95% bootstrap interval over tasks")
     print("| data | nearest cosine | flagged | " + " | ".join(names) + " | shipped - prior |")
     print("|---" * (len(names) + 4) + "|")
-    rng = np.random.default_rng(evaluate.BOOTSTRAP_SEED)
     for label, r in rows.items():
         diff = r["rank.py as shipped"] - r["prior"]
-        low, high = evaluate.interval(diff, rng.integers(0, len(diff), (evaluate.RESAMPLES, len(diff))))
+        low, high = evaluate.interval(diff, evaluate.bootstrap_picks(len(diff)))
         print(f"| {label} | {r['nearest'].min():.2f}-{r['nearest'].max():.2f} | {int(r['far'].sum())} | "
               + " | ".join(f"{r[n].mean():.3f}" for n in names) + f" | {diff.mean():+.3f} [{low:+.3f}, {high:+.3f}] |")
 

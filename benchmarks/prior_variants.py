@@ -3,14 +3,13 @@ fixed split's test tasks and leave-one-group-out over every task with fine-tunin
 
 - ``prior``: each model's mean fine-tuning accuracy on every training task (``ranker.evaluate.prior_means``), the
   floor every ranking is held to; ``Calibration.set_start`` puts exactly this order on a z scale;
-- ``z mean``: the mean of each task's z-scored accuracies (the start before stop 23);
-- ``prior, training episodes only``: the prior without the train config's ``data.val_tasks`` (what the start read
-  before stop 23).
+- ``z mean``: the mean of each task's z-scored accuracies;
+- ``prior, training episodes only``: the prior without the train config's validation tasks.
 
 Prints mean weighted tau (rank=None) and top-1 regret, and each list's paired difference to the prior with a 95%
 bootstrap interval over tasks. No training: a few seconds.
 
-Run (the figures in ``RankerModule.setup``'s and ``Calibration``'s docstrings):
+Run (docs/results.md names it beside the prior's start):
     python benchmarks/prior_variants.py --benchmark v2
 """
 
@@ -19,9 +18,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from evidence_ceiling import _z
 
 from ranker import evaluate
+from ranker.evaluate import zscore_rows
 from ranker.learn.config import load_run_config
 from ranker.learn.metrics import top1_regret, weighted_tau
 from ranker.tasks import benchmark as bm
@@ -30,7 +29,7 @@ from ranker.tasks import benchmark as bm
 def lists(bench: bm.Benchmark, train: list[str], val: list[str]) -> dict[str, np.ndarray]:
     """The three constant lists ``[M]`` from the training tasks ``train``."""
     _, _, gt = bench.history.matrix("finetune", train, bench.models)
-    return {"prior": evaluate.prior_means(bench, train)[1], "z mean": np.nanmean(_z(gt), axis=0),
+    return {"prior": evaluate.prior_means(bench, train)[1], "z mean": np.nanmean(zscore_rows(gt), axis=0),
             "prior, training episodes only": evaluate.prior_means(bench, [t for t in train if t not in val])[1]}
 
 
@@ -43,9 +42,8 @@ def main() -> None:
     ids = [t.id for t in bench.config.tasks]
     _, _, every = bench.history.matrix("finetune", ids, bench.models)
     truth = dict(zip(ids, every, strict=True))
-    measured = [t for t in ids if np.isfinite(truth[t]).sum() >= 2]
     splits = {"fixed split": [(bench.task_ids("train"), bench.task_ids("test"))],
-              "grouped CV": [(f.train, f.held_out) for f in evaluate.folds(bench, measured)]}
+              "grouped CV": [(f.train, f.held_out) for f in evaluate.folds(bench, evaluate.measured_tasks(bench))]}
     print(f"constant lists on {bench.config.name}: weighted tau (rank=None), top-1 regret (points), and the paired "
           f"difference in tau to the prior (95% bootstrap over tasks)")
     print("| split | list | wtau | regret | Δ wtau vs prior |")
@@ -57,7 +55,7 @@ def main() -> None:
                 taus.setdefault(label, []).extend(weighted_tau(truth[t], scores) for t in held_out)
                 regrets.setdefault(label, []).extend(top1_regret(truth[t], scores) for t in held_out)
         n = len(taus["prior"])
-        picks = np.random.default_rng(evaluate.BOOTSTRAP_SEED).integers(0, n, (evaluate.RESAMPLES, n))
+        picks = evaluate.bootstrap_picks(n)
         for label in taus:
             diff = np.array(taus[label]) - np.array(taus["prior"])
             low, high = evaluate.interval(diff, picks)

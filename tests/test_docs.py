@@ -85,3 +85,12 @@ def test_every_benchmark_script_is_in_the_index() -> None:
     index = (ROOT / "benchmarks" / "README.md").read_text()
     scripts = sorted(p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh"))
     assert scripts and [s for s in scripts if f"`{s}" not in index] == []
+
+
+def test_no_benchmark_script_imports_another() -> None:
+    """What the scripts share lives in ``ranker.evaluate``; a script importing a sibling couples two claims."""
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    imports = {p.name: re.findall(r"^(?:from|import) (\w+)", p.read_text(), re.M)
+               for p in (ROOT / "benchmarks").glob("*.py")}
+    assert {name: [m for m in found if m in scripts or m == "benchmarks"] for name, found in imports.items()
+            if any(m in scripts or m == "benchmarks" for m in found)} == {}

@@ -48,13 +48,18 @@ from ranker.evaluate.protocol import (
     RESAMPLES,
     Fold,
     Run,
+    bootstrap_picks,
     folds,
+    group_interval,
     interval,
+    measured_tasks,
     prior_means,
     score_tasks,
+    zscore_rows,
 )
 from ranker.evaluate.report import cell, markdown, plot
 from ranker.evaluate.runs import NEEDS_SOURCE_HEAD, evaluate, source_probs
 
-__all__ = ["BOOTSTRAP_SEED", "METRICS", "NEEDS_SOURCE_HEAD", "PRIOR_KINDS", "RESAMPLES", "Fold", "Run", "cell",
-           "evaluate", "folds", "interval", "markdown", "plot", "prior_means", "score_tasks", "source_probs"]
+__all__ = ["BOOTSTRAP_SEED", "METRICS", "NEEDS_SOURCE_HEAD", "PRIOR_KINDS", "RESAMPLES", "Fold", "Run",
+           "bootstrap_picks", "cell", "evaluate", "folds", "group_interval", "interval", "markdown",
+           "measured_tasks", "plot", "prior_means", "score_tasks", "source_probs", "zscore_rows"]

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from ranker.learn.metrics import WTAU_VARIANTS, top1_regret, weighted_tau
+from ranker.learn.modelspider import zscore_within
 from ranker.tasks import benchmark as bm
 
 PRIOR_KINDS = ("finetune", "linear_probe")  # the prior averages the first kind measured for every model
@@ -38,6 +40,42 @@ def prior_means(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarr
         if past.size and not np.isnan(past).all(axis=0).any():
             return kind, np.nanmean(past, axis=0)
     return None
+
+
+def measured_tasks(bench: bm.Benchmark, task_ids: list[str] | None = None) -> list[str]:
+    """The tasks of ``task_ids`` (None: every task of the benchmark, in its order) with fine-tuning ground truth for
+    two models or more: the ones a ranking can be scored on."""
+    task_ids = [t.id for t in bench.config.tasks] if task_ids is None else task_ids
+    _, _, gt = bench.history.matrix("finetune", task_ids, bench.models)
+    return [t for t, row in zip(task_ids, gt, strict=True) if np.isfinite(row).sum() >= 2]
+
+
+def bootstrap_picks(n: int) -> np.ndarray:
+    """The shared resamples ``[R, n]`` of n items (tasks or groups), drawn from ``BOOTSTRAP_SEED``: every method
+    and every difference scored on the same n items uses this one draw, which makes the differences paired."""
+    return np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, (RESAMPLES, n))
+
+
+def zscore_rows(values: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` ``[T, M]`` z-scored over their finite entries (0 elsewhere), as the ranker z-scores
+    evidence within a task."""
+    x = torch.from_numpy(values)
+    return zscore_within(x, torch.isfinite(x)).numpy()
+
+
+def group_interval(values: dict[str, float], groups: dict[str, list[str]]) -> tuple[float, list[float]]:
+    """(mean over every task, 95% percentile interval of that task-weighted mean when whole groups are resampled)
+    of ``values`` (task -> value; a task without a value is left out); ``groups``: group -> its tasks.
+
+    Tasks of one group are alike, so resampling tasks understates what a new group would do; this resamples the
+    groups (``bootstrap_picks`` of their number) and takes all the tasks of each drawn group.
+    """
+    names = list(groups)
+    sums = np.array([sum(values[t] for t in groups[g] if t in values) for g in names])
+    counts = np.array([sum(t in values for t in groups[g]) for g in names])
+    picks = bootstrap_picks(len(names))
+    means = sums[picks].sum(1) / np.maximum(counts[picks].sum(1), 1)
+    return float(sums.sum() / counts.sum()), [float(q) for q in np.percentile(means, [2.5, 97.5])]
 
 
 def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
@@ -69,7 +107,7 @@ def score_tasks(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> di
             "seconds_per_task_with_features": float(np.mean(run.seconds[ok] + run.extraction[ok])),
             "n_tasks": int(ok.sum()),
         }
-    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(gt), (RESAMPLES, len(gt)))  # shared: paired
+    picks = bootstrap_picks(len(gt))
     for name, values in per_task.items():
         methods[name] |= {f"{m}_ci": interval(values[m], picks) for m in METRICS}
         if "prior" in per_task and name != "prior":

@@ -43,8 +43,8 @@ def _cv_section(cv: dict) -> list[str]:
     lines = ["", f"## Leave-one-group-out cross-validation ({cv['n_tasks']} tasks, either role, in "
              f"{len(cv['groups'])} groups)", "",
              "Each fold holds out every task of one group; the prior and the ranker (retrained with the "
-             "checkpoint's run config, k chosen on its validation tasks outside the group) see only the "
-             "other groups' tasks.", "",
+             "checkpoint's run config; k and a calibrated ranker's spider_factor chosen as `train.py` chooses "
+             "them, inside the fold's own tasks) see only the other groups' tasks.", "",
              "| held-out group | tasks | training tasks | ranker validation tasks | k | spider_factor | "
              "training s |",
              "|---|---|---|---|---|---|---|"]

@@ -23,7 +23,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker import transfer
-from ranker.evaluate.protocol import BOOTSTRAP_SEED, RESAMPLES, Fold, Run, folds, prior_means, score_tasks
+from ranker.evaluate.protocol import (
+    BOOTSTRAP_SEED,
+    RESAMPLES,
+    Fold,
+    Run,
+    folds,
+    measured_tasks,
+    prior_means,
+    score_tasks,
+)
 from ranker.files import write_atomic
 from ranker.learn import rankers
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
@@ -258,8 +267,7 @@ def _test_tasks(bench: bm.Benchmark) -> tuple[list[str], np.ndarray]:
 
 def _cv_folds(bench: bm.Benchmark) -> list[Fold]:
     """The folds over every task with fine-tuning ground truth for two models or more, either role."""
-    _, _, every = bench.history.matrix("finetune", [t.id for t in bench.config.tasks], bench.models)
-    return folds(bench, [t.id for t, row in zip(bench.config.tasks, every, strict=True) if np.isfinite(row).sum() >= 2])
+    return folds(bench, measured_tasks(bench))
 
 
 def _measure(bench: bm.Benchmark, benchmark: str, names: list[str], task_ids: set[str], fresh_cache: bool
