@@ -15,13 +15,14 @@ Examples:
     python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
     python train.py ranker=fennec name=offline-fennec     # Fennec (ranker/learn/fennec.py), seconds; rank.py
                                                          # --checkpoint checkpoints/offline-fennec ranks with it
-    srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # see README (SLURM)
+    srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # docs/training.md (SLURM)
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -58,6 +59,25 @@ def check_folders(cfg: RunConfig) -> None:
                          "replace it")
 
 
+def history_summary(data: EpisodeDataModule) -> tuple[str, str]:
+    """(one line on the history the run trains on: tasks, groups, ground-truth kinds, LogME evidence; a warning, or
+    "", when no task has LogME: re-ranking then has no evidence to weigh)."""
+    episodes = data.train_episodes + data.val_episodes
+    groups = {t.id: t.group_name for t in data.bench.config.tasks}
+    kinds = Counter(e.kind for e in episodes)
+    with_logme = sum(bool(torch.isfinite(e.evidence).any()) for e in episodes)
+    chosen = ("data.val_tasks" if data.cfg.val_tasks else "its benchmark.yaml's val_tasks"
+              if data.bench.config.val_tasks else "the last training task of its largest groups")
+    line = (f"history: {len(episodes)} tasks ({len(data.train_episodes)} training, {len(data.val_episodes)} "
+            f"validation: {chosen}) in {len({groups[e.task] for e in episodes})} groups; ground truth "
+            + ", ".join(f"{kind} on {n}" for kind, n in kinds.items()) + f"; logme evidence on {with_logme}")
+    warning = "" if with_logme else (
+        f"warning: no task of benchmark {data.bench.argument} has logme history, so re-ranking (k > 0) has no "
+        f"evidence to weigh; build it first: python -m data.build_history --benchmark {data.bench.argument} "
+        "--kind logme")
+    return line, warning
+
+
 def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
     """Fits the run's ranker (``rankers.get(cfg.ranker).fit``: it also chooses k, by grouped cross-validation
     inside the training tasks where it can), exports; returns the export folder."""
@@ -79,6 +99,11 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
         torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
     print(f"{fitted.report}; exported {folder} in {time.perf_counter() - start:.0f} s")
+    if fitted.rerank_k == 0 and fitted.spider_factor == 0:
+        print(f"with k=0 and spider_factor 0 this checkpoint ranks by its prior term alone (each model's mean "
+              f"accuracy): its {len(history)} tasks gave nothing the fit could use beyond the prior; history in more "
+              "groups, and logme on it, is what lets a ranker learn more")
+    print(f"next: python rank.py --checkpoint {folder} --data <folder of labelled images>")
     return folder
 
 
@@ -101,6 +126,11 @@ def main(argv: list[str]) -> int:
     except ValueError as err:  # unknown benchmark, task or loss, missing history, folders in the way
         print(f"train: {err}", file=sys.stderr)
         return 2
+    if rank_zero_only.rank == 0:
+        line, warning = history_summary(data)
+        print(line)
+        if warning:
+            print(f"train: {warning}", file=sys.stderr)
     fit(cfg, data)
     return 0
 

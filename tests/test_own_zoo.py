@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_the_guide_ranks_a_teams_own_zoo_on_a_new_folder(tmp_path: Path) -> None
         assert result.returncode == 0, (args, result.stderr[-3000:])
         outputs.append(result.stdout)
     assert outputs[3].startswith("6 imported") and outputs[4].startswith("6 measured")  # only what was missing
+    assert re.search(r"^history: (\d+) tasks .* logme evidence on \1$", outputs[6], re.M), outputs[6][:500]
+    assert "next: python rank.py --checkpoint" in outputs[6]
     history = (team / "mybench" / "history.csv").read_text()
     assert history.count("imported from results.csv") == 6 and history.count(",logme,") == 12
     assert (team / "checkpoints" / "mine" / "zoo.yaml").is_file()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -53,6 +54,7 @@ def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
     for args in commands:
         run = run_train([*args, f"export_dir={tmp_path}/ckpt", *TINY], tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stderr.count("GPU available") <= 1  # the main fit's; inner fits (one per group) stay quiet
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["offline", "offline-fennec", "small"]
     assert export.load(tmp_path / "ckpt" / "small").config.run.optim.loss == "listnet"
     assert export.load(tmp_path / "ckpt" / "offline-fennec").config.run.ranker == "fennec"
@@ -166,3 +168,23 @@ def test_ten_random_kills_of_training_lose_nothing(tmp_path: Path) -> None:
     start = time.perf_counter()
     check_kills(tmp_path, kills=10)
     print(f"10 kills and resumes: {time.perf_counter() - start:.0f} s")
+
+
+def test_a_history_without_logme_is_said_in_one_warning() -> None:
+    """Re-ranking weighs each model's LogME; a history without it trains a ranker whose k adds nothing."""
+    tasks = [SimpleNamespace(id=t, group_name=g) for t, g in (("a", "g1"), ("b", "g2"), ("c", "g2"))]
+    bench = SimpleNamespace(config=SimpleNamespace(tasks=tasks, val_tasks=[]), argument="teams/bench")
+
+    def episode(task: str, kind: str, logme: float) -> episodes.Episode:
+        zero = torch.zeros(2)
+        return episodes.Episode(task, kind, zero, zero, zero.bool(), zero, torch.tensor([logme, float("nan")]))
+
+    nan = float("nan")
+    data = SimpleNamespace(bench=bench, cfg=SimpleNamespace(val_tasks=[]), val_episodes=[episode("c", "finetune", nan)],
+                           train_episodes=[episode("a", "finetune", nan), episode("b", "linear_probe", nan)])
+    line, warning = train.history_summary(data)
+    assert line == ("history: 3 tasks (2 training, 1 validation: the last training task of its largest groups) in 2 "
+                    "groups; ground truth finetune on 2, linear_probe on 1; logme evidence on 0")
+    assert "no task of benchmark teams/bench has logme" in warning and "--benchmark teams/bench --kind logme" in warning
+    data.val_episodes = [episode("c", "finetune", 1.0)]
+    assert train.history_summary(data)[1] == ""

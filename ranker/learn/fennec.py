@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ranker.learn import losses
 from ranker.learn.config import DataConfig, RunConfig
 from ranker.learn.episodes import EpisodeDataModule, load_episodes
+from ranker.learn.lit import quiet_lightning
 from ranker.learn.metrics import WeightedTau
 from ranker.learn.modelspider import RankerDims
 from ranker.learn.protocol import Fitted
@@ -223,7 +224,7 @@ def fit_net(net: Fennec, train: tuple[torch.Tensor, torch.Tensor], val: tuple[to
     Nothing here is random (full batches, no dropout): a seeded ``net`` gives a deterministic run.
     """
     module = FennecModule(net, loss, lr, weight_decay)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_lightning():  # a fit takes seconds; evaluation runs many
         best = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val/wtau", mode="max",
                                enable_version_counter=False)
         trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,

@@ -9,7 +9,10 @@ checkpoint monitor) and with them for every model (``val/wtau_specific``, the mo
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -99,11 +102,38 @@ class RankerModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker]) -> tuple[Ranker, ModelCheckpoint] | None:
+LIGHTNING_INFO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")
+"""Loggers of the lines Lightning prints for every Trainer it builds (devices, why fit stopped, the seed)."""
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's per-Trainer info lines off inside the block (warnings still show): a history build or an inner
+    cross-validation builds one Trainer per pair or fold, and their lines would bury the progress bar."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_INFO]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+def train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], quiet: bool = False
+          ) -> tuple[Ranker, ModelCheckpoint] | None:
     """Trains a ``net_class`` for ``data.dims`` in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch,
     ``best.ckpt`` by val/wtau, CSV logs; ``overwrite`` empties the folder first unless ``ckpt_path`` resumes it) and
     returns the best validation checkpoint's network (CPU, eval mode) and that checkpoint's callback; None in DDP's
-    other processes. The network is built after seeding, so its initial weights follow ``cfg.seed``."""
+    other processes. The network is built after seeding, so its initial weights follow ``cfg.seed``. ``quiet``: no
+    progress bar and no Lightning info lines (the inner fits of model selection, which show their own progress)."""
+    with quiet_lightning() if quiet else contextlib.nullcontext():
+        return _train(cfg, data, net_class, quiet)
+
+
+def _train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], quiet: bool
+           ) -> tuple[Ranker, ModelCheckpoint] | None:
     L.seed_everything(cfg.seed, workers=True)
     module = RankerModule(cfg, net_class(data.dims, cfg.model))
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -120,6 +150,7 @@ def train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker]) -> t
         num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
         logger=CSVLogger(run_dir, name="logs"), callbacks=[best, last],
         log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir, enable_model_summary=False,
+        enable_progress_bar=not quiet,
         # validate at least once, at the last epoch, when max_epochs is below the validation interval
         check_val_every_n_epoch=min(cfg.trainer.check_val_every_n_epoch, cfg.trainer.max_epochs),
     )

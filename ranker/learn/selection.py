@@ -11,10 +11,12 @@ chooses k on the validation tasks.
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ranker.learn import lit
 from ranker.learn.config import RunConfig
@@ -75,7 +77,9 @@ def select(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule
     group = {t.id: t.group_name for t in data.bench.config.tasks}
     tasks = data.train_ids + data.val_ids
     totals, count, used = {}, 0, []
-    for i, name in enumerate(dict.fromkeys(group[t] for t in tasks)):
+    names = list(dict.fromkeys(group[t] for t in tasks))
+    for i, name in enumerate(tqdm(names, desc="choosing k: one fit per group held out", unit="group",
+                                  file=sys.stderr)):
         held = [t for t in tasks if group[t] == name]
         inner = copy.deepcopy(cfg)
         inner.name, inner.out_dir, inner.ckpt_path, inner.overwrite = f"inner{i}", str(Path(cfg.out_dir) / cfg.name
@@ -85,7 +89,7 @@ def select(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule
         except ValueError:  # no validation task outside this group
             continue
         inner_data.setup()
-        net = lit.train(inner, inner_data, net_class)[0]
+        net = lit.train(inner, inner_data, net_class, quiet=True)[0]
         for factor, sweep in factor_sweeps(net, load_episodes(data.bench, held, cfg.data.target_kinds)).items():
             totals[factor] = totals.get(factor, 0) + len(held) * np.asarray(sweep)
         count, used = count + len(held), used + [name]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ranker.learn.lit import quiet_lightning
 from ranker.tasks import benchmark as bm
 from ranker.tasks.datasets import Task
 from ranker.zoo import manifest as zoo
@@ -92,11 +93,12 @@ def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
     transform = zoo.entry_transform(sized)
     module = FinetuneModule(extractor, len(train.class_names), recipe)
     data = TensorDataset(images(train.task, transform), torch.as_tensor(train.labels))
-    trainer = L.Trainer(
-        max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        deterministic="warn",  # bit-reproducible on the CPU; on CUDA, ops without deterministic kernels only warn
-    )
-    trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
+    with quiet_lightning():  # one Trainer per pair: a history build would print its lines for every pair
+        trainer = L.Trainer(
+            max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            deterministic="warn",  # bit-reproducible on the CPU; on CUDA, ops without deterministic kernels only warn
+        )
+        trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
     device = trainer.strategy.root_device
     return accuracy(module, test.task, transform, device), sized.input_size, str(device)
