@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ranker.serve import export
-from ranker.serve.pipeline import AccuracyGaps, Pipeline, best_models
+from ranker.serve.pipeline import Pipeline, PositionGaps, best_models
 from ranker.tasks import benchmark as bm
 from ranker.tasks import stats
 
@@ -69,20 +70,21 @@ def test_best_models_skip_unmeasured_ones() -> None:
     assert best_models(performance, 3).tolist() == [[2, 3, 0], [2, -1, -1]]
 
 
-def test_accuracy_gaps_follow_the_nearest_tasks_and_their_intervals_come_from_other_groups() -> None:
-    """Two kinds of history: on 'grey' tasks model 0 is best (model 1 10 points behind), on 'colour' tasks model 1
-    (model 0 20 behind). A new task near the colour ones gets the colour gaps; grouped, the intervals hold what
-    predicting one kind from the other would miss."""
+def test_position_gaps_fall_down_the_ranking_and_cover_what_a_new_group_does() -> None:
+    """Three groups whose tasks agree on the order (model 0 best, 1 about 10 points behind, 2 about 20) give gaps by
+    place near (0, -10, -20), non-increasing, each inside its interval; a fourth group that reverses the order
+    widens the intervals, since a new group may be like it."""
     rng = np.random.default_rng(0)
-    grey, colour = np.eye(8)[0], np.eye(8)[1]
-    summary = torch.tensor(np.stack([grey + 0.01 * rng.normal(size=8) for _ in range(6)]
-                                    + [colour + 0.01 * rng.normal(size=8) for _ in range(6)]), dtype=torch.float32)
-    performance = torch.tensor([[90.0, 80.0]] * 6 + [[70.0, 90.0]] * 6)
-    ungrouped = AccuracyGaps(summary, performance, ["finetune"] * 12)
-    gap, low, high = ungrouped.predict(torch.tensor(colour, dtype=torch.float32))
-    torch.testing.assert_close(gap, torch.tensor([-20.0, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(high - low, torch.zeros(2, dtype=torch.float64))  # neighbours of a kind agree
-    grouped = AccuracyGaps(summary, performance, ["finetune"] * 12, ["grey"] * 6 + ["colour"] * 6)
-    gap, low, high = grouped.predict(torch.tensor(colour, dtype=torch.float32))
-    assert low[0] <= -20 <= high[0] and (high - low).min() >= 10  # each task was predicted from the other kind
-    assert (high <= 0).all()  # no model beats the best
+    alike = [[90.0, 80.0, 70.0] + rng.normal(0, 1, 3) for _ in range(12)]
+    groups = [g for g in ("a", "b", "c") for _ in range(4)]
+    gaps = PositionGaps(torch.tensor(np.array(alike)), ["finetune"] * 12, groups)
+    mid, low, high = gaps.predict(3)
+    np.testing.assert_allclose(mid, [0.0, -10.0, -20.0], atol=2.5)
+    assert (np.diff(mid) <= 0).all() and (low <= mid).all() and (mid <= high).all() and (high <= 0).all()
+    reversed_ = [[70.0, 80.0, 90.0] + rng.normal(0, 1, 3) for _ in range(4)]
+    wider = PositionGaps(torch.tensor(np.array(alike + reversed_)), ["finetune"] * 16, groups + ["d"] * 4)
+    assert (np.diff(wider.predict(3)[0]) <= 0).all()
+    assert (wider.high - wider.low).mean() > (gaps.high - gaps.low).mean() + 5 and wider.level <= gaps.level
+    assert np.isnan(gaps.predict(5)[0][3:]).all()  # places past the history's zoo (cold members) state nothing
+    with pytest.raises(ValueError, match="two groups or more"):
+        PositionGaps(torch.tensor(np.array(alike)), ["finetune"] * 12, ["a"] * 12)

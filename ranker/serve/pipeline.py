@@ -50,7 +50,7 @@ class Ranked:
     model: str
     score: float  # comparable within one ranking only
     stage: str  # "rerank": re-scored with the model's own features; "score": the general-encoder score alone
-    predicted_gap: float | None = None  # fine-tuning accuracy points below the dataset's best model (AccuracyGaps)
+    predicted_gap: float | None = None  # fine-tuning accuracy points below the dataset's best model (PositionGaps)
     gap_80: list[float] | None = None  # its 80% interval [low, high]
     cold: bool = False  # a model the ranker never trained on, placed by its architecture vector (no predicted gap)
 
@@ -79,58 +79,76 @@ class Ranking:
         return asdict(self)
 
 
-class AccuracyGaps:
-    """How far below the best model each model's fine-tuning accuracy will be on a new dataset, with an 80%
-    interval, from the history of similar tasks (its fine-tuning rows).
+class PositionGaps:
+    """How far below the dataset's best model the model at each place of a ranking will fine-tune (points), with an
+    80% interval, from how the history's tasks turned out for rankings made without them.
 
-    A model's gap on a historical task is its accuracy minus that task's best (points, <= 0). The predicted gap on a
-    new task is the similarity-weighted mean of the model's gaps on the ``n`` historical tasks nearest to it (cosine
-    of summary vectors). The interval is split-conformal: every historical task is predicted the same way from its
-    ``n`` nearest other tasks, and the model's errors there shift the weighted mean by their median (the point
-    prediction) and their 10th and 90th percentiles (the interval). ``benchmarks/calibration.py`` measures how
-    often the truth falls inside on held-out tasks.
+    Each historical task of a group is ranked by the prior of the *other* groups' tasks (each model's mean accuracy
+    there: what any ranking is held to, and what every learned ranker starts from), and the gap of the model at
+    place r to that task's best model is recorded. At place r the predicted gap is the median of those gaps and the
+    interval spans their ``level`` and ``1 - level`` quantiles; all three are made non-increasing down the ranking,
+    so a row's gap never says more than the rows above it. The level is the narrowest of :data:`LEVELS` whose
+    intervals, computed without one group, cover at least 80% of that group's gaps, on average over the groups
+    (a new dataset is a new group). A learned ranker that beats the prior
+    puts better models at each place, so its own rows' gaps tend to lie inside, nearer the top of the interval.
 
     Args:
-        summary: ``[T, 2D]`` historical tasks' summary vectors.
-        performance: ``[T, M]`` their ground truth, NaN where unmeasured.
+        performance: ``[T, M]`` the historical tasks' ground truth, NaN where unmeasured.
         kinds: each row's history kind; only ``finetune`` rows are used.
-        groups: each row's task group; when given, each historical task is predicted from other groups' tasks only
-            (a new dataset is a new group), which widens the intervals to what a new dataset needs.
-        n: neighbours per prediction.
+        groups: each row's task group.
     """
 
-    def __init__(self, summary: torch.Tensor, performance: torch.Tensor, kinds: list[str],
-                 groups: list[str] | None = None, n: int = 5) -> None:
+    LEVELS = (0.1, 0.075, 0.05, 0.025, 0.01)
+
+    def __init__(self, performance: torch.Tensor, kinds: list[str], groups: list[str]) -> None:
         rows = [i for i, kind in enumerate(kinds) if kind == "finetune"]
-        if len(rows) < n + 1:
-            raise ValueError(f"{len(rows)} historical tasks with fine-tuning ground truth; need {n + 1} or more")
-        self.n = n
-        self.unit = torch.nn.functional.normalize(summary[rows].double(), dim=1)
-        accuracy = performance[rows].double()
-        self.gaps = accuracy - torch.nan_to_num(accuracy, nan=-torch.inf).max(1, keepdim=True).values
-        similarity = self.unit @ self.unit.T
-        similarity.fill_diagonal_(-torch.inf)
-        if groups is not None:
-            kept = [groups[i] for i in rows]
-            same = torch.tensor([[a == b for b in kept] for a in kept])
-            if (~same).sum(1).min() >= n:  # every task has n tasks of other groups to be predicted from
-                similarity[same] = -torch.inf
-        errors = self.gaps - torch.stack([self._mean(row) for row in similarity])
-        self.low, self.mid, self.high = torch.nanquantile(errors, torch.tensor([0.1, 0.5, 0.9], dtype=errors.dtype),
-                                                          dim=0)
+        accuracy = performance[rows].double().numpy()
+        group = np.array([groups[i] for i in rows])
+        if len(set(group)) < 2:
+            raise ValueError(f"{len(rows)} historical tasks with fine-tuning ground truth in {len(set(group))} "
+                             "group(s); predicted gaps need two groups or more")
+        with np.errstate(all="ignore"):
+            self.gaps = accuracy - np.nanmax(accuracy, axis=1, keepdims=True)
+        self.level = self._level(group)
+        placed = np.concatenate(list(self._placed(group, np.ones(len(group), dtype=bool)).values()))
+        self.mid, self.low, self.high = self._quantiles(placed, self.level)
 
-    def _mean(self, similarity: torch.Tensor) -> torch.Tensor:
-        """``[M]`` weighted mean gap over the ``n`` most similar historical tasks (weights: cosine, at least 0)."""
-        value, top = similarity.topk(self.n)
-        gaps = self.gaps[top]
-        weight = value.clamp(min=1e-6)[:, None] * torch.isfinite(gaps)
-        return (torch.nan_to_num(gaps) * weight).sum(0) / weight.sum(0)
+    def _placed(self, group: np.ndarray, among: np.ndarray) -> dict[str, np.ndarray]:
+        """Per group among the rows ``among``: its tasks' gaps ``[n, M]`` in the order of the prior of the other
+        groups among them."""
+        out = {}
+        for name in dict.fromkeys(group[among]):
+            own, other = among & (group == name), among & (group != name)
+            with np.errstate(all="ignore"):
+                prior = np.nanmean(self.gaps[other], axis=0)
+            out[name] = self.gaps[own][:, np.argsort(-np.nan_to_num(prior, nan=-np.inf), kind="stable")]
+        return out
 
-    def predict(self, summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Predicted gap, interval low and high ``[M]`` (points) for a task's summary vector ``[2D]``: the neighbours'
-        weighted mean plus the median, 10th and 90th percentile of the errors, at most 0."""
-        mean = self._mean(self.unit @ torch.nn.functional.normalize(summary.double(), dim=0))
-        return tuple((mean + q).clamp(max=0.0) for q in (self.mid, self.low, self.high))
+    @staticmethod
+    def _quantiles(placed: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median, ``level`` and ``1 - level`` quantiles ``[M]`` of the gaps by place, each non-increasing."""
+        with np.errstate(all="ignore"):
+            values = np.nanquantile(placed, [0.5, level, 1 - level], axis=0)
+        return tuple(np.fmin.accumulate(v) for v in values)
+
+    def _level(self, group: np.ndarray) -> float:
+        """The narrowest level whose intervals from the other groups cover at least 80% of each group's gaps, on
+        average over the groups (the widest one if none does)."""
+        placed = self._placed(group, np.ones(len(group), dtype=bool))
+        for level in self.LEVELS:
+            inside = []
+            for name, gaps in placed.items():
+                _, low, high = self._quantiles(np.concatenate([g for n, g in placed.items() if n != name]), level)
+                ok = np.isfinite(gaps)
+                inside.append(((gaps >= low - 1e-9) & (gaps <= high + 1e-9))[ok])
+            if np.concatenate(inside).mean() >= 0.8:
+                return level
+        return self.LEVELS[-1]
+
+    def predict(self, places: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted gap, interval low and high (points, NaN past the history's zoo) for places 1..``places``."""
+        pad = max(0, places - len(self.mid))
+        return tuple(np.concatenate([v, np.full(pad, np.nan)])[:places] for v in (self.mid, self.low, self.high))
 
 
 def ood_threshold(summary: torch.Tensor) -> float:
@@ -165,9 +183,8 @@ class Pipeline:
         self.k, self.fixed_k = (exported.config.rerank_k if k is None else k), k is not None
         self.ood_threshold = ood_threshold(exported.summary)
         try:
-            self.gaps = AccuracyGaps(exported.summary, exported.performance, exported.task_kinds,
-                                     exported.task_groups)
-        except ValueError:  # a history without enough fine-tuning rows: rows carry no predicted accuracy
+            self.gaps = PositionGaps(exported.performance, exported.task_kinds, exported.task_groups)
+        except ValueError:  # a history of fine-tuning rows in one group: rows carry no predicted accuracy
             self.gaps = None
         if not 0 <= self.k <= len(self.models):
             raise ValueError(f"re-ranking depth k={self.k} is outside 0..{len(self.models)} (the zoo's size)")
@@ -244,7 +261,7 @@ class Pipeline:
         final, reranked = plain[0], torch.zeros(len(candidates), dtype=torch.bool)
         if k:
             final, reranked = self._rerank(task, labels, prototypes, mask, candidates, plain, k, far, timings)
-        return Ranking(name, self._rows(final, candidates, reranked, summary), timings, neighbours, k, warning)
+        return Ranking(name, self._rows(final, candidates, reranked), timings, neighbours, k, warning)
 
     def _far_warning(self, name: str, nearest: float, k: int) -> str:
         """The one-line ``Ranking.warning`` of a dataset whose nearest historical task is below ``ood_threshold``."""
@@ -286,19 +303,18 @@ class Pipeline:
         timings["rerank"] = time.perf_counter() - start
         return final, reranked
 
-    def _rows(self, final: torch.Tensor, candidates: torch.Tensor, reranked: torch.Tensor, summary: torch.Tensor
-              ) -> list[Ranked]:
-        """The ranking's rows, best first by ``final`` ``[K]`` (ties: candidate order), with each model's predicted
-        gap to the best (``AccuracyGaps``, from the task's ``summary`` ``[2D]``) where the history has one."""
-        gap, low, high = self.gaps.predict(summary) if self.gaps is not None else (None, None, None)
+    def _rows(self, final: torch.Tensor, candidates: torch.Tensor, reranked: torch.Tensor) -> list[Ranked]:
+        """The ranking's rows, best first by ``final`` ``[K]`` (ties: candidate order), each with the predicted gap
+        to the best model at its place (``PositionGaps``) where the history has one; cold models get none."""
+        gap, low, high = self.gaps.predict(len(final)) if self.gaps is not None else (None, None, None)
         rows = []
-        for i in final.argsort(descending=True, stable=True).tolist():
+        for place, i in enumerate(final.argsort(descending=True, stable=True).tolist()):
             m = int(candidates[i])
             row = Ranked(self.models[m], float(final[i]), "rerank" if reranked[i] else "score",
                          cold=self.models[m] in self.exported.cold)
-            if gap is not None and torch.isfinite(gap[m]):
-                row.predicted_gap, row.gap_80 = round(float(gap[m]), 2), [round(float(low[m]), 2),
-                                                                          round(float(high[m]), 2)]
+            if gap is not None and not row.cold and np.isfinite(gap[place]):
+                row.predicted_gap, row.gap_80 = round(float(gap[place]), 2), [round(float(low[place]), 2),
+                                                                              round(float(high[place]), 2)]
             rows.append(row)
         return rows
 
