@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         target = args.target or next(m for m in ranking if m not in (args.teachers or ()))
         teachers = args.teachers or [m for m in ranking if m != target][: args.k or DEFAULT_K]
         rank_seconds = time.perf_counter() - start
-        entries = {e.name: e for e in zoo.load_manifest(args.manifest).models}
+        entries = {e.name: e for e in exported.zoo.models}
         teaching = btuning.teach(entries[target], [entries[t] for t in teachers], train, recipe)
     except ValueError as err:  # DatasetError, ZooError and ExportError included
         print(f"tune: {err}", file=sys.stderr)
