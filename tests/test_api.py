@@ -35,6 +35,7 @@ def test_load_takes_any_export_with_the_zoo_it_was_trained_on() -> None:
     assert len(pipe.exported.config.models) == 22 and set(ranker.list_models()) < set(pipe.exported.config.models)
 
 
+@pytest.mark.integration
 def test_lightning_advertises_nothing_once_ranker_is_imported() -> None:
     code = "import {}; import lightning as L; L.Trainer(logger=False, enable_progress_bar=False)"
     said = [subprocess.run([sys.executable, "-c", code.format(module)], capture_output=True, text=True, timeout=120)

@@ -18,6 +18,8 @@ from data import build_history
 from ranker.tasks.benchmark import Benchmark
 from ranker.tasks.history import HistoryStore
 
+pytestmark = pytest.mark.integration  # every test here starts subprocesses that train or build
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tiny_resnet_fmnist", "tiny_convnext_amnist", "tiny_efficientnet_amnist")
 

@@ -78,6 +78,7 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.integration
 def test_the_ranker_is_evaluated_beside_the_estimators_with_its_extraction_costs(tiny_bench: bm.Benchmark,
                                                                                  tmp_path: Path) -> None:
     _ground_truth(tiny_bench)
@@ -169,6 +170,7 @@ def grouped_bench(tiny: bm.Benchmark, tmp_path: Path) -> tuple[bm.Benchmark, Pat
     return bench, folder
 
 
+@pytest.mark.integration
 def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm.Benchmark, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Spies on what each fold's prior averages, what its ranker trains and validates on, and what it evaluates."""
@@ -251,6 +253,7 @@ def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero
     assert again == split  # a fixed seed
 
 
+@pytest.mark.integration
 def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(tiny_bench: bm.Benchmark,
                                                                                tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:

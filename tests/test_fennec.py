@@ -79,6 +79,7 @@ def test_learns_a_task_dependent_ranking_a_constant_one_misses() -> None:
     assert learned > 0.6 and learned > prior + 0.5, (learned, prior)
 
 
+@pytest.mark.integration
 def test_training_on_the_offline_benchmark_is_seeded() -> None:
     bench = bm.load_benchmark("offline")
     val = load_run_config().data.val_tasks or bench.validation_tasks()
@@ -108,6 +109,7 @@ def test_a_state_dict_round_trips_and_cold_models_leave_the_trained_vectors_alon
         fennec.with_cold_models(_net("free"), new)
 
 
+@pytest.mark.integration
 def test_a_fennec_run_exports_a_checkpoint_that_rank_py_serves_with_a_cold_member(tmp_path, monkeypatch,
                                                                                    capsys) -> None:
     """``train.py ranker=fennec`` exports; rank.py ranks the demo with it (scores = Fennec's dot products from the

@@ -82,6 +82,7 @@ def _values(path: Path) -> dict[tuple[str, str, str], float]:
     return {r.key: r.value for r in HistoryStore.load(path).records()}
 
 
+@pytest.mark.integration
 def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_bench: bm.Benchmark,
                                                                           tmp_path: Path) -> None:
     root = tiny_bench.root
@@ -113,12 +114,14 @@ def test_merge_refuses_records_of_tasks_or_models_the_benchmark_lacks(tiny_bench
         assert not (tiny_bench.root / "history.csv").exists() and part.exists()  # nothing written, nothing lost
 
 
+@pytest.mark.integration
 def test_a_stopped_run_resumes_where_it_stopped(tiny_bench: bm.Benchmark) -> None:
     first = tiny_bench.models[:1]
     assert build_history.build_records(tiny_bench, "linear_probe", "test", models=first) == 1  # "stopped" here
     assert build_history.build_records(tiny_bench, "linear_probe", "test") == 1  # only the missing pair
 
 
+@pytest.mark.integration
 def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> None:
     assert build_history.build_records(tiny_bench, "finetune", "test", models=["tiny_resnet_fmnist"]) == 1
     build_history.merge_parts(tiny_bench)
@@ -130,6 +133,7 @@ def test_finetune_record_carries_its_provenance(tiny_bench: bm.Benchmark) -> Non
     assert 50.0 <= record.value <= 100.0  # a pre-trained model beats chance (50%) on 2 classes
 
 
+@pytest.mark.integration
 def test_a_second_seed_measures_every_pair_again_as_records_of_its_own(tiny_bench: bm.Benchmark,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     model, seeds_run = ["tiny_resnet_fmnist"], []

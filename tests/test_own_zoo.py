@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from ranker.tasks import loaders
 from ranker.zoo import manifest as zoo
+
+pytestmark = pytest.mark.integration  # every test here starts subprocesses that train or build
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "own-zoo.md"

@@ -6,12 +6,14 @@ import dataclasses
 import shutil
 
 import numpy as np
+import pytest
 
 from data import pretrain_zoo
 from ranker.tasks import loaders
 from ranker.zoo import manifest as zoo
 
 
+@pytest.mark.integration
 def test_pretrain_records_a_hash_that_loads(tmp_path):
     manifest = tmp_path / "zoo.yaml"
     shutil.copy(zoo.DEFAULT_MANIFEST, manifest)

@@ -66,6 +66,7 @@ def test_list_models_shows_v3s_domains_and_licences(capsys) -> None:
     assert by_name["ppocrv4_det"][5:7] == ["text", "Apache-2.0"]
 
 
+@pytest.mark.integration
 def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     """rank.py names its defaults without importing the package (so --help is instant): they must stay the same."""
     text, loaded = help_output_and_heavy_imports("sys.argv = ['rank.py', '--help']; runpy.run_path('rank.py', "
@@ -77,6 +78,7 @@ def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     assert zoo.list_models(export.DEFAULT_CHECKPOINT / "zoo.yaml") == zoo.list_models(zoo.DEFAULT_MANIFEST)
 
 
+@pytest.mark.integration
 def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototypes, tmp_path, capsys) -> None:
     task, prototypes = demo_prototypes
     assert rank.main(["--rerank", "2", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
@@ -115,6 +117,7 @@ def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototy
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
 def test_several_datasets_reuse_the_loaded_models(demo_prototypes, tmp_path, monkeypatch, capsys) -> None:
     task, prototypes = demo_prototypes
     npz = tmp_path / "feats.npz"
@@ -207,6 +210,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, needle: str, tmp_path: Path
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", [["rank.py", "--names"], ["train.py", "--help"],
                                      ["-m", "ranker.evaluate", "--help"]])
 def test_a_closed_pipe_is_no_error(command: list[str]) -> None:
@@ -228,6 +232,7 @@ def test_a_class_of_one_image_is_named_on_stderr(tmp_path: Path, capsys) -> None
     assert err.startswith("rank: warning:") and "['dog']" in err and err.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "rank.py", "--data", str(tmp_path / "nowhere")],
@@ -237,6 +242,7 @@ def test_cli_exit_status_and_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_the_readme_python_example_runs_as_written(capsys) -> None:
     readme = (zoo.REPO_ROOT / "README.md").read_text()
     section = readme.split("## From Python", 1)[1]
@@ -246,6 +252,7 @@ def test_the_readme_python_example_runs_as_written(capsys) -> None:
     assert len(lines) == 4 and lines[0].split()[0] in zoo.list_models() and "features" in lines[-1]
 
 
+@pytest.mark.integration
 def test_colour_photos_far_from_the_history_are_flagged(cache, tmp_path, capsys) -> None:
     """Six real colour photos (scikit-image's cat, rocket, coffee, astronaut, Hubble field, stained tissue), ten
     crops each: nothing like the grey history. rank.py says so, in the table and the JSON, whether models embed

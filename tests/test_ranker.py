@@ -188,6 +188,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, 
     return cfg, folder, before, after
 
 
+@pytest.mark.integration
 def test_training_on_the_benchmark_lowers_the_loss_and_exports(trained) -> None:
     cfg, folder, before, after = trained
     assert after < before - 0.5, (before, after)
@@ -250,12 +251,14 @@ def test_a_checkpoint_from_another_zoo_is_refused(tmp_path: Path, change, needle
     (["data.val_tasks=[digits-10way]"], "not training-role tasks"),
     (["data.benchmark=nope"], "no benchmark 'nope'"),
 ])
+@pytest.mark.integration
 def test_train_cli_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, capsys) -> None:
     assert train.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train: ") and needle in err and "\n" not in err
 
 
+@pytest.mark.integration
 def test_ddp_by_config_alone_trains_and_exports_once(tmp_path: Path) -> None:
     """Two CPU processes (gloo) stand in for GPUs: the same config fields select devices and strategy on a cluster."""
     run = subprocess.run(
@@ -269,6 +272,7 @@ def test_ddp_by_config_alone_trains_and_exports_once(tmp_path: Path) -> None:
     assert export.load(tmp_path / "ckpt" / "ddp").config.run.trainer.devices == "2"
 
 
+@pytest.mark.integration
 def test_training_resumes_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     base = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r", "trainer.check_val_every_n_epoch=1"]
     cfg = load_run_config(overrides=base + ["trainer.max_epochs=2"])

@@ -55,6 +55,7 @@ class MeanAccuracy(nn.Module):
         return Fitted(cls(data.dims, prior).eval(), 0, [0.0], 0.0, "", report="mean accuracy")
 
 
+@pytest.mark.integration
 def test_a_registered_toy_ranker_is_fitted_exported_loaded_and_served(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setitem(rankers.RANKERS, "toy", f"{__name__}:MeanAccuracy")
     assert train.main(["ranker=toy", "name=toy", f"export_dir={tmp_path}", f"out_dir={tmp_path}/runs"]) == 0

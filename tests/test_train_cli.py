@@ -47,6 +47,7 @@ def folder_digest(folder: Path) -> str:
     return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
 
 
+@pytest.mark.integration
 def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
     """Run from an empty folder (so runs/ lands there) with tiny epochs; the resume command finds the first run."""
     commands = readme_train_commands()
@@ -60,6 +61,7 @@ def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
     assert export.load(tmp_path / "ckpt" / "offline-fennec").config.run.ranker == "fennec"
 
 
+@pytest.mark.integration
 def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert train.main(["--help"]) == 0
     assert "Examples" in capsys.readouterr().out
@@ -75,6 +77,7 @@ def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsy
     assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.integration
 def test_the_shipped_checkpoint_and_an_earlier_run_are_never_overwritten(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     assert load_run_config().name != "offline-default"
@@ -91,6 +94,7 @@ def test_the_shipped_checkpoint_and_an_earlier_run_are_never_overwritten(tmp_pat
     assert (tmp_path / "runs" / "r" / "config.yaml").read_text() == "an earlier run's\n"
 
 
+@pytest.mark.integration
 def test_last_checkpoint_holds_the_last_epoch_when_it_is_no_validation_epoch(tmp_path: Path) -> None:
     """Validation every 5 epochs, 7 epochs: last.ckpt must hold epoch 7 (index 6), not the best epoch 5; with 3
     epochs (below the interval) validation still runs once, so a best checkpoint exists."""
@@ -159,10 +163,12 @@ def check_kills(tmp_path: Path, kills: int) -> None:
     assert export.load(tmp_path / "killed" / "ckpt" / "k").config.rerank_k == whole_k
 
 
+@pytest.mark.integration
 def test_a_killed_training_run_resumes_to_the_uninterrupted_export(tmp_path: Path) -> None:
     check_kills(tmp_path, kills=2)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ten_random_kills_of_training_lose_nothing(tmp_path: Path) -> None:
     start = time.perf_counter()

@@ -104,6 +104,7 @@ def test_teachers_term_is_zero_when_the_target_teaches_itself(digits_parts) -> N
     assert terms["tiny_byobnet_mixed"] > 1e-4
 
 
+@pytest.mark.integration
 def test_zero_tradeoff_is_the_benchmarks_finetune_bit_for_bit(digits_parts) -> None:
     train, test = digits_parts
     recipe = bm.FinetuneRecipe(steps=6)
@@ -138,6 +139,7 @@ def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+@pytest.mark.integration
 def test_command_ranks_tunes_and_writes_the_model_json_and_plot(digits_npz, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
     train, test = digits_npz
@@ -190,6 +192,7 @@ def test_an_out_path_that_is_a_file_is_refused(digits_npz, tmp_path, capsys) -> 
     assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_help_loads_no_model_library_and_defaults_are_the_packages() -> None:
     text, loaded = help_output_and_heavy_imports("sys.argv = ['ranker.tune', '--help']; runpy.run_module("
                                                  "'ranker.tune', run_name='__main__')")

@@ -72,6 +72,7 @@ def test_v3_has_sixteen_real_members_from_seven_domains_without_a_version_ladder
     assert params[-1] / params[0] <= 41  # and against the 0.55M MobileFace embedding: faces allow no bigger one here
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", TFJS)
 def test_tfjs_member_matches_tensorflow_js(tmp_path, extractors, name):
     if shutil.which("node") is None:
@@ -159,6 +160,7 @@ def test_face_models_see_a_face_in_its_mirror_image_and_not_in_a_cat(extractors)
         assert mirror > max(cat, cup) + 0.2, (name, mirror, cat, cup)
 
 
+@pytest.mark.integration
 def test_centernet_finds_a_person_and_a_cup_with_the_manifest_normalization():
     """Its COCO heatmap (the graph's own head, past the feature node) tops person on the astronaut, cup on coffee."""
     entry = ENTRIES["centernet_mobilenetv3"]
@@ -225,6 +227,7 @@ def test_a_changed_graph_weight_is_refused(tmp_path):
         zoo.load_extractor(moved)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["mobileface", "ppocrv4_det"])
 def test_graph_members_fine_tune_with_the_benchmarks_recipe(tiny_bench, name):
     train, test = bm.task_parts(tiny_bench.config.tasks[0], tiny_bench.config)

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,7 @@ class PositionGaps:
         if len(set(group)) < 2:
             raise ValueError(f"{len(rows)} historical tasks with fine-tuning ground truth in {len(set(group))} "
                              "group(s); predicted gaps need two groups or more")
-        with np.errstate(all="ignore"):
-            self.gaps = accuracy - np.nanmax(accuracy, axis=1, keepdims=True)
+        self.gaps = accuracy - np.nanmax(accuracy, axis=1, keepdims=True)
         self.level = self._level(group)
         placed = np.concatenate(list(self._placed(group, np.ones(len(group), dtype=bool)).values()))
         self.mid, self.low, self.high = self._quantiles(placed, self.level)
@@ -119,7 +119,8 @@ class PositionGaps:
         out = {}
         for name in dict.fromkeys(group[among]):
             own, other = among & (group == name), among & (group != name)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # a model measured nowhere in the other groups: NaN, placed last
+                warnings.simplefilter("ignore", RuntimeWarning)
                 prior = np.nanmean(self.gaps[other], axis=0)
             out[name] = self.gaps[own][:, np.argsort(-np.nan_to_num(prior, nan=-np.inf), kind="stable")]
         return out
@@ -127,7 +128,8 @@ class PositionGaps:
     @staticmethod
     def _quantiles(placed: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Median, ``level`` and ``1 - level`` quantiles ``[M]`` of the gaps by place, each non-increasing."""
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a place no task measured (the columns of cold members): NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanquantile(placed, [0.5, level, 1 - level], axis=0)
         return tuple(np.fmin.accumulate(v) for v in values)
 
