@@ -48,6 +48,80 @@ def baselines(bench: bm.Benchmark, tasks: list[str], history: list[str]) -> tupl
             np.array([weighted_tau(g, s) for g, s in zip(gt, logme, strict=True)]))
 
 
+Split = tuple  # (tau [T, M+1], prior [T], LogME [T], k as printed, k per task [T])
+
+
+def cross_validated(exported: export.Exported, bench: bm.Benchmark, benchmark: str) -> Split:
+    """The grouped-CV split: per fold the ranker retrained on the other groups (its own k), the prior and LogME."""
+    taus, priors, logmes, ks = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
+            fitted = rankers.fit_again(exported.config.run, benchmark, tmp, f"fold{i}", fold.train)[0]
+            taus.append(curve(fitted.net, bench, fold.held_out))
+            prior, logme = baselines(bench, fold.held_out, fold.train)
+            priors.append(prior)
+            logmes.append(logme)
+            ks.append(fitted.rerank_k)
+    return (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes), "/".join(map(str, ks)),
+            np.concatenate([np.full(len(t), k) for t, k in zip(taus, ks, strict=True)]))
+
+
+def print_seeds(exported: export.Exported, bench: bm.Benchmark, benchmark: str, seeds: int) -> None:
+    """The fixed split's k=0 and chosen-k tau of the ranker retrained with seeds 0..seeds-1."""
+    print("| seed | k=0 | chosen k | tau at it | Model Spider factor |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            fitted = rankers.fit_again(exported.config.run, benchmark, tmp, f"s{seed}", seed=seed)[0]
+            tau = curve(fitted.net, bench, bench.task_ids("test")).mean(0)
+            print(f"| {seed} | {tau[0]:.3f} | {fitted.rerank_k} | {tau[fitted.rerank_k]:.3f} | "
+                  f"{fitted.spider_factor:g} |", flush=True)
+
+
+def print_tables(results: dict[str, Split], name: str, m: int) -> None:
+    """Mean tau by k beside the prior and LogME, then the paired differences with bootstrap intervals."""
+    print(f"mean weighted tau (rank=None) by k, the models embedding the task's data ({name}, M={m})")
+    print("| k | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for k in range(m + 1):
+        print(f"| {k} | " + " | ".join(f"{r[0][:, k].mean():.3f}" for r in results.values()) + " |")
+    print("| prior (k=0) | " + " | ".join(f"{r[1].mean():.3f}" for r in results.values()) + " |")
+    print(f"| LogME (k={m}) | " + " | ".join(f"{r[2].mean():.3f}" for r in results.values()) + " |")
+    print("| shipped / chosen k | " + " | ".join(r[3] for r in results.values()) + " |")
+    print("\nDifferences, paired over tasks, 95% percentile bootstrap interval "
+          f"({evaluate.RESAMPLES} resamples of the tasks)")
+    print("| split | chosen k - prior | k=M - prior | k=M - LogME |")
+    print("|---|---|---|---|")
+    for split, (tau, prior, logme, _, depth) in results.items():
+        picks = evaluate.bootstrap_picks(len(tau))
+        chosen = tau[np.arange(len(tau)), depth]
+        cells = []
+        for diff in (chosen - prior, tau[:, m] - prior, tau[:, m] - logme):
+            lo, hi = evaluate.interval(diff, picks)
+            cells.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        print(f"| {split} | " + " | ".join(cells) + " |")
+
+
+def plot(results: dict[str, Split], name: str, m: int, out: Path) -> None:
+    """The curves by k, the prior as a line and LogME over all M as a marker, per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for (split, (tau, prior, logme, _, _)), colour in zip(results.items(), ("tab:blue", "tab:orange"), strict=False):
+        ax.plot(range(m + 1), tau.mean(0), "o-", color=colour, label=f"ranker, {split}")
+        ax.axhline(prior.mean(), color=colour, ls="--", lw=1, label=f"prior, {split}")
+        ax.plot([m], [logme.mean()], "s", color=colour, ms=9, mfc="none", label=f"LogME (all M), {split}")
+    ax.set_xlabel("k: models that embed the task's data")
+    ax.set_ylabel("mean weighted tau (rank=None)")
+    ax.set_title(f"Cost and quality on {name}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
@@ -64,66 +138,12 @@ def main() -> None:
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
                                str(exported.config.rerank_k), np.full(len(test), exported.config.rerank_k))}
     if args.cv:
-        taus, priors, logmes, ks = [], [], [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
-                fitted = rankers.fit_again(exported.config.run, args.benchmark, tmp, f"fold{i}", fold.train)[0]
-                taus.append(curve(fitted.net, bench, fold.held_out))
-                prior, logme = baselines(bench, fold.held_out, fold.train)
-                priors.append(prior)
-                logmes.append(logme)
-                ks.append(fitted.rerank_k)
-        results["grouped CV"] = (np.concatenate(taus), np.concatenate(priors), np.concatenate(logmes),
-                                 "/".join(map(str, ks)),
-                                 np.concatenate([np.full(len(t), k) for t, k in zip(taus, ks, strict=True)]))
+        results["grouped CV"] = cross_validated(exported, bench, args.benchmark)
     if args.seeds:
-        print("| seed | k=0 | chosen k | tau at it | Model Spider factor |")
-        print("|---|---|---|---|---|")
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.seeds):
-                fitted = rankers.fit_again(exported.config.run, args.benchmark, tmp, f"s{seed}", seed=seed)[0]
-                tau = curve(fitted.net, bench, test).mean(0)
-                print(f"| {seed} | {tau[0]:.3f} | {fitted.rerank_k} | {tau[fitted.rerank_k]:.3f} | "
-                      f"{fitted.spider_factor:g} |", flush=True)
-    m = len(bench.models)
-    print(f"mean weighted tau (rank=None) by k, the models embedding the task's data ({bench.config.name}, M={m})")
-    print("| k | " + " | ".join(results) + " |")
-    print("|---|" + "---|" * len(results))
-    for k in range(m + 1):
-        print(f"| {k} | " + " | ".join(f"{r[0][:, k].mean():.3f}" for r in results.values()) + " |")
-    print("| prior (k=0) | " + " | ".join(f"{r[1].mean():.3f}" for r in results.values()) + " |")
-    print(f"| LogME (k={m}) | " + " | ".join(f"{r[2].mean():.3f}" for r in results.values()) + " |")
-    print("| shipped / chosen k | " + " | ".join(r[3] for r in results.values()) + " |")
-    print("\nDifferences, paired over tasks, 95% percentile bootstrap interval "
-          f"({evaluate.RESAMPLES} resamples of the tasks)")
-    print("| split | chosen k - prior | k=M - prior | k=M - LogME |")
-    print("|---|---|---|---|")
-    for name, (tau, prior, logme, _, depth) in results.items():
-        picks = evaluate.bootstrap_picks(len(tau))
-        chosen = tau[np.arange(len(tau)), depth]
-        cells = []
-        for diff in (chosen - prior, tau[:, m] - prior, tau[:, m] - logme):
-            lo, hi = evaluate.interval(diff, picks)
-            cells.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print_seeds(exported, bench, args.benchmark, args.seeds)
+    print_tables(results, bench.config.name, len(bench.models))
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4))
-        for (name, (tau, prior, logme, _, _)), colour in zip(results.items(), ("tab:blue", "tab:orange"), strict=False):
-            ax.plot(range(m + 1), tau.mean(0), "o-", color=colour, label=f"ranker, {name}")
-            ax.axhline(prior.mean(), color=colour, ls="--", lw=1, label=f"prior, {name}")
-            ax.plot([m], [logme.mean()], "s", color=colour, ms=9, mfc="none", label=f"LogME (all M), {name}")
-        ax.set_xlabel("k: models that embed the task's data")
-        ax.set_ylabel("mean weighted tau (rank=None)")
-        ax.set_title(f"Cost and quality on {bench.config.name}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=120)
-
+        plot(results, bench.config.name, len(bench.models), args.plot)
 
 if __name__ == "__main__":
     main()

@@ -164,13 +164,9 @@ def learnability(bench: bm.Benchmark) -> list[str]:
     return lines
 
 
-def report(bench: bm.Benchmark, load_seconds: float) -> str:
-    """The REPORT.md text (and writes heatmap.png beside it)."""
-    models = bench.models
-    history = bench.history
-    ft_tasks, _, ft = history.matrix("finetune", models=models)
-    lp_tasks, _, lp = history.matrix("linear_probe", models=models)
-    lp_row = {t: lp[i] for i, t in enumerate(lp_tasks)}
+def _header(bench: bm.Benchmark, load_seconds: float) -> list[str]:
+    """The report's title, how to regenerate it, and what the history holds per kind (pairs, tasks, cost)."""
+    models, history = bench.models, bench.history
     lines = [
         f"# {bench.config.name}: benchmark report",
         "",
@@ -188,6 +184,17 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
             devices = ", ".join(sorted({r.device for r in records}))
             cost = (f"; {sum(timed) / 60:.1f} min of wall time in all (sum of per-pair seconds)" if timed else "")
             lines.append(f"- `{kind}`: {len(records)} pairs over {len(tasks)} tasks{cost}; device: {devices}")
+    return lines
+
+
+def report(bench: bm.Benchmark, load_seconds: float) -> str:
+    """The REPORT.md text (and writes heatmap.png beside it)."""
+    models = bench.models
+    history = bench.history
+    ft_tasks, _, ft = history.matrix("finetune", models=models)
+    lp_tasks, _, lp = history.matrix("linear_probe", models=models)
+    lp_row = {t: lp[i] for i, t in enumerate(lp_tasks)}
+    lines = _header(bench, load_seconds)
     lines += ["", "## Ground truth per task", "",
               "Spread: max - min accuracy over the zoo (points). Agreement: weighted tau between the probe and the "
               "fine-tuning rankings (`rank=None` / symmetric).", "",
