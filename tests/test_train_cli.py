@@ -194,3 +194,16 @@ def test_a_history_without_logme_is_said_in_one_warning() -> None:
     assert "no task of benchmark teams/bench has logme" in warning and "--benchmark teams/bench --kind logme" in warning
     data.val_episodes = [episode("c", "finetune", 1.0)]
     assert train.history_summary(data)[1] == ""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["model.nonexistent=1"], "nonexistent"),
+    (["model.dim=wide"], "dim"),
+    (["data.val_tasks=[digits-10way]"], "not training-role tasks"),
+    (["data.benchmark=nope"], "no benchmark 'nope'"),
+])
+@pytest.mark.integration
+def test_train_cli_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, capsys) -> None:
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train: ") and needle in err and "\n" not in err
