@@ -212,20 +212,26 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
 
 
 def build_stats(bench: bm.Benchmark) -> None:
-    """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), training parts only."""
+    """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), training parts only:
+    each part's own features, the cache that ``--kind logme`` and ``ranker.evaluate`` read (a part is a fraction of
+    its dataset's pool, which matters at native input sizes)."""
     entries = bench.entries
     parts = [(spec.id, bm.task_parts(spec, bench.config)[0]) for spec in bench.config.tasks]
     general, per_model, general_sha = {}, {}, ""
-    for model in tqdm(bench.models, desc="stats", unit="model"):
+    bar = tqdm(total=len(bench.models) * len(parts), desc="stats", unit="part")
+    for model in bench.models:
         extractor = zoo.load_extractor(entries[model])
         for task_id, part in parts:
-            protos = stats.class_prototypes(part_features(extractor, part), torch.as_tensor(part.labels),
-                                            len(part.class_names))
+            bar.set_postfix_str(f"{model} · {task_id}")
+            protos = stats.class_prototypes(features.extract(extractor, part.task, progress=False),
+                                            torch.as_tensor(part.labels), len(part.class_names))
+            bar.update()
             per_model[f"{task_id}/{model}"] = protos.half()
             if model == bench.config.general_encoder:
                 general_sha = extractor.weights_sha256
                 general[f"{task_id}/prototypes"] = protos
                 general[f"{task_id}/summary"] = stats.summary_vector(protos)
+    bar.close()
     meta = {"general_encoder": bench.config.general_encoder, "manifest": bench.config.manifest,
             "general_encoder_sha256": general_sha}
     features.save_atomic(general, bench.root / "stats.safetensors", meta)

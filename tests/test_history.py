@@ -14,7 +14,9 @@ from safetensors import safe_open
 
 from data import build_history
 from ranker.tasks import benchmark as bm
+from ranker.tasks import features, stats
 from ranker.tasks.history import COLUMNS, HistoryError, HistoryStore, Record
+from ranker.zoo import manifest as zoo
 
 
 def _rec(task: str, model: str, value: float, kind: str = "finetune", metric: str = "top1_accuracy", **kw) -> Record:
@@ -158,6 +160,10 @@ def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: 
         assert f.get_tensor("d2-inv/tiny_convnext_amnist").shape == (2, 64)
     prototypes, summary = tiny_bench.task_stats()["d3"]
     assert summary.shape == (192,) and torch.allclose(summary[:96], prototypes.mean(0))
+    # from the training part's own features: the cache that --kind logme and ranker.evaluate read
+    part = bm.task_parts(next(t for t in tiny_bench.config.tasks if t.id == "d3"), tiny_bench.config)[0]
+    own = features.extract(zoo.load_extractor(tiny_bench.entries["tiny_resnet_fmnist"]), part.task, progress=False)
+    torch.testing.assert_close(prototypes, stats.class_prototypes(own, torch.as_tensor(part.labels), 3))
 
 
 def test_proxy_labels_rank_the_whole_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:
