@@ -90,8 +90,8 @@ class PositionGaps:
     interval spans their ``level`` and ``1 - level`` quantiles; all three are made non-increasing down the ranking,
     so a row's gap never says more than the rows above it. The level is the narrowest of :data:`LEVELS` whose
     intervals, computed without one group, cover at least 80% of that group's gaps, on average over the groups
-    (a new dataset is a new group). A learned ranker that beats the prior
-    puts better models at each place, so its own rows' gaps tend to lie inside, nearer the top of the interval.
+    (a new dataset is a new group). A learned ranker that beats the prior puts better models at each place, so its
+    own rows' gaps tend to lie inside, nearer the top of the interval.
 
     Args:
         performance: ``[T, M]`` the historical tasks' ground truth, NaN where unmeasured.
@@ -108,21 +108,20 @@ class PositionGaps:
         if len(set(group)) < 2:
             raise ValueError(f"{len(rows)} historical tasks with fine-tuning ground truth in {len(set(group))} "
                              "group(s); predicted gaps need two groups or more")
-        self.gaps = accuracy - np.nanmax(accuracy, axis=1, keepdims=True)
-        self.level = self._level(group)
-        placed = np.concatenate(list(self._placed(group, np.ones(len(group), dtype=bool)).values()))
-        self.mid, self.low, self.high = self._quantiles(placed, self.level)
+        gaps = accuracy - np.nanmax(accuracy, axis=1, keepdims=True)
+        placed = self._placed(gaps, group)
+        self.level = self._level(placed)
+        self.mid, self.low, self.high = self._quantiles(np.concatenate(list(placed.values())), self.level)
 
-    def _placed(self, group: np.ndarray, among: np.ndarray) -> dict[str, np.ndarray]:
-        """Per group among the rows ``among``: its tasks' gaps ``[n, M]`` in the order of the prior of the other
-        groups among them."""
+    @staticmethod
+    def _placed(gaps: np.ndarray, group: np.ndarray) -> dict[str, np.ndarray]:
+        """Per group: its tasks' gaps ``[n, M]`` in the order of the prior of the other groups."""
         out = {}
-        for name in dict.fromkeys(group[among]):
-            own, other = among & (group == name), among & (group != name)
+        for name in dict.fromkeys(group):
             with warnings.catch_warnings():  # a model measured nowhere in the other groups: NaN, placed last
                 warnings.simplefilter("ignore", RuntimeWarning)
-                prior = np.nanmean(self.gaps[other], axis=0)
-            out[name] = self.gaps[own][:, np.argsort(-np.nan_to_num(prior, nan=-np.inf), kind="stable")]
+                prior = np.nanmean(gaps[group != name], axis=0)
+            out[name] = gaps[group == name][:, np.argsort(-np.nan_to_num(prior, nan=-np.inf), kind="stable")]
         return out
 
     @staticmethod
@@ -133,10 +132,9 @@ class PositionGaps:
             values = np.nanquantile(placed, [0.5, level, 1 - level], axis=0)
         return tuple(np.fmin.accumulate(v) for v in values)
 
-    def _level(self, group: np.ndarray) -> float:
-        """The narrowest level whose intervals from the other groups cover at least 80% of each group's gaps, on
-        average over the groups (the widest one if none does)."""
-        placed = self._placed(group, np.ones(len(group), dtype=bool))
+    def _level(self, placed: dict[str, np.ndarray]) -> float:
+        """The narrowest level whose intervals from the other groups cover at least 80% of each group's ``placed``
+        gaps, on average over the groups (the widest one if none does)."""
         for level in self.LEVELS:
             inside = []
             for name, gaps in placed.items():
