@@ -33,6 +33,7 @@ from ranker.files import exit_with
 from ranker.learn import rankers
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config
 from ranker.learn.episodes import EpisodeDataModule
+from ranker.learn.protocol import Fitted
 from ranker.serve import export
 from ranker.zoo.manifest import load_manifest
 
@@ -78,6 +79,15 @@ def history_summary(data: EpisodeDataModule) -> tuple[str, str]:
     return line, warning
 
 
+def prior_only(fitted: Fitted, n_tasks: int) -> str:
+    """One line when the fit chose k=0 and spider factor 0, which leaves the ranker its prior term alone, else ""."""
+    if fitted.rerank_k or fitted.spider_factor:
+        return ""
+    return (f"with k=0 and spider_factor 0 this checkpoint ranks by its prior term alone (each model's mean "
+            f"accuracy): its {n_tasks} tasks gave nothing the fit could use beyond the prior; history in more "
+            "groups, and logme on it, is what lets a ranker learn more")
+
+
 def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
     """Fits the run's ranker (``rankers.get(cfg.ranker).fit``: it also chooses k, by grouped cross-validation
     inside the training tasks where it can), exports; returns the export folder."""
@@ -99,10 +109,8 @@ def fit(cfg: RunConfig, data: EpisodeDataModule) -> Path:
         torch.stack([stats[e.task][1] for e in history]),
         torch.stack([e.target for e in history]))
     print(f"{fitted.report}; exported {folder} in {time.perf_counter() - start:.0f} s")
-    if fitted.rerank_k == 0 and fitted.spider_factor == 0:
-        print(f"with k=0 and spider_factor 0 this checkpoint ranks by its prior term alone (each model's mean "
-              f"accuracy): its {len(history)} tasks gave nothing the fit could use beyond the prior; history in more "
-              "groups, and logme on it, is what lets a ranker learn more")
+    if note := prior_only(fitted, len(history)):
+        print(note)
     print(f"next: python rank.py --checkpoint {folder} --data <folder of labelled images>")
     return folder
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import train
 from ranker.learn import episodes
 from ranker.learn.config import load_run_config
+from ranker.learn.protocol import Fitted
 from ranker.serve import export
 
 ROOT = Path(train.__file__).resolve().parent
@@ -207,3 +208,12 @@ def test_train_cli_bad_input_is_one_line_and_exit_2(args: list[str], needle: str
     assert train.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train: ") and needle in err and "\n" not in err
+
+
+def test_a_fit_that_leaves_only_the_prior_says_so() -> None:
+    def fitted(k: int, factor: float) -> Fitted:
+        return Fitted(net=None, rerank_k=k, sweep=[0.5], best_score=0.5, best_path="", spider_factor=factor)
+
+    note = train.prior_only(fitted(0, 0.0), 9)
+    assert "prior term alone" in note and "its 9 tasks" in note and "\n" not in note
+    assert train.prior_only(fitted(3, 0.0), 9) == train.prior_only(fitted(0, 0.25), 9) == ""
