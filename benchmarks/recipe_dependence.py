@@ -4,7 +4,8 @@ Benchmark v2's ground truth uses one recipe for every pair; issue 13 asks for th
 count the budget allows, chosen by how task-dependent the resulting rankings are. This fine-tunes the chosen
 models on the chosen tasks under each recipe variant (seed 0, ``ranker.tune.finetune``), one CSV row per
 pair in ``--out`` (a stopped run resumes), then prints per variant: the mean weighted tau between two tasks'
-rows (1: every task ranks the models alike) and the best constant ranking in hindsight (``data.benchmark_report``).
+rows (1: every task ranks the models alike) and the best constant ranking in hindsight
+(``ranker.evaluate.best_constant``).
 
 Run (the figure in data/benchmarks/v2/README.md):
     python benchmarks/recipe_dependence.py --variants 64x40 128x40 \\
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from data import benchmark_report
+from ranker import evaluate
 from ranker.files import write_atomic
 from ranker.learn.metrics import weighted_tau
 from ranker.tasks import benchmark as bm
@@ -64,7 +65,7 @@ def main() -> None:
         between = np.mean([weighted_tau(a, b) for i, a in enumerate(gt) for j, b in enumerate(gt)
                            if i != j])
         best = ", ".join(models[j] for j in gt.argmax(1))
-        print(f"{variant:>8s}  {between:13.3f}  {benchmark_report.best_constant(gt)[1]:13.3f}  {best}")
+        print(f"{variant:>8s}  {between:13.3f}  {evaluate.best_constant(gt)[1]:13.3f}  {best}")
 
 
 if __name__ == "__main__":

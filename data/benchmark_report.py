@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ranker.evaluate import best_constant, mean_tau  # noqa: E402
 from ranker.learn.metrics import weighted_tau  # noqa: E402
 from ranker.tasks import benchmark as bm  # noqa: E402
 
@@ -41,50 +42,6 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def mean_tau(gt: np.ndarray, score: np.ndarray) -> float:
-    """Mean over the rows of ``gt`` [T, M] of weighted tau (``rank=None``) of the one ranking ``score`` [M]."""
-    return float(np.mean([weighted_tau(row, score) for row in gt]))
-
-
-def best_constant(gt: np.ndarray) -> tuple[np.ndarray, float]:
-    """The constant ranking that best fits the tasks ``gt`` [T, M] themselves: the ceiling of every constant list.
-
-    Exact search is over M! orders, so this climbs: from each model's mean accuracy and its mean rank, it moves
-    one model to another place in the order while that raises the mean weighted tau. The result is a constant
-    ranking that scores this well, so the true ceiling is at least as high.
-
-    Returns:
-        (scores [M], higher is better; the mean weighted tau it reaches on ``gt``)
-    """
-    starts = [gt.mean(0), (gt.argsort(1).argsort(1)).mean(0)]
-    best_order, best = None, -np.inf
-    for start in starts:
-        order = list(np.argsort(-start))
-        value = mean_tau(gt, _scores(order))
-        improved = True
-        while improved:
-            improved = False
-            for i in range(len(order)):
-                for j in range(len(order)):
-                    if i == j:
-                        continue
-                    trial = order.copy()
-                    trial.insert(j, trial.pop(i))
-                    trial_value = mean_tau(gt, _scores(trial))
-                    if trial_value > value + 1e-12:
-                        order, value, improved = trial, trial_value, True
-        if value > best:
-            best_order, best = order, value
-    return _scores(best_order), best
-
-
-def _scores(order: list[int]) -> np.ndarray:
-    """Scores that rank the models in ``order`` (best first)."""
-    scores = np.empty(len(order))
-    scores[order] = np.arange(len(order), 0, -1)
-    return scores
 
 
 def seed_agreement(runs: list[np.ndarray]) -> float:

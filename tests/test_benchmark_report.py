@@ -7,21 +7,6 @@ import numpy as np
 from data import benchmark_report as report
 
 
-def test_best_constant_ranks_like_tasks_that_all_agree() -> None:
-    gt = np.array([[90.0, 80.0, 70.0, 60.0], [95.0, 85.0, 75.0, 65.0]])
-    scores, ceiling = report.best_constant(gt)
-    assert np.isclose(ceiling, 1.0) and list(np.argsort(-scores)) == [0, 1, 2, 3]
-
-
-def test_best_constant_beats_the_mean_accuracy_order_where_that_order_is_not_the_best() -> None:
-    """Two tasks put model 0 first, one (with large accuracies) puts it last: the mean accuracy follows the one."""
-    gt = np.array([[60.0, 50.0, 40.0, 30.0], [60.0, 50.0, 40.0, 30.0], [0.0, 99.0, 98.0, 97.0]])
-    by_mean = report.mean_tau(gt, gt.mean(0))
-    scores, ceiling = report.best_constant(gt)
-    assert ceiling > by_mean and int(np.argmax(scores)) == 0
-    assert np.isclose(ceiling, report.mean_tau(gt, scores))  # the value it reports is the one its scores reach
-
-
 def test_seed_agreement_is_one_for_identical_runs_and_lower_for_swapped_ones() -> None:
     run = np.array([80.0, 70.0, 60.0, 50.0])
     assert np.isclose(report.seed_agreement([run, run.copy()]), 1.0)

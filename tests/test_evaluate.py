@@ -63,7 +63,7 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
     # the shipped ranker: another zoo; Fennec: its one training task validates, so nothing is left to train on
-    assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank", "fennec"}
+    assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank", "fennec", "best_constant"}
     assert "offline-default" in result["skipped"]["ranker"] and "no task to train on" in result["skipped"]["fennec"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
     assert result["prior_kind"] == "linear_probe"
@@ -204,7 +204,14 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
 
     cv = result["cv"]
     assert cv["groups"] == ["a", "b", "c"] and cv["n_tasks"] == 6
-    assert {"logme", "prior", "ranker", "ranker_rerank", "fennec"} == set(cv["methods"]) == set(result["methods"])
+    assert {"logme", "prior", "ranker", "ranker_rerank", "fennec", "best_constant"} == set(cv["methods"]) \
+        == set(result["methods"])
+    # the constant list fitted to the scored tasks themselves is a ceiling for the prior, itself a constant list
+    assert cv["methods"]["best_constant"]["wtau"] >= cv["methods"]["prior"]["wtau"] - 1e-9
+    for name, method in cv["methods"].items():  # every difference to the prior again, with whole groups resampled
+        if name != "prior":
+            low, high = method["vs_prior"]["wtau_groups_ci"]
+            assert low <= high and "wtau_groups_ci" not in result["methods"][name]["vs_prior"]
     assert sorted(t for f in cv["folds"] for t in f["held_out"]) == sorted(group)  # every task once
     for fold in cv["folds"]:
         held_out = fold["held_out"]
@@ -224,6 +231,7 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
     json.dumps(result)
     report = evaluate.markdown(result)
     assert "## Leave-one-group-out cross-validation (6 tasks" in report and ".png" not in report
+    assert report.count("Δwtau vs prior [groups]") == 1  # a column of the cross-validated table only
 
 
 def fold_of(cv: dict, group: str) -> dict:
@@ -287,3 +295,18 @@ def test_a_group_bootstrap_is_as_wide_as_the_groups_differ_not_as_the_tasks_numb
     assert mean == pytest.approx(0.5) and ci == pytest.approx([0.2, 0.8])
     same = {t: 0.5 for ts in groups.values() for t in ts}
     assert evaluate.group_interval(same, groups) == (pytest.approx(0.5), [pytest.approx(0.5), pytest.approx(0.5)])
+
+
+def test_best_constant_ranks_like_tasks_that_all_agree() -> None:
+    gt = np.array([[90.0, 80.0, 70.0, 60.0], [95.0, 85.0, 75.0, 65.0]])
+    scores, ceiling = evaluate.best_constant(gt)
+    assert np.isclose(ceiling, 1.0) and list(np.argsort(-scores)) == [0, 1, 2, 3]
+
+
+def test_best_constant_beats_the_mean_accuracy_order_where_that_order_is_not_the_best() -> None:
+    """Two tasks put model 0 first, one (with large accuracies) puts it last: the mean accuracy follows the one."""
+    gt = np.array([[60.0, 50.0, 40.0, 30.0], [60.0, 50.0, 40.0, 30.0], [0.0, 99.0, 98.0, 97.0]])
+    by_mean = evaluate.mean_tau(gt, gt.mean(0))
+    scores, ceiling = evaluate.best_constant(gt)
+    assert ceiling > by_mean and int(np.argmax(scores)) == 0
+    assert np.isclose(ceiling, evaluate.mean_tau(gt, scores))  # the value it reports is the one its scores reach

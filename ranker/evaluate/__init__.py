@@ -26,7 +26,10 @@ so are the rankers fitted here.
 Estimators learn nothing from history: their scores are those of the fixed split, on more tasks.
 
 Every mean carries a 95% percentile bootstrap interval over tasks (``wtau_ci``, ``wtau_sym_ci``, ``regret_ci``),
-and every method its paired difference to the prior on the same resampled tasks (``vs_prior``).
+and every method its paired difference to the prior on the same resampled tasks (``vs_prior``); under
+cross-validation ``vs_prior`` also holds ``wtau_groups_ci``, the interval with whole held-out groups resampled.
+``best_constant`` is the one constant ranking fitted to the very tasks it is scored on (``best_constant``): not a
+method, the ceiling of every constant list, the prior included.
 
 LEEP and NCE need the source model's class probabilities, so they are evaluated only when every zoo model
 ships a classification head (their seconds include that head's forward pass); otherwise the JSON says why
@@ -48,10 +51,12 @@ from ranker.evaluate.protocol import (
     RESAMPLES,
     Fold,
     Run,
+    best_constant,
     bootstrap_picks,
     folds,
     group_interval,
     interval,
+    mean_tau,
     measured_tasks,
     prior_means,
     score_tasks,
@@ -61,5 +66,5 @@ from ranker.evaluate.report import cell, markdown, plot
 from ranker.evaluate.runs import NEEDS_SOURCE_HEAD, evaluate, source_probs
 
 __all__ = ["BOOTSTRAP_SEED", "METRICS", "NEEDS_SOURCE_HEAD", "PRIOR_KINDS", "RESAMPLES", "Fold", "Run",
-           "bootstrap_picks", "cell", "evaluate", "folds", "group_interval", "interval", "markdown",
-           "measured_tasks", "plot", "prior_means", "score_tasks", "source_probs", "zscore_rows"]
+           "best_constant", "bootstrap_picks", "cell", "evaluate", "folds", "group_interval", "interval", "markdown",
+           "mean_tau", "measured_tasks", "plot", "prior_means", "score_tasks", "source_probs", "zscore_rows"]

@@ -42,6 +42,50 @@ def prior_means(bench: bm.Benchmark, task_ids: list[str]) -> tuple[str, np.ndarr
     return None
 
 
+def mean_tau(gt: np.ndarray, score: np.ndarray) -> float:
+    """Mean over the rows of ``gt`` [T, M] of weighted tau (``rank=None``) of the one ranking ``score`` [M]."""
+    return float(np.mean([weighted_tau(row, score) for row in gt]))
+
+
+def best_constant(gt: np.ndarray) -> tuple[np.ndarray, float]:
+    """The constant ranking that best fits the tasks ``gt`` [T, M] themselves: the ceiling of every constant list.
+
+    Exact search is over M! orders, so this climbs: from each model's mean accuracy and its mean rank, it moves
+    one model to another place in the order while that raises the mean weighted tau. The result is a constant
+    ranking that scores this well, so the true ceiling is at least as high.
+
+    Returns:
+        (scores [M], higher is better; the mean weighted tau it reaches on ``gt``)
+    """
+    starts = [gt.mean(0), (gt.argsort(1).argsort(1)).mean(0)]
+    best_order, best = None, -np.inf
+    for start in starts:
+        order = list(np.argsort(-start))
+        value = mean_tau(gt, _order_scores(order))
+        improved = True
+        while improved:
+            improved = False
+            for i in range(len(order)):
+                for j in range(len(order)):
+                    if i == j:
+                        continue
+                    trial = order.copy()
+                    trial.insert(j, trial.pop(i))
+                    trial_value = mean_tau(gt, _order_scores(trial))
+                    if trial_value > value + 1e-12:
+                        order, value, improved = trial, trial_value, True
+        if value > best:
+            best_order, best = order, value
+    return _order_scores(best_order), best
+
+
+def _order_scores(order: list[int]) -> np.ndarray:
+    """Scores that rank the models in ``order`` (best first)."""
+    scores = np.empty(len(order))
+    scores[order] = np.arange(len(order), 0, -1)
+    return scores
+
+
 def measured_tasks(bench: bm.Benchmark, task_ids: list[str] | None = None) -> list[str]:
     """The tasks of ``task_ids`` (None: every task of the benchmark, in its order) with fine-tuning ground truth for
     two models or more: the ones a ranking can be scored on."""

@@ -20,16 +20,20 @@ def cell(value: float, ci: list[float], digits: int, sign: str = "") -> str:
 
 def _table(methods: dict) -> list[str]:
     """Markdown rows of one split's methods, best wtau first; a difference to the prior whose interval excludes 0
-    is bold."""
-    lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior | Δwtau_sym vs prior | Δregret vs prior "
-             "| s/task (features given) | s/task (incl. features) | tasks |", "|---" * 10 + "|"]
+    is bold. Where the result has them (cross-validation), the wtau difference's interval with whole groups
+    resampled gets a column of its own."""
+    groups = any("wtau_groups_ci" in m.get("vs_prior", {}) for m in methods.values())
+    lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior | " + "Δwtau vs prior [groups] | " * groups
+             + "Δwtau_sym vs prior | Δregret vs prior | s/task (features given) | s/task (incl. features) | tasks |",
+             "|---" * (10 + groups) + "|"]
     for name, m in sorted(methods.items(), key=lambda item: -item[1]["wtau"]):
         cells = [cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in METRICS]
-        for k in METRICS:
+        keys = ["wtau", "wtau_groups", "wtau_sym", "regret"] if groups else list(METRICS)
+        for k in keys:
             if "vs_prior" not in m:
                 cells.append("")
                 continue
-            d, ci = m["vs_prior"][k], m["vs_prior"][f"{k}_ci"]
+            d, ci = m["vs_prior"][k.removesuffix("_groups")], m["vs_prior"][f"{k}_ci"]
             text = cell(d, ci, 2 if k == "regret" else 3, "+")
             cells.append(f"**{text}**" if ci[0] > 0 or ci[1] < 0 else text)
         lines.append(f"| {name} | {' | '.join(cells)} | {m['seconds_per_task']:.3f} | "
@@ -82,7 +86,9 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
         "of the top-ranked model (points). prior: each model's mean "
         f"{result['prior_kind'] or '(none)'} accuracy on the training tasks. [brackets]: 95% percentile bootstrap "
         f"interval over tasks ({result['bootstrap']['resamples']} resamples); Δ: the paired difference to the prior "
-        f"on the same resampled tasks, bold where its interval excludes 0. Seconds: {cache}.",
+        "on the same resampled tasks, bold where its interval excludes 0; [groups]: the same with whole held-out "
+        "groups resampled. best_constant: the one constant ranking fitted to the very tasks it is scored on, the "
+        f"ceiling of every constant list (the prior is one), not a method. Seconds: {cache}.",
         "",
         "## Fixed split (the test tasks)",
         "",

@@ -28,7 +28,9 @@ from ranker.evaluate.protocol import (
     RESAMPLES,
     Fold,
     Run,
+    best_constant,
     folds,
+    group_interval,
     measured_tasks,
     prior_means,
     score_tasks,
@@ -173,6 +175,21 @@ def _prior_run(bench: bm.Benchmark, history: list[str], n: int) -> tuple[str, Ru
     return None if prior is None else (prior[0], Run(np.tile(prior[1], (n, 1)), np.zeros(n), np.zeros(n)))
 
 
+HINDSIGHT = "best_constant"
+"""The row of the one constant ranking fitted to the very tasks it is scored on: a ceiling of every constant list
+(the prior is one), not a method, since it reads the ground truth it is scored against."""
+
+
+def _hindsight_run(gt: np.ndarray) -> Run | None:
+    """The best constant ranking in hindsight (``best_constant``) over the complete rows of ``gt`` ``[T, M]``, as a
+    run on every row; None with fewer than two complete rows."""
+    complete = ~np.isnan(gt).any(1)
+    if complete.sum() < 2:
+        return None
+    scores = best_constant(gt[complete])[0]
+    return Run(np.tile(scores, (len(gt), 1)), np.zeros(len(gt)), np.zeros(len(gt)))
+
+
 def _fold_runs(measured: Measured, fold: Fold, index: int, tmp: str) -> tuple[dict[str, Run], dict]:
     """The prior, the fitted rankers and (given a run config) the checkpoint's ranker trained again into ``tmp``
     on ``fold.train``, evaluated on ``fold.held_out``; and what the fold used."""
@@ -245,7 +262,15 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
     if "prior" not in runs:
         skipped["prior"] = "a fold has no finetune or linear-probe history of every model on its training tasks"
     _, _, gt = measured.bench.history.matrix("finetune", task_ids, measured.bench.models)
+    if (hindsight := _hindsight_run(gt)) is not None:
+        runs[HINDSIGHT] = hindsight
     split = score_tasks(task_ids, gt, runs)
+    groups = {fold.group: fold.held_out for fold in cv_folds}
+    for name, method in split["methods"].items():
+        if "vs_prior" in method:  # the paired difference again, now with whole held-out groups resampled
+            diff = {t: v - split["per_task"]["prior"][t] for t, v in split["per_task"][name].items()
+                    if t in split["per_task"]["prior"]}
+            method["vs_prior"]["wtau_groups_ci"] = group_interval(diff, groups)[1]
     split["skipped"] = {n: why for n, why in (skipped | split["skipped"]).items() if n not in split["methods"]}
     return {"groups": [fold.group for fold in cv_folds], "n_tasks": len(task_ids), "folds": infos, **split}
 
@@ -336,6 +361,10 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
     else:
         runs["prior"] = prior[1]
+    if (hindsight := _hindsight_run(gt)) is None:
+        skipped[HINDSIGHT] = "needs two test tasks or more with fine-tuning ground truth for every model"
+    else:
+        runs[HINDSIGHT] = hindsight
     with tempfile.TemporaryDirectory() as tmp:
         fitted, not_fitted = _fitted_runs(benchmark, bench, bench.task_ids("train"), _val_tasks(measured.run), test,
                                           measured.extraction[at], tmp)
