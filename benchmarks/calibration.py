@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from ranker import evaluate
-from ranker.learn.episodes import collate, load_episodes
 from ranker.serve import export
 from ranker.serve.pipeline import PositionGaps
 from ranker.tasks import benchmark as bm
@@ -54,15 +53,11 @@ def prior_scores(bench: bm.Benchmark, history: list[str], held_out: list[str]) -
     return dict.fromkeys(held_out, prior)
 
 
-@torch.no_grad()
 def checkpoint_scores(bench: bm.Benchmark, checkpoint: Path, held_out: list[str]) -> dict[str, np.ndarray]:
     """Each held-out task scored by the exported ranker at its k, from the benchmark's stats and LogME history."""
     exported = export.load(checkpoint, bench.manifest_path)
-    batch = collate(load_episodes(bench, held_out, ["finetune"]))
-    k = exported.config.rerank_k
-    scores = (exported.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"])
-              if k else exported.net(batch["prototypes"], batch["class_mask"]))
-    return dict(zip(held_out, scores.numpy(), strict=True))
+    scores = evaluate.ranker_scores(bench, exported.net, held_out, exported.config.rerank_k)
+    return dict(zip(held_out, scores, strict=True))
 
 
 def main() -> None:

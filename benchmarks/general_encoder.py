@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from ranker import evaluate
-from ranker.learn import episodes, rankers
+from ranker.learn import rankers
 from ranker.learn.config import RunConfig, load_run_config
 from ranker.learn.metrics import weighted_tau
 from ranker.tasks import benchmark as bm
@@ -52,15 +51,13 @@ def with_general_encoder(bench: bm.Benchmark, member: str, folder: Path) -> Path
     return folder
 
 
-@torch.no_grad()
 def fold_taus(run: RunConfig, benchmark: Path, out: str, name: str, train: list[str], held_out: list[str]
               ) -> np.ndarray:
     """Weighted tau per held-out task of the ranker fitted on ``train`` of ``benchmark``, at its own k."""
     fitted, data = rankers.fit_again(run, str(benchmark), out, name, train)
-    batch = episodes.collate(episodes.load_episodes(data.bench, held_out, ["finetune"]))
-    scores = fitted.net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], fitted.rerank_k,
-                               batch["evidence"])
-    return np.array([weighted_tau(g, s) for g, s in zip(batch["target"].numpy(), scores.numpy(), strict=True)])
+    scores = evaluate.ranker_scores(data.bench, fitted.net, held_out, fitted.rerank_k)
+    _, _, gt = data.bench.history.matrix("finetune", held_out, data.bench.models)
+    return np.array([weighted_tau(g, s) for g, s in zip(gt, scores, strict=True)])
 
 
 def main() -> None:

@@ -81,6 +81,12 @@ def part_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart) -> torch.Te
     return features.extract(extractor, part.pool)[torch.as_tensor(part.indices)]
 
 
+def training_features(extractor: zoo.FrozenExtractor, part: bm.TaskPart) -> torch.Tensor:
+    """Frozen features of a task's training part, cached under the part itself: what ``--kind stats``, ``logme`` and
+    ``proxy`` read, and ``ranker.evaluate`` too (a part is a fraction of its pool, which matters at native sizes)."""
+    return features.extract(extractor, part.task, progress=False)
+
+
 def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray) -> float:
     """Held-out accuracy (percent) of the LINEAR_PROBE recipe."""
     scaler = StandardScaler().fit(train_x.numpy())
@@ -152,9 +158,7 @@ def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]]
                                      test.labels)
                 name = LINEAR_PROBE["name"]
             else:
-                # the training part's own features, as ranker.evaluate's `logme` row computes it (same cache)
-                value = transfer.get("logme")(features.extract(extractor, train.task, progress=False),
-                                              torch.as_tensor(train.labels))
+                value = transfer.get("logme")(training_features(extractor, train), torch.as_tensor(train.labels))
                 name, metric = "logme-v1", "logme"
             size, device = entries[model].input_size, str(features.best_device())
             epochs, lr = 0, math.nan
@@ -194,7 +198,7 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
         start = time.time()
         scores = {name: np.full(len(models), np.nan) for name in PROXY_ESTIMATORS}
         for j, model in enumerate(models):
-            feats = part_features(extractors[model], train)
+            feats = training_features(extractors[model], train)
             for name in PROXY_ESTIMATORS:
                 try:
                     scores[name][j] = transfer.get(name)(feats, labels)
@@ -212,9 +216,8 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
 
 
 def build_stats(bench: bm.Benchmark) -> None:
-    """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), training parts only:
-    each part's own features, the cache that ``--kind logme`` and ``ranker.evaluate`` read (a part is a fraction of
-    its dataset's pool, which matters at native input sizes)."""
+    """Writes stats.safetensors (general encoder) and model_stats.safetensors (the whole zoo), from the training
+    parts' features (``training_features``)."""
     entries = bench.entries
     parts = [(spec.id, bm.task_parts(spec, bench.config)[0]) for spec in bench.config.tasks]
     general, per_model, general_sha = {}, {}, ""
@@ -223,8 +226,8 @@ def build_stats(bench: bm.Benchmark) -> None:
         extractor = zoo.load_extractor(entries[model])
         for task_id, part in parts:
             bar.set_postfix_str(f"{model} · {task_id}")
-            protos = stats.class_prototypes(features.extract(extractor, part.task, progress=False),
-                                            torch.as_tensor(part.labels), len(part.class_names))
+            protos = stats.class_prototypes(training_features(extractor, part), torch.as_tensor(part.labels),
+                                            len(part.class_names))
             bar.update()
             per_model[f"{task_id}/{model}"] = protos.half()
             if model == bench.config.general_encoder:

@@ -63,8 +63,9 @@ from ranker.evaluate.protocol import (
     zscore_rows,
 )
 from ranker.evaluate.report import cell, markdown, plot
-from ranker.evaluate.runs import NEEDS_SOURCE_HEAD, evaluate, source_probs
+from ranker.evaluate.runs import NEEDS_SOURCE_HEAD, evaluate, ranker_scores, source_probs
 
 __all__ = ["BOOTSTRAP_SEED", "METRICS", "NEEDS_SOURCE_HEAD", "PRIOR_KINDS", "RESAMPLES", "Fold", "Run",
            "best_constant", "bootstrap_picks", "cell", "evaluate", "folds", "group_interval", "interval", "markdown",
-           "mean_tau", "measured_tasks", "plot", "prior_means", "score_tasks", "source_probs", "zscore_rows"]
+           "mean_tau", "measured_tasks", "plot", "prior_means", "ranker_scores", "score_tasks", "source_probs",
+           "zscore_rows"]

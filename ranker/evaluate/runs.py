@@ -119,6 +119,14 @@ def _ranker_run(bench: bm.Benchmark, net: LearnedRanker, depth: int, task_ids: l
     return Run(scores, seconds, needed)
 
 
+@torch.no_grad()
+def ranker_scores(bench: bm.Benchmark, net: LearnedRanker, task_ids: list[str], k: int) -> np.ndarray:
+    """``[T, M]`` scores of a learned ranker on the benchmark's ``task_ids`` with its top ``k`` re-scored (0: none),
+    from the benchmark's stats files, as the ``ranker`` rows are scored."""
+    batch = collate(load_episodes(bench, task_ids, ["finetune"]))
+    return net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"]).numpy()
+
+
 def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str], extraction: np.ndarray
                  ) -> dict[str, Run]:
     """The checkpoint's ranker as ``ranker`` (general-encoder prototypes only) and ``ranker_rerank`` (its top
