@@ -1,24 +1,29 @@
-"""Plain fine-tuning vs B-Tuning of the same target, same recipe, on the benchmark's test tasks.
+"""B-Tuning in its paper's regime: a weak deployable target, stronger teachers, hundreds of images, hundreds of steps.
 
-Both runs of a pair use the benchmark's ``finetune`` recipe with the same seed (plain: ``ranker.tune.finetune``,
-the ground truth's own function; B-Tuning: ``ranker.tune.btuning``, which only adds the teachers' term, lambda = 100,
-T = 0.1 as the authors). A setting is a target and a pool of candidate teachers; on each task the teachers are
-the K = 3 pool members with the highest LogME score on the task's training part (B-Tuning's top-K by LogME; no
-held-out label is looked at, and no B-Tuning parameter was tuned here):
+Target MobileNetV2 (ImageNet) at 128 px; teachers the K = 3 members of ``POOL`` (DINOv2, the other ImageNet and
+ImageNet-derived members, the face model) with the highest LogME on the task's training part, each at the v3
+recipe's size for it. Three methods on the same images, seeds and recipe (``RECIPE``: AdamW, cosine, 200 steps of
+16, ``ranker.tune.finetune``): plain fine-tuning; knowledge distillation from the teachers' cross-fitted linear
+probes (``ranker.tune.distill``); B-Tuning (``ranker.tune.btuning``: cross-fitted mapped features, the target's
+weights on train-mode features).
 
-    homogeneous    tiny_resnet_fmnist <- the other 32 px members pre-trained from scratch on Fashion-/Animal-MNIST
-    heterogeneous  tiny_resnet_fmnist <- the ImageNet members (EfficientNet-Lite0/1/2, MobileNetV2) and CRAFT VGG16-BN
-    imagenet       mobilenetv2_100    <- the other ImageNet members and CRAFT VGG16-BN
+Tasks (``TASKS``) have 500-700 training images: Fashion-MNIST, Animal-MNIST and digits as they are; the colour
+sources (Tux Paint, OpenMoji, Open Clip Art) and the LFW faces, which have a few hundred images, as augmented
+copies of their training half (random resized crops and flips, drawn once and kept: teachers read each copy once;
+an image's copies share a cross-fitting fold and the held-out half is never augmented). Roles follow Benchmark v3's
+families: lambda, the temperature and alpha are chosen on the ``train`` tasks (held-out part = validation), the
+choices are then measured on the ``test`` tasks, which are new in their classes.
 
-The gain is B-Tuning's held-out accuracy minus plain fine-tuning's, in points, per (task, seed); the table gives its
-mean with a 95% paired t-interval over those pairs, and how many tasks gained or lost on average over the seeds.
-Extra seconds per run = the teachers' preparation (the LogME fits of target and teachers from features extracted cold,
-once per task; seed-independent) + B-Tuning's training - plain training. Per-run rows go to ``--csv``.
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --role train --shard 0/2 &   # the grid, seed 0
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --role train --shard 1/2
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 0/2 &    # the chosen settings, seeds 0-2
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 1/2
+    python benchmarks/btuning.py --report      # both roles' tables from the CSVs, into benchmarks/btuning/REPORT.md
 
-Run (12 minutes here for everything: 13 tasks x 3 seeds x 3 settings, one thread on 2 busy CPU cores):
-    OMP_NUM_THREADS=1 python benchmarks/btuning.py
-    python benchmarks/btuning.py --settings homogeneous --tasks digits-10way lfw-2way --seeds 0 1
-    python benchmarks/btuning.py --role train --tradeoff 1 --steps 200 --csv /tmp/bt.csv   # other settings: train tasks
+Rows go to ``benchmarks/btuning/<role>-<i>of<n>.csv`` as each run ends; a run already in any CSV of the role is
+skipped, so a stopped run resumes. ``diagnostics.csv`` holds, per task and teacher, what says whether the teachers'
+term carries information: N and D, LogME, the mapped features' label accuracy in-sample and cross-fitted, and the
+teachers' MSE at the first step with the target's weights fitted on eval-mode against train-mode features.
 """
 
 from __future__ import annotations
@@ -27,122 +32,331 @@ import argparse
 import csv
 import dataclasses
 import io
-import logging
 import math
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy.stats
 import torch
+from PIL import Image
+from torchvision.transforms import v2
 
 from ranker.files import write_atomic
 from ranker.tasks import benchmark as bm
-from ranker.tune import btuning
+from ranker.tasks import datasets, loaders
+from ranker.transfer.logme import posterior_weights
+from ranker.tune import btuning, distill
 from ranker.tune.finetune import finetune
+from ranker.zoo import manifest as zoo
 
+OUT = Path(__file__).with_name("btuning")
+MANIFEST = "ranker/configs/zoo/v3.yaml"
+TARGET = "mobilenetv2_100"
+POOL = ("dinov2_vits14", "efficientnet_lite0", "efficientnet_lite3_int8", "mobilenetv2_100_dogs",
+        "mobilenetv2_100_coco_ssd", "faceres")
 K = 3
-SMALL = ("tiny_resnet_amnist", "tiny_convnext_amnist", "tiny_vit_amnist", "tiny_efficientnet_amnist",
-         "mobilenetv3_small_050_amnist", "lcnet_050_amnist", "tiny_resnet_fmnist", "tiny_convnext_fmnist",
-         "tiny_vit_fmnist", "tiny_efficientnet_fmnist", "mobilenetv3_small_050_fmnist", "lcnet_050_fmnist",
-         "tiny_byobnet_mixed")
-LARGE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100", "craft_vgg16_bn")
-SETTINGS = {  # name: (target, candidate teachers)
-    "homogeneous": ("tiny_resnet_fmnist", SMALL),
-    "heterogeneous": ("tiny_resnet_fmnist", LARGE),
-    "imagenet": ("mobilenetv2_100", LARGE),
-}
-COLUMNS = ("setting", "task", "seed", "target", "teachers", "pi", "plain_acc", "btuning_acc", "gain", "plain_s",
-           "btuning_s", "teach_s")
+RECIPE = bm.FinetuneRecipe(
+    name="btuning-paper-v1", steps=200, batch_size=16, lr=2e-4, head_lr_mult=10.0, weight_decay=0.01,
+    max_input_size=128, input_sizes={"dinov2_vits14": 98, "mobilenetv2_100_dogs": 160, "mobilenetv2_100_coco_ssd": 160},
+)
+AUGMENTED_SIZE = 160  # px of the augmented copies (the largest size a pool member reads)
+MIN_TRAIN = 500  # augmented tasks get enough copies of each training image to reach this many
+GRID = {"plain": [{}], "kd": [{"alpha": 0.5}, {"alpha": 0.9}],
+        "btuning": [{"lambda": 1.0, "T": 0.1}, {"lambda": 10.0, "T": 0.1}, {"lambda": 100.0, "T": 0.1},
+                    {"lambda": 10.0, "T": 1.0}]}
+"""The settings tried on the training tasks; lambda 100 and T 0.1 are the authors'."""
+SEEDS = {"train": (0,), "test": (0, 1, 2)}
+COLUMNS = ("role", "task", "seed", "method", "setting", "accuracy", "seconds", "teach_s", "first_ce", "first_term",
+           "n_train", "n_test", "teachers", "pi")
+DIAGNOSTICS = ("task", "model", "n", "d", "logme", "mapped_acc_insample", "mapped_acc_crossfit", "first_mse_eval_w",
+               "first_mse_train_w")
 
 
-def choose_teachers(bench: bm.Benchmark, target: str, pool: tuple[str, ...], train: bm.TaskPart,
-                    cache: Path) -> list[str]:
-    """The K pool members (the target left out) of highest LogME score on the training part."""
-    recipe = bench.config.finetune
-    scores = {m: btuning.fit_logme(bench.entries[m], train.task, recipe, cache)[0] for m in pool if m != target}
-    return sorted(scores, key=scores.get, reverse=True)[:K]
+@dataclasses.dataclass(frozen=True)
+class PaperTask:
+    """A task of this study: a benchmark task spec (pool = every image of the dataset) and its augmentation."""
+
+    role: str
+    spec: bm.TaskSpec
+    augment: bool  # False: the training part as it is
 
 
-def summary(rows: list[dict]) -> str:
-    """The markdown table: per setting, the mean gain with its paired interval, task signs and seconds."""
-    lines = ["| setting | target | tasks x seeds | plain acc | B-Tuning acc | mean gain [95% CI] | tasks +/- | "
-             "plain s | extra s |", "|---|---|---|---|---|---|---|---|---|"]
-    for setting in dict.fromkeys(r["setting"] for r in rows):
-        mine = [r for r in rows if r["setting"] == setting]
-        gain = np.array([r["gain"] for r in mine])
-        half = scipy.stats.t.ppf(0.975, len(gain) - 1) * gain.std(ddof=1) / math.sqrt(len(gain)) if len(gain) > 1 \
-            else math.nan
-        tasks = dict.fromkeys(r["task"] for r in mine)
-        per_task = [np.mean([r["gain"] for r in mine if r["task"] == t]) for t in tasks]
-        extra = np.mean([r["teach_s"] + r["btuning_s"] - r["plain_s"] for r in mine])
-        lines.append(
-            f"| {setting} | {mine[0]['target']} | {len(tasks)} x {len(mine) // len(tasks)} | "
-            f"{np.mean([r['plain_acc'] for r in mine]):.1f} | {np.mean([r['btuning_acc'] for r in mine]):.1f} | "
-            f"{gain.mean():+.2f} [{gain.mean() - half:+.2f}, {gain.mean() + half:+.2f}] | "
-            f"{sum(g > 0 for g in per_task)}/{sum(g < 0 for g in per_task)} | "
-            f"{np.mean([r['plain_s'] for r in mine]):.1f} | {extra:+.1f} |")
-    return "\n".join(lines)
+def _spec(task_id: str, role: str, dataset: str, classes: tuple[str, ...], n_train: int = 0, n_test: int = 0
+          ) -> bm.TaskSpec:
+    names = bm.pool(dataset, "none", 0).class_names
+    return bm.TaskSpec(id=task_id, role=role, dataset=dataset, classes=sorted(names.index(c) for c in classes),
+                       n_train=n_train, n_test=n_test, group=task_id)
 
 
-def save_csv(rows: list[dict], path: Path) -> None:
+def tasks() -> list[PaperTask]:
+    """The study's tasks: three training (selection) tasks and eight test tasks, in v3's family roles."""
+    fm, am = loaders.FASHION_MNIST_CLASSES, loaders.ANIMAL_MNIST_CLASSES
+    return [
+        PaperTask("train", _spec("fmnist-c0-6", "train", "fashion_mnist", fm[:7], 90, 100), False),
+        PaperTask("train", _spec("tux-made", "train", "tuxpaint", ("clothes", "seasonal/christmas", "symbols/math",
+                                                                   "symbols/money", "town/houses", "town/roadsigns",
+                                                                   "vehicles")), True),
+        PaperTask("train", _spec("moji-things", "train", "openmoji", ("transport-ground", "sky & weather", "clothing",
+                                                                      "time", "alphanum", "geometric")), True),
+        PaperTask("test", _spec("fmnist-c789", "test", "fashion_mnist", fm[7:], 200, 200), False),
+        PaperTask("test", _spec("amnist-c789", "test", "animal_mnist_heldout", am[7:], 170, 130), False),
+        PaperTask("test", _spec("digits", "test", "digits", tuple(str(d) for d in range(10)), 60), False),
+        PaperTask("test", _spec("lfw", "test", "lfw_subset", ("face", "non_face")), True),
+        PaperTask("test", _spec("tux-nature", "test", "tuxpaint", ("animals/birds", "animals/insects",
+                                                                   "animals/mammals", "food/fruit", "food/vegetables",
+                                                                   "plants/flowers")), True),
+        PaperTask("test", _spec("moji-nature", "test", "openmoji", ("animal-mammal", "animal-bird", "animal-bug",
+                                                                    "plant-other", "food-fruit", "food-vegetable",
+                                                                    "food-prepared", "drink")), True),
+        PaperTask("test", _spec("clip-nature", "test", "openclipart", ("animals/birds", "animals/bugs",
+                                                                       "animals/mammals", "food/beverages",
+                                                                       "food/desserts", "food/fruit",
+                                                                       "food/meats_and_eggs", "plants/flowers")), True),
+        PaperTask("test", _spec("clip-people", "test", "openclipart", ("people/bodypart", "people/smilies",
+                                                                       "people/stickmen", "recreation/music",
+                                                                       "recreation/sports", "recreation/toys")), True),
+    ]  # fmt: skip
+
+
+def augmented(part: datasets.Task, copies: int, seed: int) -> tuple[datasets.Task, np.ndarray]:
+    """``copies`` versions of every image of ``part`` at AUGMENTED_SIZE px (the first the whole image resized, the
+    others random resized crops of 50-100% of its area, flipped at random), and each copy's source index ``[N]``."""
+    crop = v2.Compose([v2.RandomResizedCrop(AUGMENTED_SIZE, scale=(0.5, 1.0), antialias=True),
+                       v2.RandomHorizontalFlip()])
+    torch.manual_seed(seed)
+    pixels, source = [], []
+    for i in range(len(part)):
+        image = part.image(i)
+        pixels.append(np.asarray(image.resize((AUGMENTED_SIZE, AUGMENTED_SIZE), Image.Resampling.BICUBIC)))
+        pixels.extend(np.asarray(crop(image)) for _ in range(copies - 1))
+        source.extend([i] * copies)
+    source = np.asarray(source)
+    return (datasets.Task(f"{part.id}/aug{copies}-{seed}", part.labels[source], part.class_names,
+                          images=np.stack(pixels)), source)
+
+
+def materialize(task: PaperTask) -> tuple[datasets.Task, datasets.Task, np.ndarray]:
+    """(training images, held-out images, cross-fitting groups ``[N]``) of a task."""
+    config = bm.BenchmarkConfig(name="btuning", manifest=MANIFEST, general_encoder=TARGET, pool_per_class=0)
+    train, test = bm.task_parts(task.spec, config)
+    if not task.augment:
+        return train.task, test.task, np.arange(len(train.indices))
+    copies = math.ceil(MIN_TRAIN / len(train.indices))
+    images, groups = augmented(train.task, copies, seed=0)
+    return images, test.task, groups
+
+
+def diagnostics(task_id: str, entries: dict[str, zoo.ZooEntry], train: datasets.Task, groups: np.ndarray,
+                teaching: btuning.Teaching) -> list[dict]:
+    """Per teacher: does its mapped output carry more than the labels? And the first-step MSE of the target's
+    weights fitted on eval-mode against train-mode features (the teachers' pi-weighted targets)."""
+    target = entries[TARGET]
+    labels = torch.as_tensor(train.labels)
+    live = btuning.train_mode_features(target, train, RECIPE)
+    w_eval = posterior_weights(btuning.frozen_features(target, train, RECIPE), train.labels)[1]
+    w_train = posterior_weights(live, train.labels)[1]
+    mse = {name: float(torch.mean((live @ w.T - teaching.targets.double()) ** 2))
+           for name, w in (("eval", w_eval), ("train", w_train))}
+    rows = []
+    for name in teaching.teachers:
+        feats = btuning.frozen_features(entries[name], train, RECIPE)
+        score, weights = posterior_weights(feats, train.labels)
+        crossfit = btuning.crossfit_mapped(feats, train.labels, groups)
+        rows.append({"task": task_id, "model": name, "n": len(train), "d": feats.shape[1], "logme": round(score, 4),
+                     "mapped_acc_insample": float(((feats @ weights.T).argmax(1) == labels).double().mean()),
+                     "mapped_acc_crossfit": float((crossfit.argmax(1) == labels).double().mean()),
+                     "first_mse_eval_w": mse["eval"], "first_mse_train_w": mse["train"]})
+    return rows
+
+
+def setting_name(params: dict) -> str:
+    return " ".join(f"{k}={v:g}" for k, v in params.items())
+
+
+def read_rows(pattern: str) -> list[dict]:
+    rows = []
+    for path in sorted(OUT.glob(pattern)):
+        with path.open() as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def chosen_settings() -> dict[str, list[dict]]:
+    """Per method, the training tasks' best setting by mean held-out accuracy (``train-*.csv``)."""
+    rows = read_rows("train-*.csv")
+    choice = {"plain": [{}]}
+    for method in ("kd", "btuning"):
+        means = {}
+        for params in GRID[method]:
+            name = setting_name(params)
+            accs = [float(r["accuracy"]) for r in rows if r["method"] == method and r["setting"] == name]
+            if len(accs) < sum(t.role == "train" for t in tasks()):
+                raise SystemExit(f"the training tasks lack {method} {name}: run --role train first")
+            means[name] = np.mean(accs), params
+        choice[method] = [max(means.values(), key=lambda v: v[0])[1]]
+    return choice
+
+
+def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, buffer.getvalue().encode())
 
 
+def run(role: str, shard: tuple[int, int]) -> None:
+    """Measures this shard's missing runs of ``role``, writing rows as they end."""
+    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    settings = GRID if role == "train" else chosen_settings()
+    done = {(r["task"], r["seed"], r["method"], r["setting"]) for r in read_rows(f"{role}-*.csv")}
+    path = OUT / f"{role}-{shard[0]}of{shard[1]}.csv"
+    rows = read_rows(path.name)
+    diag_path = OUT / f"diagnostics-{role}-{shard[0]}of{shard[1]}.csv"
+    diag = read_rows(diag_path.name)
+    mine = [t for t in tasks() if t.role == role][shard[0]::shard[1]]
+    for task in mine:
+        todo = [(seed, method, params) for seed in SEEDS[role] for method, grid in settings.items() for params in grid
+                if (task.spec.id, str(seed), method, setting_name(params)) not in done]
+        if not todo:
+            continue
+        train, test, groups = materialize(task)
+        scores = {m: posterior_weights(btuning.frozen_features(entries[m], train, RECIPE), train.labels)[0]
+                  for m in POOL}
+        teachers = [entries[m] for m in sorted(scores, key=scores.get, reverse=True)[:K]]
+        teachings, soft = {}, None
+        for seed, method, params in todo:
+            recipe = dataclasses.replace(RECIPE, seed=seed)
+            temperature = params.get("T", btuning.TEMPERATURE)
+            if temperature not in teachings:
+                teachings[temperature] = btuning.teach(entries[TARGET], teachers, train, RECIPE,
+                                                       temperature=temperature, groups=groups)
+                if not any(d["task"] == task.spec.id for d in diag):
+                    diag += diagnostics(task.spec.id, entries, train, groups, teachings[temperature])
+                    write_csv(diag, diag_path, DIAGNOSTICS)
+            teaching = teachings[temperature]
+            first_ce = first_term = ""
+            if method == "plain":
+                start = time.perf_counter()
+                accuracy = finetune(entries[TARGET], train, test, recipe)[0]
+                seconds, teach_s = time.perf_counter() - start, 0.0
+            elif method == "kd":
+                soft = soft if soft is not None else distill.soft_labels(teachers, train, RECIPE, teaching.pi, groups)
+                result = distill.distill(entries[TARGET], soft, train, recipe, test, params["alpha"])
+                accuracy, seconds, teach_s = result.test_accuracy, result.seconds, teaching.seconds
+                first_ce, first_term = result.losses["cross_entropy"][0], result.losses["distill"][0]
+            else:
+                result = btuning.tune(entries[TARGET], teaching, train, recipe, test, params["lambda"])
+                accuracy, seconds, teach_s = result.test_accuracy, result.seconds, teaching.seconds
+                first_ce, first_term = result.losses["cross_entropy"][0], result.losses["teachers"][0]
+            rows.append({"role": role, "task": task.spec.id, "seed": seed, "method": method,
+                         "setting": setting_name(params), "accuracy": round(accuracy, 3), "seconds": round(seconds, 1),
+                         "teach_s": round(teach_s, 1), "first_ce": first_ce, "first_term": first_term,
+                         "n_train": len(train), "n_test": len(test), "teachers": " ".join(t.name for t in teachers),
+                         "pi": " ".join(f"{p:.3f}" for p in teaching.pi)})
+            write_csv(rows, path, COLUMNS)
+            print(f"{task.spec.id:12s} seed {seed} {method:8s} {setting_name(params):18s} {accuracy:5.1f}%  "
+                  f"{seconds:5.0f} s", flush=True)
+
+
+def _interval(values: list[float]) -> str:
+    """mean [95% t-interval] of ``values``."""
+    x = np.asarray(values, dtype=float)
+    half = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else math.nan
+    return f"{x.mean():+.2f} [{x.mean() - half:+.2f}, {x.mean() + half:+.2f}]"
+
+
+def _ratio(rows: list[dict]) -> str:
+    ratios = [float(r["first_term"]) / float(r["first_ce"]) for r in rows if r["first_term"] not in ("", None)]
+    return f"{np.median(ratios):.2f}" if ratios else ""
+
+
+def selection_table(rows: list[dict]) -> list[str]:
+    """The training tasks' grid: held-out accuracy per task and setting, and the first step's term / cross-entropy."""
+    ids = list(dict.fromkeys(r["task"] for r in rows))
+    lines = ["| method | setting | " + " | ".join(ids) + " | mean | first term / CE |",
+             "|---|---|" + "---|" * (len(ids) + 2)]
+    for method, grid in GRID.items():
+        for params in grid:
+            name = setting_name(params)
+            mine = [r for r in rows if r["method"] == method and r["setting"] == name]
+            acc = {r["task"]: float(r["accuracy"]) for r in mine}
+            cells = " | ".join(f"{acc[t]:.1f}" if t in acc else "" for t in ids)
+            mean = f"{np.mean(list(acc.values())):.1f}" if acc else ""
+            lines.append(f"| {method} | {name or '-'} | {cells} | {mean} | {_ratio(mine)} |")
+    return lines
+
+
+def gain_table(rows: list[dict]) -> list[str]:
+    """Each method's gain over plain fine-tuning, points, paired by task and seed."""
+    plain = {(r["task"], r["seed"]): r for r in rows if r["method"] == "plain"}
+    lines = ["| method | setting | tasks x seeds | plain acc | acc | gain over tasks [95% CI] | "
+             "gain over tasks x seeds [95% CI] | tasks +/- | first term / CE | extra s per run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for method in ("kd", "btuning"):
+        mine = [r for r in rows if r["method"] == method and (r["task"], r["seed"]) in plain]
+        if not mine:
+            continue
+        pairs = [(float(r["accuracy"]) - float(plain[r["task"], r["seed"]]["accuracy"]), r) for r in mine]
+        ids = list(dict.fromkeys(r["task"] for r in mine))
+        per_task = [np.mean([g for g, r in pairs if r["task"] == t]) for t in ids]
+        extra = np.mean([float(r["teach_s"]) + float(r["seconds"]) - float(plain[r["task"], r["seed"]]["seconds"])
+                         for r in mine])
+        lines.append(
+            f"| {method} | {mine[0]['setting']} | {len(ids)} x {len(mine) // len(ids)} | "
+            f"{np.mean([float(plain[r['task'], r['seed']]['accuracy']) for r in mine]):.1f} | "
+            f"{np.mean([float(r['accuracy']) for r in mine]):.1f} | {_interval(per_task)} | "
+            f"{_interval([g for g, _ in pairs])} | {sum(g > 0 for g in per_task)}/{sum(g < 0 for g in per_task)} | "
+            f"{_ratio(mine)} | {extra:+.0f} |")
+    return lines
+
+
+def diagnostics_table(rows: list[dict]) -> list[str]:
+    lines = ["| task | teacher | N | D | LogME | mapped acc in-sample | mapped acc cross-fitted | "
+             "first MSE, W on eval-mode | first MSE, W on train-mode |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['model']} | {r['n']} | {r['d']} | {float(r['logme']):.3f} | "
+                     f"{100 * float(r['mapped_acc_insample']):.1f} | {100 * float(r['mapped_acc_crossfit']):.1f} | "
+                     f"{float(r['first_mse_eval_w']):.4f} | {float(r['first_mse_train_w']):.4f} |")
+    return lines
+
+
+def report() -> str:
+    """REPORT.md: the grid on the training tasks, the chosen settings on the test tasks, the diagnostics."""
+    out = ["# B-Tuning in the paper's regime", "",
+           "Generated by `python benchmarks/btuning.py --report` from the CSVs beside it; the recipe, tasks and "
+           "methods are in the script's docstring. Accuracy: percent on the held-out part.", "",
+           "## Training tasks: the settings tried (seed 0)", "", *selection_table(read_rows("train-*.csv")), "",
+           "## Test tasks: the chosen settings against plain fine-tuning", "",
+           *gain_table(read_rows("test-*.csv")), "",
+           "## Does the teachers' term carry information? (per task and teacher)", "",
+           *diagnostics_table(read_rows("diagnostics-*.csv")), ""]
+    return "\n".join(out)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, count = (int(v) for v in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: want i/n with 0 <= i < n")
+    return index, count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--role", choices=["test", "train"], default="test",
-                        help="whose tasks: study other lambdas or step counts on training tasks, never on test tasks")
-    parser.add_argument("--tasks", nargs="+", help="task ids of that role (default: all of them)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--tradeoff", type=float, default=btuning.TRADEOFF, help="lambda (default: the authors' 100)")
-    parser.add_argument("--steps", type=int, help="optimizer steps of both runs (default: the recipe's)")
-    parser.add_argument("--csv", type=Path, default=Path(__file__).with_name("btuning.csv"))
+    parser.add_argument("--role", choices=["train", "test"], help="measure this role's runs")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: every n-th task from the i-th")
+    parser.add_argument("--report", action="store_true", help="write REPORT.md from the CSVs")
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # not "GPU available: ..." for every run
-    bench = bm.load_benchmark(args.benchmark)
-    specs = [t for t in bench.config.tasks if t.role == args.role and (args.tasks is None or t.id in args.tasks)]
-    if args.tasks is not None and len(specs) != len(args.tasks):
-        parser.error(f"unknown {args.role} tasks {sorted(set(args.tasks) - {t.id for t in specs})}")
-    base = bench.config.finetune if args.steps is None else dataclasses.replace(bench.config.finetune, steps=args.steps)
-    print(f"torch threads: {torch.get_num_threads()}; {len(specs)} {args.role} tasks x {len(args.seeds)} seeds x "
-          f"settings {args.settings}; lambda {args.tradeoff:g}, {base.steps} steps", flush=True)
-    rows, plain = [], {}  # plain: (target, task, seed) -> (accuracy, seconds), shared by settings of one target
-    with tempfile.TemporaryDirectory() as tmp:
-        for spec in specs:
-            train, test = bm.task_parts(spec, bench.config)
-            for setting in args.settings:
-                target, pool = SETTINGS[setting]
-                teachers = choose_teachers(bench, target, pool, train, Path(tmp) / "select")
-                entries = bench.entries
-                cold = Path(tmp) / f"teach-{setting}-{spec.id}"  # a fresh cache: the preparation is timed cold
-                teaching = btuning.teach(entries[target], [entries[t] for t in teachers], train.task, base, cold)
-                for seed in args.seeds:
-                    recipe = dataclasses.replace(base, seed=seed)
-                    if (target, spec.id, seed) not in plain:
-                        start = time.perf_counter()
-                        accuracy = finetune(entries[target], train, test, recipe)[0]
-                        plain[target, spec.id, seed] = accuracy, time.perf_counter() - start
-                    tuned = btuning.tune(entries[target], teaching, train.task, recipe, test.task, args.tradeoff)
-                    acc, seconds = plain[target, spec.id, seed]
-                    rows.append({
-                        "setting": setting, "task": spec.id, "seed": seed, "target": target,
-                        "teachers": " ".join(teachers), "pi": " ".join(f"{p:.3f}" for p in teaching.pi),
-                        "plain_acc": acc, "btuning_acc": tuned.test_accuracy, "gain": tuned.test_accuracy - acc,
-                        "plain_s": round(seconds, 2), "btuning_s": round(tuned.seconds, 2),
-                        "teach_s": round(teaching.seconds, 2),
-                    })
-                    print(f"{setting:13s} {spec.id:26s} seed {seed}: plain {acc:5.1f}  B-Tuning "
-                          f"{tuned.test_accuracy:5.1f}  teachers {' '.join(teachers)}", flush=True)
-            save_csv(rows, args.csv)
-    print(summary(rows))
+    if args.role is None and not args.report:
+        parser.error("pass --role train, --role test or --report")
+    if args.role is not None:
+        print(f"torch threads: {torch.get_num_threads()}; target {TARGET}; {RECIPE.steps} steps of "
+              f"{RECIPE.batch_size}", flush=True)
+        run(args.role, args.shard)
+    if args.report:
+        write_atomic(OUT / "REPORT.md", report().encode())
+        print(report())
 
 
 if __name__ == "__main__":

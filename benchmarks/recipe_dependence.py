@@ -52,7 +52,7 @@ def main() -> None:
         size, steps = (int(x) for x in variant.split("x"))
         recipe = dataclasses.replace(bench.config.finetune, max_input_size=size, steps=steps)
         train, test = bm.task_parts(specs[task], bench.config)
-        done[variant, task, model] = finetune(bench.entries[model], train, test, recipe)[0]
+        done[variant, task, model] = finetune(bench.entries[model], train.task, test.task, recipe)[0]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=["variant", "task", "model", "accuracy"], lineterminator="\n")
         writer.writeheader()

@@ -163,7 +163,7 @@ def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]]
             size, device = entries[model].input_size, str(features.best_device())
             epochs, lr = 0, math.nan
         else:
-            value, size, device = finetune(entries[model], train, test, recipe)
+            value, size, device = finetune(entries[model], train.task, test.task, recipe)
             n = len(train.indices)
             epochs = math.ceil(recipe.steps * min(recipe.batch_size, n) / n)  # passes over the data
             name, lr = recipe.name, recipe.lr

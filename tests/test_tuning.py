@@ -19,7 +19,7 @@ from ranker.tasks import benchmark as bm
 from ranker.tasks import loaders
 from ranker.transfer.logme import posterior_weights
 from ranker.tune import __main__ as cli
-from ranker.tune import btuning
+from ranker.tune import btuning, distill
 from ranker.tune.finetune import FinetuneModule, finetune, recipe_entry
 from ranker.zoo import manifest as zoo
 
@@ -79,29 +79,62 @@ def test_teach_weights_teachers_by_their_logme_scores(digits_parts) -> None:
     target, teachers = zoo.get_entry("tiny_resnet_fmnist"), [zoo.get_entry(m) for m in ("tiny_byobnet_mixed",
                                                                                          "tiny_convnext_amnist")]
     teaching = btuning.teach(target, teachers, train, recipe)
-    feats = {e.name: btuning.fit_logme(e, train, recipe)[2] for e in teachers}
+    feats = {e.name: btuning.frozen_features(e, train, recipe) for e in teachers}
     scores = [transfer.get("logme")(feats[e.name], train.labels) for e in teachers]
     assert teaching.evidence == pytest.approx(scores, rel=1e-12)
     assert teaching.pi == pytest.approx(btuning.teacher_pi(scores).tolist(), rel=1e-12)
-    mapped = sum(p * feats[e.name] @ posterior_weights(feats[e.name], train.labels)[1].T
+    mapped = sum(p * btuning.crossfit_mapped(feats[e.name], train.labels, np.arange(len(train)))
                  for p, e in zip(teaching.pi, teachers, strict=True))
     torch.testing.assert_close(teaching.targets, mapped.float())
+    live = btuning.train_mode_features(target, train, recipe)
+    torch.testing.assert_close(teaching.target_weights, posterior_weights(live, train.labels)[1].float())
     assert teaching.targets.shape == (len(train), 3) and teaching.target_weights.shape == (3, target.feature_dim)
 
 
-def test_teachers_term_is_zero_when_the_target_teaches_itself(digits_parts) -> None:
-    train, recipe = digits_parts[0].task, bm.FinetuneRecipe()
+def test_folds_keep_an_images_copies_together_and_spread_every_class() -> None:
+    groups = np.repeat(np.arange(30), 4)  # 30 images, 4 copies each, 3 classes of 10 images in a row
+    fold = btuning.fold_ids(groups, folds=5)
+    assert all(len(set(fold[groups == g])) == 1 for g in range(30))
+    labels = np.repeat(np.arange(3), 40)
+    assert all(set(fold[labels == c]) == set(range(5)) for c in range(3))
+
+
+def test_crossfit_mapped_predicts_each_fold_from_the_others() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 20)
+    feats = torch.as_tensor(rng.normal(size=(60, 40)) + 2.0 * rng.normal(size=(3, 40))[labels])
+    groups = np.arange(60)
+    out = btuning.crossfit_mapped(feats, labels, groups, folds=4)
+    fold = btuning.fold_ids(groups, 4)
+    for f in range(4):
+        kept = np.flatnonzero(fold != f)
+        held = np.flatnonzero(fold == f)
+        weights = posterior_weights(feats[kept], labels[kept])[1]
+        torch.testing.assert_close(out[held], feats[held] @ weights.T)
+    in_sample = feats @ posterior_weights(feats, labels)[1].T  # 60 images in 40 dims: the labels come back
+    assert torch.equal(in_sample.argmax(1), torch.as_tensor(labels))
+    assert (out - torch.eye(3, dtype=out.dtype)[labels]).pow(2).mean() > 2 * (
+        in_sample - torch.eye(3, dtype=out.dtype)[labels]).pow(2).mean()
+
+
+def test_train_mode_features_use_batch_statistics_and_leave_no_trace(digits_parts) -> None:
+    train, recipe = digits_parts[0].task, bm.FinetuneRecipe(batch_size=4)
     target = zoo.get_entry("tiny_resnet_fmnist")
-    images = btuning.images(train, zoo.entry_transform(btuning.recipe_entry(target, recipe)))
-    terms = {}
-    for teacher in ("tiny_resnet_fmnist", "tiny_byobnet_mixed"):
-        teaching = btuning.teach(target, [zoo.get_entry(teacher)], train, recipe)
-        assert teaching.pi == [1.0]
-        module = btuning.BTuningModule(zoo.load_extractor(target), 3, recipe, teaching.target_weights).eval()
-        with torch.no_grad():
-            terms[teacher] = float(module.teachers_term(module.features(images), teaching.targets))
-    assert terms["tiny_resnet_fmnist"] < 1e-10
-    assert terms["tiny_byobnet_mixed"] > 1e-4
+    live = btuning.train_mode_features(target, train, recipe)
+    torch.testing.assert_close(live, btuning.train_mode_features(target, train, recipe))  # a fresh trunk each call
+    frozen = btuning.frozen_features(target, train, recipe)
+    assert live.shape == frozen.shape and (live - frozen).abs().max() > 1e-3
+
+
+def test_soft_labels_are_the_pi_weighted_cross_fitted_probes(digits_parts) -> None:
+    train, recipe = digits_parts[0].task, bm.FinetuneRecipe()
+    teachers = [zoo.get_entry(m) for m in ("tiny_byobnet_mixed", "tiny_convnext_amnist")]
+    soft = distill.soft_labels(teachers, train, recipe, [0.75, 0.25])
+    groups = np.arange(len(train))
+    probes = [distill.crossfit_probe(btuning.frozen_features(e, train, recipe), train.labels, groups)
+              for e in teachers]
+    np.testing.assert_allclose(soft.numpy(), 0.75 * probes[0] + 0.25 * probes[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(soft.sum(1).numpy(), 1.0, rtol=1e-6)
 
 
 @pytest.mark.integration
@@ -111,12 +144,24 @@ def test_zero_tradeoff_is_the_benchmarks_finetune_bit_for_bit(digits_parts) -> N
     target = zoo.get_entry("tiny_resnet_fmnist")
     teaching = btuning.teach(target, [zoo.get_entry("tiny_byobnet_mixed")], train.task, recipe)
     plain = btuning.tune(target, teaching, train.task, recipe, test.task, tradeoff=0.0)
-    assert plain.test_accuracy == finetune(target, train, test, recipe)[0]
+    assert plain.test_accuracy == finetune(target, train.task, test.task, recipe)[0]
     assert plain.losses["teachers"] == [0.0] * 6 and plain.losses["total"] == plain.losses["cross_entropy"]
     tuned = btuning.tune(target, teaching, train.task, recipe, test.task)
     assert min(tuned.losses["teachers"]) > 0
     assert tuned.losses["cross_entropy"][0] == plain.losses["cross_entropy"][0]  # same first batch, same head
     assert not torch.equal(tuned.module.head.weight, plain.module.head.weight)
+
+
+@pytest.mark.integration
+def test_zero_alpha_distillation_is_plain_finetuning(digits_parts) -> None:
+    train, test = digits_parts
+    recipe = bm.FinetuneRecipe(steps=4)
+    target = zoo.get_entry("tiny_resnet_fmnist")
+    soft = distill.soft_labels([zoo.get_entry("tiny_byobnet_mixed")], train.task, recipe, [1.0])
+    plain = distill.distill(target, soft, train.task, recipe, test.task, alpha=0.0)
+    assert plain.test_accuracy == finetune(target, train.task, test.task, recipe)[0]
+    taught = distill.distill(target, soft, train.task, recipe, test.task, alpha=0.9)
+    assert taught.losses["cross_entropy"][0] == plain.losses["cross_entropy"][0] and min(taught.losses["distill"]) > 0
 
 
 @pytest.fixture(scope="module")

@@ -231,7 +231,8 @@ def test_a_changed_graph_weight_is_refused(tmp_path):
 @pytest.mark.parametrize("name", ["mobileface", "ppocrv4_det"])
 def test_graph_members_fine_tune_with_the_benchmarks_recipe(tiny_bench, name):
     train, test = bm.task_parts(tiny_bench.config.tasks[0], tiny_bench.config)
-    accuracy, size, device = finetune(ENTRIES[name], train, test, bm.FinetuneRecipe(steps=2, max_input_size=0))
+    recipe = bm.FinetuneRecipe(steps=2, max_input_size=0)
+    accuracy, size, device = finetune(ENTRIES[name], train.task, test.task, recipe)
     assert 0 <= accuracy <= 100 and size == ENTRIES[name].input_size and device == "cpu"
 
 

@@ -2,17 +2,23 @@
 
 As the authors' released code (thuml/LogME, ``b_tuning.py``) runs it: every model, the target and each teacher k,
 gets LogME's posterior mean weights W_k ``[C, D_k]`` on the training data (its features F_k predict the one-hot
-labels as F_k W_k^T); teachers are weighted by pi = softmax(LogME score / T) with T = 0.1; the loss is cross-entropy
-+ lambda x MSE(F_target W_target^T, sum_k pi_k F_k W_k^T) with lambda = 100, W_target fixed (from the target's
-pre-trained features) and the teachers frozen.
+labels as F_k W_k^T); teachers are weighted by pi = softmax(LogME score / T); the loss is cross-entropy
++ lambda x MSE(F_target W_target^T, sum_k pi_k F_k W_k^T) with W_target fixed and the teachers frozen.
 
-Everything else is the benchmark's ``finetune`` recipe exactly (``ranker.tune.finetune.finetune``: seed, input size,
-AdamW, cosine schedule, steps, batches): with lambda = 0 a run reproduces it bit for bit on the CPU. Every model
-sees the images as that recipe feeds them (min(native, ``max_input_size``) px, its own normalization), so the
-teachers see what the target trains on, and a target that is its own teacher starts with a zero teachers' term.
-The recipe has no augmentation, so a frozen teacher's output per image never changes: the teachers' mapped
-features are computed once, from the cached frozen features (``ranker.tasks.features``), and ride along in the
-training batches.
+Two things differ from the reference, both because they decide whether the teachers' term says anything
+(docs/btuning.md has the measurements):
+- each teacher's mapped features are cross-fitted: an image's F_k W_k^T uses weights fitted on the other folds
+  (``FOLDS``, whole ``groups`` at a time), so a teacher whose features can memorize the labels (N near or below D)
+  passes on what it predicts for unseen images, not the labels back;
+- W_target is fitted on the target's features as the training step computes them (batch norm in train mode, batches
+  of the recipe's size), so the term starts at the teachers' disagreement with the target, not at the gap between
+  batch and running statistics.
+
+Everything else is the benchmark's ``finetune`` recipe exactly (``ranker.tune.finetune``: seed, input size, AdamW,
+cosine schedule, steps, batches): with lambda = 0 a run reproduces plain fine-tuning bit for bit on the CPU. Every
+model sees the images as that recipe feeds it (its ``input_sizes`` entry may give a teacher its native size). A
+frozen teacher's output per image never changes, so the teachers' mapped features are computed once, from the
+cached frozen features (``ranker.tasks.features``), and ride along in the training batches.
 
 Example:
     >>> teaching = teach(zoo.get_entry("tiny_resnet_fmnist"), [zoo.get_entry("tiny_byobnet_mixed")], train, recipe)
@@ -28,20 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from ranker.tasks import features
 from ranker.tasks.benchmark import FinetuneRecipe
 from ranker.tasks.datasets import Task
 from ranker.transfer.logme import posterior_weights
-from ranker.tune.finetune import FinetuneModule, accuracy, images, recipe_entry
+from ranker.tune.finetune import FinetuneModule, accuracy, fit, images, recipe_entry
 from ranker.zoo import manifest as zoo
 
 TEMPERATURE = 0.1  # of the softmax over the teachers' LogME scores (the authors' --temperature)
 TRADEOFF = 100.0  # lambda, the weight of the teachers' term (the authors' --tradeoff)
+FOLDS = 5  # of the cross-fitted teachers' mapped features
 
 
 @dataclass
@@ -50,10 +57,10 @@ class Teaching:
 
     teachers: list[str]  # zoo names, in the order of ``evidence`` and ``pi``
     evidence: list[float]  # each teacher's LogME score on the training data
-    pi: list[float]  # softmax(evidence / TEMPERATURE)
-    target_evidence: float  # the target's own LogME score
-    target_weights: torch.Tensor  # [C, D] the target's posterior mean weights (float32), fixed during training
-    targets: torch.Tensor  # [N, C] sum_k pi_k F_k W_k^T of every training image, in task order (float32)
+    pi: list[float]  # softmax(evidence / temperature)
+    target_evidence: float  # the target's own LogME score (on its frozen, eval-mode features)
+    target_weights: torch.Tensor  # [C, D] the target's posterior mean weights on train-mode features (float32)
+    targets: torch.Tensor  # [N, C] sum_k pi_k F_k W_k^T of every training image, cross-fitted, task order (float32)
     seconds: float  # to load the models, extract (or read cached) features and fit LogME
 
 
@@ -73,30 +80,73 @@ def teacher_pi(evidence: Sequence[float], temperature: float = TEMPERATURE) -> t
     return torch.softmax(torch.as_tensor(evidence, dtype=torch.float64) / temperature, dim=0)
 
 
-def fit_logme(entry: zoo.ZooEntry, train: Task, recipe: FinetuneRecipe, cache_dir: str | Path | None = None
-              ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """A zoo member's LogME score, posterior mean weights ``[C, D]`` and frozen features ``[N, D]`` (float64) on
-    ``train`` at the recipe's input size; the features come from the on-disk cache when present."""
+def frozen_features(entry: zoo.ZooEntry, train: Task, recipe: FinetuneRecipe, cache_dir: str | Path | None = None
+                    ) -> torch.Tensor:
+    """A zoo member's frozen (eval-mode) features ``[N, D]`` (float64) of ``train`` at the recipe's input size, from
+    the on-disk cache when present."""
     extractor = zoo.load_extractor(recipe_entry(entry, recipe))
-    feats = features.extract(extractor, train, cache_dir=cache_dir, progress=False).double()
-    score, weights = posterior_weights(feats, torch.as_tensor(train.labels))
-    return score, weights, feats
+    return features.extract(extractor, train, cache_dir=cache_dir, progress=False).double()
+
+
+def fold_ids(groups: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """Fold ``[N]`` (0..folds-1) of every image: whole groups go to one fold, round robin in order of first sight."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # group rank by first occurrence
+    return order[inverse] % folds
+
+
+def crossfit_mapped(feats: torch.Tensor, labels: np.ndarray, groups: np.ndarray, folds: int = FOLDS
+                    ) -> torch.Tensor:
+    """Out-of-fold label-space predictions ``[N, C]``: row i is F_i W^T with W the LogME posterior mean weights
+    fitted on every fold but i's (``fold_ids``). A fold missing a class gets that class's weight row as zeros."""
+    num_classes = int(labels.max()) + 1
+    fold = fold_ids(groups, folds)
+    out = torch.zeros(len(labels), num_classes, dtype=feats.dtype)
+    for f in range(folds):
+        held, kept = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        present = np.unique(labels[kept])
+        weights = torch.zeros(num_classes, feats.shape[1], dtype=feats.dtype)
+        weights[torch.as_tensor(present)] = posterior_weights(feats[kept], labels[kept])[1]
+        out[held] = feats[held] @ weights.T
+    return out
+
+
+def train_mode_features(entry: zoo.ZooEntry, train: Task, recipe: FinetuneRecipe) -> torch.Tensor:
+    """The target's features ``[N, D]`` (float64, task order) as a training step computes them before any update:
+    the trunk in train mode (batch statistics) on the recipe's batches of a seeded shuffle, no gradients."""
+    sized = recipe_entry(entry, recipe)
+    module = FinetuneModule(zoo.load_extractor(entry), train.num_classes, recipe)  # a copy of its own: BN stats move
+    x = images(train, zoo.entry_transform(sized))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed))
+    out = torch.empty(len(x), entry.feature_dim, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in order.split(min(recipe.batch_size, len(x))):
+            out[batch] = module.features(x[batch]).double()
+    return out
 
 
 def teach(target: zoo.ZooEntry, teachers: Sequence[zoo.ZooEntry], train: Task, recipe: FinetuneRecipe,
-          cache_dir: str | Path | None = None) -> Teaching:
+          cache_dir: str | Path | None = None, temperature: float = TEMPERATURE,
+          groups: np.ndarray | None = None) -> Teaching:
     """LogME fits of the target and the teachers on ``train``: the target's fixed weights, pi and the pi-weighted
-    teachers' mapped features of every training image."""
+    teachers' cross-fitted mapped features of every training image.
+
+    Args:
+        groups: ``[N]`` ids of images that must share a fold (augmented copies of one image); None: every image
+            its own.
+    """
     if not teachers:
         raise ValueError("B-Tuning needs at least one teacher; name one, or fine-tune without teachers")
     start = time.perf_counter()
-    target_evidence, target_weights, _ = fit_logme(target, train, recipe, cache_dir)
+    groups = np.arange(len(train)) if groups is None else np.asarray(groups)
+    target_evidence = posterior_weights(frozen_features(target, train, recipe, cache_dir), train.labels)[0]
+    target_weights = posterior_weights(train_mode_features(target, train, recipe), train.labels)[1]
     evidence, mapped = [], []
     for entry in teachers:
-        score, weights, feats = fit_logme(entry, train, recipe, cache_dir)
-        evidence.append(score)
-        mapped.append(feats @ weights.T)
-    pi = teacher_pi(evidence)
+        feats = frozen_features(entry, train, recipe, cache_dir)
+        evidence.append(posterior_weights(feats, train.labels)[0])
+        mapped.append(crossfit_mapped(feats, train.labels, groups))
+    pi = teacher_pi(evidence, temperature)
     targets = sum(p * m for p, m in zip(pi, mapped, strict=True))
     return Teaching([e.name for e in teachers], evidence, pi.tolist(), target_evidence, target_weights.float(),
                     targets.float(), time.perf_counter() - start)
@@ -155,17 +205,9 @@ def tune(target: zoo.ZooEntry, teaching: Teaching, train: Task, recipe: Finetune
     """
     start = time.perf_counter()
     L.seed_everything(recipe.seed, workers=True, verbose=False)
-    sized = recipe_entry(target, recipe)
-    extractor = zoo.load_extractor(target)
-    transform = zoo.entry_transform(sized)
-    module = BTuningModule(extractor, train.num_classes, recipe, teaching.target_weights, tradeoff)
-    data = TensorDataset(images(train, transform), torch.as_tensor(train.labels), teaching.targets)
-    trainer = L.Trainer(
-        max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, deterministic="warn",
-        callbacks=[_StepBar(recipe.steps, f"B-Tuning {target.name}")] if progress else [],
-    )
-    trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
-    device = trainer.strategy.root_device
+    transform = zoo.entry_transform(sized := recipe_entry(target, recipe))
+    module = BTuningModule(zoo.load_extractor(target), train.num_classes, recipe, teaching.target_weights, tradeoff)
+    bar = [_StepBar(recipe.steps, f"B-Tuning {target.name}")] if progress else []
+    device = fit(module, train, transform, recipe, teaching.targets, bar)
     test_accuracy = None if test is None else accuracy(module, test, transform, device)
     return Tuned(module.eval(), sized.input_size, module.losses, test_accuracy, time.perf_counter() - start)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -84,21 +84,32 @@ def accuracy(module: FinetuneModule, test: Task, transform: Callable, device: to
     return 100.0 * correct / len(test)
 
 
-def finetune(entry: zoo.ZooEntry, train: bm.TaskPart, test: bm.TaskPart,
-             recipe: bm.FinetuneRecipe) -> tuple[float, int, str]:
-    """Fine-tunes one zoo member on ``train``; returns (held-out accuracy in percent, input size, device)."""
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    sized = recipe_entry(entry, recipe)
-    extractor = zoo.load_extractor(entry)
-    transform = zoo.entry_transform(sized)
-    module = FinetuneModule(extractor, len(train.class_names), recipe)
-    data = TensorDataset(images(train.task, transform), torch.as_tensor(train.labels))
-    with quiet_lightning():  # one Trainer per pair: a history build would print its lines for every pair
+def fit(module: FinetuneModule, train: Task, transform: Callable, recipe: bm.FinetuneRecipe,
+        extra: torch.Tensor | None = None, callbacks: Sequence[L.Callback] = ()) -> torch.device:
+    """Trains ``module`` on ``train`` for the recipe's steps (seed first: the head and the batches draw from it);
+    batches are (images, labels) or, with ``extra`` ``[N, ...]``, (images, labels, the images' rows of it).
+
+    Returns:
+        The device it trained on.
+    """
+    tensors = [images(train, transform), torch.as_tensor(train.labels)] + ([] if extra is None else [extra])
+    data = TensorDataset(*tensors)
+    with quiet_lightning():  # one Trainer per run: a history build would print its lines for every pair
         trainer = L.Trainer(
             max_steps=recipe.steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             deterministic="warn",  # bit-reproducible on the CPU; on CUDA, ops without deterministic kernels only warn
+            callbacks=list(callbacks),
         )
         trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
-    device = trainer.strategy.root_device
-    return accuracy(module, test.task, transform, device), sized.input_size, str(device)
+    return trainer.strategy.root_device
+
+
+def finetune(entry: zoo.ZooEntry, train: Task, test: Task, recipe: bm.FinetuneRecipe) -> tuple[float, int, str]:
+    """Fine-tunes one zoo member on ``train``; returns (accuracy on ``test`` in percent, input size, device)."""
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    sized = recipe_entry(entry, recipe)
+    transform = zoo.entry_transform(sized)
+    module = FinetuneModule(zoo.load_extractor(entry), train.num_classes, recipe)
+    device = fit(module, train, transform, recipe)
+    return accuracy(module, test, transform, device), sized.input_size, str(device)
