@@ -57,7 +57,7 @@ POOL = ("dinov2_vits14", "efficientnet_lite0", "efficientnet_lite3_int8", "mobil
         "mobilenetv2_100_coco_ssd", "faceres")
 K = 3
 RECIPE = bm.FinetuneRecipe(
-    name="btuning-paper-v1", steps=200, batch_size=16, lr=2e-4, head_lr_mult=10.0, weight_decay=0.01,
+    name="btuning-paper-v1", steps=btuning.STEPS, batch_size=16, lr=2e-4, head_lr_mult=10.0, weight_decay=0.01,
     max_input_size=128, input_sizes={"dinov2_vits14": 98, "mobilenetv2_100_dogs": 160, "mobilenetv2_100_coco_ssd": 160},
 )
 AUGMENTED_SIZE = 160  # px of the augmented copies (the largest size a pool member reads)
@@ -66,7 +66,9 @@ GRID = {"plain": [{}], "kd": [{"alpha": 0.5}, {"alpha": 0.9}],
         "btuning": [{"lambda": 1.0, "T": 0.1}, {"lambda": 10.0, "T": 0.1}, {"lambda": 100.0, "T": 0.1},
                     {"lambda": 10.0, "T": 1.0}]}
 """The settings tried on the training tasks; lambda 100 and T 0.1 are the authors'."""
-SEEDS = {"train": (0,), "test": (0, 1, 2)}
+SEEDS = {"train": (0,), "test": (0, 1, 2), "curve": (0, 1)}
+CURVE = (10, 50)
+"""Training images per class of the curve (``--role curve``): the test tasks used as they are, subsampled."""
 COLUMNS = ("role", "task", "seed", "method", "setting", "accuracy", "seconds", "teach_s", "first_ce", "first_term",
            "n_train", "n_test", "teachers", "pi")
 DIAGNOSTICS = ("task", "model", "n", "d", "logme", "mapped_acc_insample", "mapped_acc_crossfit", "first_mse_eval_w",
@@ -136,10 +138,16 @@ def augmented(part: datasets.Task, copies: int, seed: int) -> tuple[datasets.Tas
                           images=np.stack(pixels)), source)
 
 
-def materialize(task: PaperTask) -> tuple[datasets.Task, datasets.Task, np.ndarray]:
-    """(training images, held-out images, cross-fitting groups ``[N]``) of a task."""
+def materialize(task: PaperTask, per_class: int | None = None) -> tuple[datasets.Task, datasets.Task, np.ndarray]:
+    """(training images, held-out images, cross-fitting groups ``[N]``) of a task; with ``per_class`` (tasks used as
+    they are), a seeded draw of that many of its training images per class, the held-out part unchanged."""
     config = bm.BenchmarkConfig(name="btuning", manifest=MANIFEST, general_encoder=TARGET, pool_per_class=0)
     train, test = bm.task_parts(task.spec, config)
+    if per_class is not None:
+        rng = np.random.default_rng(0)
+        keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(train.labels == c), per_class, replace=False)
+                                       for c in range(len(train.class_names))]))
+        return train.task.subset(keep, f"n{per_class}"), test.task, np.arange(len(keep))
     if not task.augment:
         return train.task, test.task, np.arange(len(train.indices))
     copies = math.ceil(MIN_TRAIN / len(train.indices))
@@ -206,22 +214,30 @@ def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     write_atomic(path, buffer.getvalue().encode())
 
 
+def units(role: str) -> list[tuple[str, PaperTask, int | None]]:
+    """(row task id, task, training images per class or None) of every task a role measures."""
+    if role == "curve":
+        return [(f"{t.spec.id}@{n}", t, n) for t in tasks() if t.role == "test" and not t.augment for n in CURVE]
+    return [(t.spec.id, t, None) for t in tasks() if t.role == role]
+
+
 def run(role: str, shard: tuple[int, int]) -> None:
     """Measures this shard's missing runs of ``role``, writing rows as they end."""
     entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
     settings = GRID if role == "train" else chosen_settings()
+    if role == "curve":
+        settings = {"plain": [{}], "btuning": settings["btuning"]}
     done = {(r["task"], r["seed"], r["method"], r["setting"]) for r in read_rows(f"{role}-*.csv")}
     path = OUT / f"{role}-{shard[0]}of{shard[1]}.csv"
     rows = read_rows(path.name)
     diag_path = OUT / f"diagnostics-{role}-{shard[0]}of{shard[1]}.csv"
     diag = read_rows(diag_path.name)
-    mine = [t for t in tasks() if t.role == role][shard[0]::shard[1]]
-    for task in mine:
+    for task_id, task, per_class in units(role)[shard[0]::shard[1]]:
         todo = [(seed, method, params) for seed in SEEDS[role] for method, grid in settings.items() for params in grid
-                if (task.spec.id, str(seed), method, setting_name(params)) not in done]
+                if (task_id, str(seed), method, setting_name(params)) not in done]
         if not todo:
             continue
-        train, test, groups = materialize(task)
+        train, test, groups = materialize(task, per_class)
         scores = {m: posterior_weights(btuning.frozen_features(entries[m], train, RECIPE), train.labels)[0]
                   for m in POOL}
         teachers = [entries[m] for m in sorted(scores, key=scores.get, reverse=True)[:K]]
@@ -232,8 +248,8 @@ def run(role: str, shard: tuple[int, int]) -> None:
             if temperature not in teachings:
                 teachings[temperature] = btuning.teach(entries[TARGET], teachers, train, RECIPE,
                                                        temperature=temperature, groups=groups)
-                if not any(d["task"] == task.spec.id for d in diag):
-                    diag += diagnostics(task.spec.id, entries, train, groups, teachings[temperature])
+                if not any(d["task"] == task_id for d in diag):
+                    diag += diagnostics(task_id, entries, train, groups, teachings[temperature])
                     write_csv(diag, diag_path, DIAGNOSTICS)
             teaching = teachings[temperature]
             first_ce = first_term = ""
@@ -250,13 +266,13 @@ def run(role: str, shard: tuple[int, int]) -> None:
                 result = btuning.tune(entries[TARGET], teaching, train, recipe, test, params["lambda"])
                 accuracy, seconds, teach_s = result.test_accuracy, result.seconds, teaching.seconds
                 first_ce, first_term = result.losses["cross_entropy"][0], result.losses["teachers"][0]
-            rows.append({"role": role, "task": task.spec.id, "seed": seed, "method": method,
+            rows.append({"role": role, "task": task_id, "seed": seed, "method": method,
                          "setting": setting_name(params), "accuracy": round(accuracy, 3), "seconds": round(seconds, 1),
                          "teach_s": round(teach_s, 1), "first_ce": first_ce, "first_term": first_term,
                          "n_train": len(train), "n_test": len(test), "teachers": " ".join(t.name for t in teachers),
                          "pi": " ".join(f"{p:.3f}" for p in teaching.pi)})
             write_csv(rows, path, COLUMNS)
-            print(f"{task.spec.id:12s} seed {seed} {method:8s} {setting_name(params):18s} {accuracy:5.1f}%  "
+            print(f"{task_id:12s} seed {seed} {method:8s} {setting_name(params):18s} {accuracy:5.1f}%  "
                   f"{seconds:5.0f} s", flush=True)
 
 
@@ -322,6 +338,54 @@ def diagnostics_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def curve_points(curve: list[dict], test: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Per task used as it is: (training images per class, B-Tuning's gain over plain, seeds averaged), smallest
+    first; the full task's point comes from the test rows."""
+    points: dict[str, list[tuple[int, float]]] = {}
+    for rows in (curve, test):
+        plain = {(r["task"], r["seed"]): float(r["accuracy"]) for r in rows if r["method"] == "plain"}
+        for task_id in dict.fromkeys(r["task"] for r in rows):
+            base = task_id.partition("@")[0]
+            task = next(t for t in tasks() if t.spec.id == base)
+            mine = [r for r in rows
+                    if r["task"] == task_id and r["method"] == "btuning" and (task_id, r["seed"]) in plain]
+            if mine and not task.augment:
+                gain = np.mean([float(r["accuracy"]) - plain[task_id, r["seed"]] for r in mine])
+                points.setdefault(base, []).append((int(mine[0]["n_train"]) // len(task.spec.classes), gain))
+    return {k: sorted(v) for k, v in points.items()}
+
+
+def curve_plot(points: dict[str, list[tuple[int, float]]]) -> bytes:
+    """curve.png: B-Tuning's gain against training images per class, one line per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for task_id, pts in points.items():
+        ax.plot([n for n, _ in pts], [g for _, g in pts], marker="o", label=task_id)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images per class")
+    ax.set_ylabel("B-Tuning - plain (points)")
+    ax.set_title(f"B-Tuning {setting_name(chosen_settings()['btuning'][0])}, {TARGET}, {RECIPE.steps} steps",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def curve_table(points: dict[str, list[tuple[int, float]]]) -> list[str]:
+    lines = ["| task | B-Tuning - plain, points, at training images per class |", "|---|---|"]
+    for task_id, pts in points.items():
+        lines.append(f"| {task_id} | " + ", ".join(f"{n}: {g:+.2f}" for n, g in pts) + " |")
+    return lines
+
+
 def report() -> str:
     """REPORT.md: the grid on the training tasks, the chosen settings on the test tasks, the diagnostics."""
     out = ["# B-Tuning in the paper's regime", "",
@@ -330,9 +394,21 @@ def report() -> str:
            "## Training tasks: the settings tried (seed 0)", "", *selection_table(read_rows("train-*.csv")), "",
            "## Test tasks: the chosen settings against plain fine-tuning", "",
            *gain_table(read_rows("test-*.csv")), "",
+           *_curve_section(),
            "## Does the teachers' term carry information? (per task and teacher)", "",
            *diagnostics_table(read_rows("diagnostics-*.csv")), ""]
     return "\n".join(out)
+
+
+def _curve_section() -> list[str]:
+    """The curve's table (and curve.png) once ``--role curve`` has rows; nothing before."""
+    curve = read_rows("curve-*.csv")
+    if not curve:
+        return []
+    points = curve_points(curve, read_rows("test-*.csv"))
+    write_atomic(OUT / "curve.png", curve_plot(points))
+    return ["## B-Tuning's gain against training images per class (tasks used as they are; seeds 0-1, full: 0-2)", "",
+            *curve_table(points), "", "![gain against images per class](curve.png)", ""]
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -344,7 +420,8 @@ def _shard(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=["train", "test"], help="measure this role's runs")
+    parser.add_argument("--role", choices=["train", "test", "curve"],
+                        help="measure this role's runs (curve: the test tasks used as they are, at fewer images)")
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: every n-th task from the i-th")
     parser.add_argument("--report", action="store_true", help="write REPORT.md from the CSVs")
     args = parser.parse_args()
