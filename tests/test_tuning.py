@@ -13,6 +13,7 @@ from conftest import help_output_and_heavy_imports
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from benchmarks import btuning as study
 from ranker import transfer
 from ranker.serve import export
 from ranker.tasks import benchmark as bm
@@ -64,7 +65,25 @@ def test_pi_is_the_softmax_of_evidence_over_the_temperature() -> None:
     evidence = [0.21, 0.05, 0.18]
     expected = np.exp(np.array(evidence) / 0.1) / np.exp(np.array(evidence) / 0.1).sum()
     np.testing.assert_allclose(btuning.teacher_pi(evidence).numpy(), expected, rtol=1e-12)
-    assert btuning.TEMPERATURE == 0.1 and btuning.TRADEOFF == 100.0  # the authors' b_tuning.py defaults
+
+
+def test_the_commands_lambda_and_temperature_are_what_won_on_the_training_tasks() -> None:
+    assert study.chosen_settings()["btuning"] == [{"lambda": btuning.TRADEOFF, "T": btuning.TEMPERATURE}]
+    assert study.RECIPE.steps == btuning.STEPS
+
+
+def test_the_studys_tasks_are_in_the_papers_regime() -> None:
+    """500+ training images each, copies of one image in one group, held-out images never augmented, and the test
+    tasks' classes new: no (dataset, class) of a test task is in a training task."""
+    seen = {"train": set(), "test": set()}
+    for task in study.tasks():
+        train, test, groups = study.materialize(task)
+        assert len(train) >= study.MIN_TRAIN and len(groups) == len(train)
+        for g in np.unique(groups):
+            assert len(set(train.labels[groups == g])) == 1
+        assert len(test) >= 89 and (not task.augment or len(np.unique(groups)) < len(train))
+        seen[task.role] |= {(task.spec.dataset, c) for c in task.spec.classes}
+    assert len([t for t in study.tasks() if t.role == "test"]) >= 8 and not seen["train"] & seen["test"]
 
 
 @pytest.fixture
@@ -199,6 +218,7 @@ def test_command_ranks_tunes_and_writes_the_model_json_and_plot(digits_npz, tmp_
     assert result["classes"] == ["one", "four", "seven"] and result["n_train"] == 36 and result["n_test"] == 30
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "held-out accuracy" in capsys.readouterr().out
+    assert result["recipe"]["steps"] == btuning.STEPS and result["tradeoff"] == btuning.TRADEOFF
 
     # the saved tensors are the tuned model: loaded into the benchmark's FinetuneModule they score the same
     entry = zoo.get_entry(result["target"])

@@ -3,7 +3,12 @@
 The ranking is rank.py's (``ranker.serve.pipeline.Pipeline`` with the exported checkpoint, re-ranking included);
 the target is its top-1 (or ``--target``; or the best model not among ``--teachers``), the teachers the next K (or
 ``--teachers``; with both named nothing is ranked). Training is the fine-tuning recipe of the checkpoint's benchmark
-(``data/benchmarks/<name>/benchmark.yaml``) plus B-Tuning's teachers' term (ranker/tune/btuning.py).
+(``data/benchmarks/<name>/benchmark.yaml``: input sizes, AdamW, batch size) run for ``btuning.STEPS`` steps, plus
+B-Tuning's teachers' term with the lambda and temperature chosen on training tasks (ranker/tune/btuning.py).
+
+When to use it: several hundred training images or more, and teachers stronger than the model you will deploy (a
+small target, larger teachers); that is where it was measured (docs/btuning.md). When not: to pick the best model
+(that is rank.py), or when the target is already the strongest model, since the teachers then have little to add.
 
 Examples:
     python -m ranker.tune --data path/to/imagefolder --test path/to/heldout_folder --out runs/tuned
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     import time
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from safetensors.torch import save
 
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--test has classes {list(test.class_names)[:5]}, --data {list(train.class_names)[:5]}; "
                              "give both the same classes")
         exported = export.load(args.checkpoint, args.manifest)
-        recipe = bm.load_benchmark(exported.config.run.data.benchmark).config.finetune
+        recipe = replace(bm.load_benchmark(exported.config.run.data.benchmark).config.finetune, steps=btuning.STEPS)
         start = time.perf_counter()
         ranking = None
         if args.target is None or args.teachers is None:
