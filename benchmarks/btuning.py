@@ -386,6 +386,21 @@ def curve_table(points: dict[str, list[tuple[int, float]]]) -> list[str]:
     return lines
 
 
+def strength_table(rows: list[dict], diag: list[dict]) -> list[str]:
+    """Per test task: are the teachers stronger than the target? Their best cross-fitted accuracy on the training
+    images against the target's plain fine-tuned held-out accuracy, beside each method's gain."""
+    lines = ["| task | plain acc (held-out) | teachers' best cross-fitted acc (training images) | KD gain | "
+             "B-Tuning gain |", "|---|---|---|---|---|"]
+    for task_id in dict.fromkeys(r["task"] for r in rows):
+        acc = {m: np.mean([float(r["accuracy"]) for r in rows if r["task"] == task_id and r["method"] == m])
+               for m in ("plain", "kd", "btuning")}
+        teachers = [100 * float(d["mapped_acc_crossfit"]) for d in diag if d["task"] == task_id]
+        best = f"{max(teachers):.1f}" if teachers else ""
+        lines.append(f"| {task_id} | {acc['plain']:.1f} | {best} | {acc['kd'] - acc['plain']:+.2f} | "
+                     f"{acc['btuning'] - acc['plain']:+.2f} |")
+    return lines
+
+
 def report() -> str:
     """REPORT.md: the grid on the training tasks, the chosen settings on the test tasks, the diagnostics."""
     out = ["# B-Tuning in the paper's regime", "",
@@ -394,6 +409,8 @@ def report() -> str:
            "## Training tasks: the settings tried (seed 0)", "", *selection_table(read_rows("train-*.csv")), "",
            "## Test tasks: the chosen settings against plain fine-tuning", "",
            *gain_table(read_rows("test-*.csv")), "",
+           "Per task (seeds averaged):", "", *strength_table(read_rows("test-*.csv"), read_rows("diagnostics-*.csv")),
+           "",
            *_curve_section(),
            "## Does the teachers' term carry information? (per task and teacher)", "",
            *diagnostics_table(read_rows("diagnostics-*.csv")), ""]
