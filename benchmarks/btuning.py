@@ -1,11 +1,13 @@
 """B-Tuning in its paper's regime: a weak deployable target, stronger teachers, hundreds of images, hundreds of steps.
 
-Target MobileNetV2 (ImageNet) at 128 px; teachers the K = 3 members of ``POOL`` (DINOv2, the other ImageNet and
-ImageNet-derived members, the face model) with the highest LogME on the task's training part, each at the v3
-recipe's size for it. Three methods on the same images, seeds and recipe (``RECIPE``: AdamW, cosine, 200 steps of
-16, ``ranker.tune.finetune``): plain fine-tuning; knowledge distillation from the teachers' cross-fitted linear
-probes (``ranker.tune.distill``); B-Tuning (``ranker.tune.btuning``: cross-fitted mapped features, the target's
-weights on train-mode features).
+Target MobileNetV2 (ImageNet) at 128 px. Two teacher sets (``--teachers``): ``top3``, the K = 3 members of ``POOL``
+(DINOv2, the other ImageNet and ImageNet-derived members, the face model) with the highest LogME on the task's
+training part, each at the v3 recipe's size for it (the paper's "rank, then tune"); ``dinov2``, DINOv2 ViT-S/14
+alone at its native 224 px (``STRONG``: the pool's largest pre-training, unhandicapped, whether or not LogME ranks it
+first; the report measures whether it is the stronger predictor). Three methods on the same images, seeds and recipe
+(``RECIPE``: AdamW, cosine, 200 steps of 16, ``ranker.tune.finetune``): plain fine-tuning; knowledge distillation
+from the teachers' cross-fitted linear probes (``ranker.tune.distill``); B-Tuning (``ranker.tune.btuning``:
+cross-fitted mapped features, the target's weights on train-mode features).
 
 Tasks (``TASKS``) have 500-700 training images: Fashion-MNIST, Animal-MNIST and digits as they are; the colour
 sources (Tux Paint, OpenMoji, Open Clip Art) and the LFW faces, which have a few hundred images, as augmented
@@ -18,9 +20,11 @@ choices are then measured on the ``test`` tasks, which are new in their classes.
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --role train --shard 1/2
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 0/2 &    # the chosen settings, seeds 0-2
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 1/2
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --teachers dinov2 --role train   # then --role test: DINOv2 alone
     python benchmarks/btuning.py --report      # both roles' tables from the CSVs, into benchmarks/btuning/REPORT.md
 
-Rows go to ``benchmarks/btuning/<role>-<i>of<n>.csv`` as each run ends; a run already in any CSV of the role is
+Rows go to ``benchmarks/btuning/<role>-<i>of<n>.csv`` (``dinov2-<role>-...`` for that teacher set; its plain rows
+are the ``top3`` files') as each run ends; a run already in any CSV of the role is
 skipped, so a stopped run resumes. ``diagnostics.csv`` holds, per task and teacher, what says whether the teachers'
 term carries information: N and D, LogME, the mapped features' label accuracy in-sample and cross-fitted, and the
 teachers' MSE at the first step with the target's weights fitted on eval-mode against train-mode features.
@@ -42,12 +46,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from data.build_history import linear_probe, shard_arg
 from ranker.files import write_atomic
 from ranker.tasks import benchmark as bm
 from ranker.tasks import datasets, loaders
 from ranker.transfer.logme import posterior_weights
 from ranker.tune import btuning, distill
-from ranker.tune.finetune import finetune
+from ranker.tune.finetune import finetune, recipe_entry
 from ranker.zoo import manifest as zoo
 
 OUT = Path(__file__).with_name("btuning")
@@ -60,17 +65,36 @@ RECIPE = bm.FinetuneRecipe(
     name="btuning-paper-v1", steps=btuning.STEPS, batch_size=16, lr=2e-4, head_lr_mult=10.0, weight_decay=0.01,
     max_input_size=128, input_sizes={"dinov2_vits14": 98, "mobilenetv2_100_dogs": 160, "mobilenetv2_100_coco_ssd": 160},
 )
+STRONG = dataclasses.replace(RECIPE, input_sizes={**RECIPE.input_sizes, "dinov2_vits14": 224})
+"""The ``dinov2`` set's teacher recipe: DINOv2 at its native size (the target's size and training are RECIPE's)."""
 AUGMENTED_SIZE = 160  # px of the augmented copies (the largest size a pool member reads)
 MIN_TRAIN = 500  # augmented tasks get enough copies of each training image to reach this many
 GRID = {"plain": [{}], "kd": [{"alpha": 0.5}, {"alpha": 0.9}],
         "btuning": [{"lambda": 1.0, "T": 0.1}, {"lambda": 10.0, "T": 0.1}, {"lambda": 100.0, "T": 0.1},
                     {"lambda": 10.0, "T": 1.0}]}
 """The settings tried on the training tasks; lambda 100 and T 0.1 are the authors'."""
+TEACHER_SETS = ("top3", "dinov2")
+"""``--teachers``: LogME's top K of POOL, or DINOv2 alone at 224 px (K = 1: pi = 1, so T plays no part)."""
+
+
+def grid(teachers: str) -> dict[str, list[dict]]:
+    """The settings a teacher set tries on the training tasks: GRID, less the temperatures other than the default
+    for the one-teacher set."""
+    if teachers == "top3":
+        return GRID
+    return {m: [p for p in g if p.get("T", btuning.TEMPERATURE) == btuning.TEMPERATURE] for m, g in GRID.items()}
+
+
+def prefix(teachers: str) -> str:
+    """The teacher set's CSV name prefix ("" for top3, whose files came first)."""
+    return "" if teachers == "top3" else f"{teachers}-"
+
 SEEDS = {"train": (0,), "test": (0, 1, 2), "curve": (0, 1)}
 CURVE = (10, 50)
 """Training images per class of the curve (``--role curve``): the test tasks used as they are, subsampled."""
 COLUMNS = ("role", "task", "seed", "method", "setting", "accuracy", "seconds", "teach_s", "first_ce", "first_term",
            "n_train", "n_test", "teachers", "pi")
+PROBES = ("task", "model", "input_size", "n_train", "n_test", "mapped_acc_heldout", "probe_acc_heldout")
 DIAGNOSTICS = ("task", "model", "n", "d", "logme", "mapped_acc_insample", "mapped_acc_crossfit", "first_mse_eval_w",
                "first_mse_train_w")
 
@@ -156,7 +180,7 @@ def materialize(task: PaperTask, per_class: int | None = None) -> tuple[datasets
 
 
 def diagnostics(task_id: str, entries: dict[str, zoo.ZooEntry], train: datasets.Task, groups: np.ndarray,
-                teaching: btuning.Teaching) -> list[dict]:
+                teaching: btuning.Teaching, teacher_recipe: bm.FinetuneRecipe) -> list[dict]:
     """Per teacher: does its mapped output carry more than the labels? And the first-step MSE of the target's
     weights fitted on eval-mode against train-mode features (the teachers' pi-weighted targets)."""
     target = entries[TARGET]
@@ -168,7 +192,7 @@ def diagnostics(task_id: str, entries: dict[str, zoo.ZooEntry], train: datasets.
            for name, w in (("eval", w_eval), ("train", w_train))}
     rows = []
     for name in teaching.teachers:
-        feats = btuning.frozen_features(entries[name], train, RECIPE)
+        feats = btuning.frozen_features(entries[name], train, teacher_recipe)
         score, weights = posterior_weights(feats, train.labels)
         crossfit = btuning.crossfit_mapped(feats, train.labels, groups)
         rows.append({"task": task_id, "model": name, "n": len(train), "d": feats.shape[1], "logme": round(score, 4),
@@ -176,6 +200,40 @@ def diagnostics(task_id: str, entries: dict[str, zoo.ZooEntry], train: datasets.
                      "mapped_acc_crossfit": float((crossfit.argmax(1) == labels).double().mean()),
                      "first_mse_eval_w": mse["eval"], "first_mse_train_w": mse["train"]})
     return rows
+
+
+def probe_rows(task_id: str, task: PaperTask, entries: dict[str, zoo.ZooEntry], teachers: list[str]) -> list[dict]:
+    """How strong each model is on the held-out part with frozen features: the target, ``teachers`` at RECIPE's
+    sizes and DINOv2 at STRONG's, each fitted on the training images; B-Tuning's mapping (LogME posterior weights,
+    argmax of the mapped features) and KD's (the logistic probe ``data.build_history.linear_probe``)."""
+    train, test, _ = materialize(task)
+    rows = []
+    for name, recipe in [(m, RECIPE) for m in dict.fromkeys([TARGET, *teachers])] + [("dinov2_vits14", STRONG)]:
+        sized = recipe_entry(entries[name], recipe)
+        f_train, f_test = (btuning.frozen_features(entries[name], part, recipe) for part in (train, test))
+        weights = posterior_weights(f_train, train.labels)[1]
+        mapped = float(((f_test @ weights.T).argmax(1).numpy() == test.labels).mean())
+        rows.append({"task": task_id, "model": name, "input_size": sized.input_size, "n_train": len(train),
+                     "n_test": len(test), "mapped_acc_heldout": round(100 * mapped, 2),
+                     "probe_acc_heldout": round(linear_probe(f_train.float(), train.labels, f_test.float(),
+                                                             test.labels), 2)})
+        print(f"{task_id:12s} {name:26s} {sized.input_size:4d} px  mapped {rows[-1]['mapped_acc_heldout']:5.1f}%  "
+              f"probe {rows[-1]['probe_acc_heldout']:5.1f}%", flush=True)
+    return rows
+
+
+def probe(shard: tuple[int, int]) -> None:
+    """Writes ``probes-<i>of<n>.csv``: ``probe_rows`` of this shard's tasks (teachers as the top3 runs chose them)."""
+    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    chosen = {r["task"]: r["teachers"].split() for r in read_rows("train-*.csv") + read_rows("test-*.csv")
+              if r["teachers"]}
+    path = OUT / f"probes-{shard[0]}of{shard[1]}.csv"
+    done = {r["task"] for r in read_rows("probes-*.csv")}
+    rows = read_rows(path.name)
+    for task in tasks()[shard[0]::shard[1]]:
+        if task.spec.id not in done:
+            rows += probe_rows(task.spec.id, task, entries, chosen.get(task.spec.id, []))
+            write_csv(rows, path, PROBES)
 
 
 def setting_name(params: dict) -> str:
@@ -190,17 +248,18 @@ def read_rows(pattern: str) -> list[dict]:
     return rows
 
 
-def chosen_settings() -> dict[str, list[dict]]:
-    """Per method, the training tasks' best setting by mean held-out accuracy (``train-*.csv``)."""
-    rows = read_rows("train-*.csv")
+def chosen_settings(teachers: str = "top3") -> dict[str, list[dict]]:
+    """Per method, the training tasks' best setting by mean held-out accuracy (``[prefix]train-*.csv``)."""
+    rows = read_rows(f"{prefix(teachers)}train-*.csv")
     choice = {"plain": [{}]}
     for method in ("kd", "btuning"):
         means = {}
-        for params in GRID[method]:
+        for params in grid(teachers)[method]:
             name = setting_name(params)
             accs = [float(r["accuracy"]) for r in rows if r["method"] == method and r["setting"] == name]
             if len(accs) < sum(t.role == "train" for t in tasks()):
-                raise SystemExit(f"the training tasks lack {method} {name}: run --role train first")
+                raise SystemExit(f"the training tasks lack {method} {name}: run --teachers {teachers} --role train "
+                                 "first")
             means[name] = np.mean(accs), params
         choice[method] = [max(means.values(), key=lambda v: v[0])[1]]
     return choice
@@ -221,35 +280,45 @@ def units(role: str) -> list[tuple[str, PaperTask, int | None]]:
     return [(t.spec.id, t, None) for t in tasks() if t.role == role]
 
 
-def run(role: str, shard: tuple[int, int]) -> None:
-    """Measures this shard's missing runs of ``role``, writing rows as they end."""
+def run(role: str, shard: tuple[int, int], teachers: str = "top3") -> None:
+    """Measures this shard's missing runs of ``role`` with a teacher set, writing rows as they end (the ``dinov2``
+    set measures no plain runs: they are the top3 files')."""
     entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
-    settings = GRID if role == "train" else chosen_settings()
+    settings = grid(teachers) if role == "train" else chosen_settings(teachers)
     if role == "curve":
         settings = {"plain": [{}], "btuning": settings["btuning"]}
-    done = {(r["task"], r["seed"], r["method"], r["setting"]) for r in read_rows(f"{role}-*.csv")}
-    path = OUT / f"{role}-{shard[0]}of{shard[1]}.csv"
+    if teachers != "top3":
+        settings = {m: g for m, g in settings.items() if m != "plain"}
+    teacher_recipe = RECIPE if teachers == "top3" else STRONG
+    name = f"{prefix(teachers)}{role}"
+    done = {(r["task"], r["seed"], r["method"], r["setting"]) for r in read_rows(f"{name}-*.csv")}
+    path = OUT / f"{name}-{shard[0]}of{shard[1]}.csv"
     rows = read_rows(path.name)
-    diag_path = OUT / f"diagnostics-{role}-{shard[0]}of{shard[1]}.csv"
+    diag_path = OUT / f"{prefix(teachers)}diagnostics-{role}-{shard[0]}of{shard[1]}.csv"
     diag = read_rows(diag_path.name)
+    diagnosed = {d["task"] for d in read_rows(f"{prefix(teachers)}diagnostics-{role}-*.csv")}
     for task_id, task, per_class in units(role)[shard[0]::shard[1]]:
         todo = [(seed, method, params) for seed in SEEDS[role] for method, grid in settings.items() for params in grid
                 if (task_id, str(seed), method, setting_name(params)) not in done]
         if not todo:
             continue
         train, test, groups = materialize(task, per_class)
-        scores = {m: posterior_weights(btuning.frozen_features(entries[m], train, RECIPE), train.labels)[0]
-                  for m in POOL}
-        teachers = [entries[m] for m in sorted(scores, key=scores.get, reverse=True)[:K]]
+        if teachers == "top3":
+            scores = {m: posterior_weights(btuning.frozen_features(entries[m], train, RECIPE), train.labels)[0]
+                      for m in POOL}
+            chosen = [entries[m] for m in sorted(scores, key=scores.get, reverse=True)[:K]]
+        else:
+            chosen = [entries["dinov2_vits14"]]
         teachings, soft = {}, None
         for seed, method, params in todo:
             recipe = dataclasses.replace(RECIPE, seed=seed)
             temperature = params.get("T", btuning.TEMPERATURE)
             if temperature not in teachings:
-                teachings[temperature] = btuning.teach(entries[TARGET], teachers, train, RECIPE,
+                teachings[temperature] = btuning.teach(entries[TARGET], chosen, train, teacher_recipe,
                                                        temperature=temperature, groups=groups)
-                if not any(d["task"] == task_id for d in diag):
-                    diag += diagnostics(task_id, entries, train, groups, teachings[temperature])
+                if task_id not in diagnosed:
+                    diagnosed.add(task_id)
+                    diag += diagnostics(task_id, entries, train, groups, teachings[temperature], teacher_recipe)
                     write_csv(diag, diag_path, DIAGNOSTICS)
             teaching = teachings[temperature]
             first_ce = first_term = ""
@@ -258,7 +327,8 @@ def run(role: str, shard: tuple[int, int]) -> None:
                 accuracy = finetune(entries[TARGET], train, test, recipe)[0]
                 seconds, teach_s = time.perf_counter() - start, 0.0
             elif method == "kd":
-                soft = soft if soft is not None else distill.soft_labels(teachers, train, RECIPE, teaching.pi, groups)
+                soft = soft if soft is not None else distill.soft_labels(chosen, train, teacher_recipe, teaching.pi,
+                                                                         groups)
                 result = distill.distill(entries[TARGET], soft, train, recipe, test, params["alpha"])
                 accuracy, seconds, teach_s = result.test_accuracy, result.seconds, teaching.seconds
                 first_ce, first_term = result.losses["cross_entropy"][0], result.losses["distill"][0]
@@ -269,7 +339,7 @@ def run(role: str, shard: tuple[int, int]) -> None:
             rows.append({"role": role, "task": task_id, "seed": seed, "method": method,
                          "setting": setting_name(params), "accuracy": round(accuracy, 3), "seconds": round(seconds, 1),
                          "teach_s": round(teach_s, 1), "first_ce": first_ce, "first_term": first_term,
-                         "n_train": len(train), "n_test": len(test), "teachers": " ".join(t.name for t in teachers),
+                         "n_train": len(train), "n_test": len(test), "teachers": " ".join(t.name for t in chosen),
                          "pi": " ".join(f"{p:.3f}" for p in teaching.pi)})
             write_csv(rows, path, COLUMNS)
             print(f"{task_id:12s} seed {seed} {method:8s} {setting_name(params):18s} {accuracy:5.1f}%  "
@@ -288,13 +358,13 @@ def _ratio(rows: list[dict]) -> str:
     return f"{np.median(ratios):.2f}" if ratios else ""
 
 
-def selection_table(rows: list[dict]) -> list[str]:
+def selection_table(rows: list[dict], settings: dict[str, list[dict]]) -> list[str]:
     """The training tasks' grid: held-out accuracy per task and setting, and the first step's term / cross-entropy."""
     ids = list(dict.fromkeys(r["task"] for r in rows))
     lines = ["| method | setting | " + " | ".join(ids) + " | mean | first term / CE |",
              "|---|---|" + "---|" * (len(ids) + 2)]
-    for method, grid in GRID.items():
-        for params in grid:
+    for method, tried in settings.items():
+        for params in tried:
             name = setting_name(params)
             mine = [r for r in rows if r["method"] == method and r["setting"] == name]
             acc = {r["task"]: float(r["accuracy"]) for r in mine}
@@ -386,18 +456,33 @@ def curve_table(points: dict[str, list[tuple[int, float]]]) -> list[str]:
     return lines
 
 
-def strength_table(rows: list[dict], diag: list[dict]) -> list[str]:
-    """Per test task: are the teachers stronger than the target? Their best cross-fitted accuracy on the training
-    images against the target's plain fine-tuned held-out accuracy, beside each method's gain."""
-    lines = ["| task | plain acc (held-out) | teachers' best cross-fitted acc (training images) | KD gain | "
-             "B-Tuning gain |", "|---|---|---|---|---|"]
-    for task_id in dict.fromkeys(r["task"] for r in rows):
+def strength_table(rows: list[dict], diag: list[dict], teacher_recipe: bm.FinetuneRecipe) -> list[str]:
+    """Per test task: are the teachers stronger than the target? The fine-tuned target's held-out accuracy against
+    the frozen target's and the best teacher's on the same held-out images (``probes-*.csv``: logistic probe /
+    B-Tuning's mapping), the teachers' best cross-fitted accuracy on the training images, and each method's gain."""
+    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    probes = {(r["task"], r["model"], int(r["input_size"])): r for r in read_rows("probes-*.csv")}
+
+    def held_out(task_id: str, name: str, recipe: bm.FinetuneRecipe) -> tuple[float, float] | None:
+        r = probes.get((task_id, name, recipe_entry(entries[name], recipe).input_size))
+        return (float(r["probe_acc_heldout"]), float(r["mapped_acc_heldout"])) if r else None
+
+    lines = ["| task | fine-tuned target | frozen target: probe / mapped | best teacher: probe / mapped | "
+             "teachers' best cross-fitted acc (training images) | KD gain | B-Tuning gain |",
+             "|---|---|---|---|---|---|---|"]
+    for task_id in dict.fromkeys(r["task"] for r in rows if r["method"] != "plain"):
         acc = {m: np.mean([float(r["accuracy"]) for r in rows if r["task"] == task_id and r["method"] == m])
                for m in ("plain", "kd", "btuning")}
-        teachers = [100 * float(d["mapped_acc_crossfit"]) for d in diag if d["task"] == task_id]
-        best = f"{max(teachers):.1f}" if teachers else ""
-        lines.append(f"| {task_id} | {acc['plain']:.1f} | {best} | {acc['kd'] - acc['plain']:+.2f} | "
-                     f"{acc['btuning'] - acc['plain']:+.2f} |")
+        teachers = next(r["teachers"].split() for r in rows if r["task"] == task_id and r["method"] != "plain")
+        target = held_out(task_id, TARGET, RECIPE)
+        measured = [(v, t) for t in teachers if (v := held_out(task_id, t, teacher_recipe)) is not None]
+        best = max(measured) if measured else None
+        crossfit = [100 * float(d["mapped_acc_crossfit"]) for d in diag if d["task"] == task_id]
+        lines.append(f"| {task_id} | {acc['plain']:.1f} | "
+                     + (f"{target[0]:.1f} / {target[1]:.1f}" if target else "") + " | "
+                     + (f"{best[0][0]:.1f} / {best[0][1]:.1f} ({best[1]})" if best else "") + " | "
+                     + (f"{max(crossfit):.1f}" if crossfit else "")
+                     + f" | {acc['kd'] - acc['plain']:+.2f} | {acc['btuning'] - acc['plain']:+.2f} |")
     return lines
 
 
@@ -406,15 +491,30 @@ def report() -> str:
     out = ["# B-Tuning in the paper's regime", "",
            "Generated by `python benchmarks/btuning.py --report` from the CSVs beside it; the recipe, tasks and "
            "methods are in the script's docstring. Accuracy: percent on the held-out part.", "",
-           "## Training tasks: the settings tried (seed 0)", "", *selection_table(read_rows("train-*.csv")), "",
+           "## Training tasks: the settings tried (seed 0)", "", *selection_table(read_rows("train-*.csv"), GRID), "",
            "## Test tasks: the chosen settings against plain fine-tuning", "",
            *gain_table(read_rows("test-*.csv")), "",
-           "Per task (seeds averaged):", "", *strength_table(read_rows("test-*.csv"), read_rows("diagnostics-*.csv")),
-           "",
-           *_curve_section(),
+           "Per task (seeds averaged):", "",
+           *strength_table(read_rows("test-*.csv"), read_rows("diagnostics-*.csv"), RECIPE), "",
+           *_curve_section(), *_strong_section(),
            "## Does the teachers' term carry information? (per task and teacher)", "",
            *diagnostics_table(read_rows("diagnostics-*.csv")), ""]
     return "\n".join(out)
+
+
+def _strong_section() -> list[str]:
+    """The ``dinov2`` teacher set's grid and test gains (plain rows from the top3 files) once it has rows."""
+    train, test = read_rows("dinov2-train-*.csv"), read_rows("dinov2-test-*.csv")
+    if not train:
+        return []
+    plain = [r for r in read_rows("train-*.csv") if r["method"] == "plain"]
+    out = ["## A stronger teacher: DINOv2 ViT-S/14 alone at 224 px (`--teachers dinov2`)", "",
+           "Training tasks (seed 0):", "", *selection_table(plain + train, grid("dinov2")), ""]
+    if test:
+        rows = [r for r in read_rows("test-*.csv") if r["method"] == "plain"] + test
+        out += ["Test tasks:", "", *gain_table(rows), "", "Per task (seeds averaged):", "",
+                *strength_table(rows, read_rows("dinov2-diagnostics-*.csv"), STRONG), ""]
+    return out + ["DINOv2's diagnostics:", "", *diagnostics_table(read_rows("dinov2-diagnostics-*.csv")), ""]
 
 
 def _curve_section() -> list[str]:
@@ -428,26 +528,27 @@ def _curve_section() -> list[str]:
             *curve_table(points), "", "![gain against images per class](curve.png)", ""]
 
 
-def _shard(text: str) -> tuple[int, int]:
-    index, count = (int(v) for v in text.split("/"))
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"--shard {text}: want i/n with 0 <= i < n")
-    return index, count
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--role", choices=["train", "test", "curve"],
                         help="measure this role's runs (curve: the test tasks used as they are, at fewer images)")
-    parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: every n-th task from the i-th")
+    parser.add_argument("--teachers", choices=TEACHER_SETS, default="top3",
+                        help="top3: LogME's top 3 of the pool (default); dinov2: DINOv2 alone at 224 px")
+    parser.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: every n-th task from the i-th")
+    parser.add_argument("--probes", action="store_true",
+                        help="measure each task's target and teachers on the held-out part with frozen features")
     parser.add_argument("--report", action="store_true", help="write REPORT.md from the CSVs")
     args = parser.parse_args()
-    if args.role is None and not args.report:
-        parser.error("pass --role train, --role test or --report")
+    if args.role is None and not args.report and not args.probes:
+        parser.error("pass --role train, --role test, --probes or --report")
+    if args.teachers != "top3" and args.role == "curve":
+        parser.error("--role curve measures the top3 teachers only")
     if args.role is not None:
         print(f"torch threads: {torch.get_num_threads()}; target {TARGET}; {RECIPE.steps} steps of "
               f"{RECIPE.batch_size}", flush=True)
-        run(args.role, args.shard)
+        run(args.role, args.shard, args.teachers)
+    if args.probes:
+        probe(args.shard)
     if args.report:
         write_atomic(OUT / "REPORT.md", report().encode())
         print(report())

@@ -327,7 +327,8 @@ def _seed(text: str) -> int:
     return int(text)
 
 
-def _shard(text: str) -> tuple[int, int]:
+def shard_arg(text: str) -> tuple[int, int]:
+    """``--shard i/n`` as (i, n), for argparse: a long build split over n processes, this one the i-th."""
     index, count = (int(x) for x in text.split("/"))
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
@@ -340,7 +341,7 @@ def main() -> None:
     parser.add_argument("--kind", choices=["stats", "linear_probe", "logme", "finetune", "proxy"])
     parser.add_argument("--role", choices=["train", "test", "all"], default="all", help="which tasks")
     parser.add_argument("--models", nargs="*", help="linear_probe/logme/finetune: only these zoo members")
-    parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this run's share of the pairs")
+    parser.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: this run's share of the pairs")
     parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     parser.add_argument("--import", dest="results", type=Path, metavar="CSV",
