@@ -187,7 +187,7 @@ def diagnostics(task_id: str, entries: dict[str, zoo.ZooEntry], train: datasets.
     labels = torch.as_tensor(train.labels)
     live = btuning.train_mode_features(target, train, RECIPE)
     w_eval = posterior_weights(btuning.frozen_features(target, train, RECIPE), train.labels)[1]
-    w_train = posterior_weights(live, train.labels)[1]
+    w_train = teaching.target_weights.double()  # teach() fitted them on train-mode features like ``live``
     mse = {name: float(torch.mean((live @ w.T - teaching.targets.double()) ** 2))
            for name, w in (("eval", w_eval), ("train", w_train))}
     rows = []

@@ -6,10 +6,11 @@ the target is its top-1 (or ``--target``; or the best model not among ``--teache
 (``data/benchmarks/<name>/benchmark.yaml``: input sizes, AdamW, batch size) run for ``btuning.STEPS`` steps, plus
 B-Tuning's teachers' term with the lambda and temperature chosen on training tasks (ranker/tune/btuning.py).
 
-When to use it: to try on your own data with --test, keeping it only if it beats plain fine-tuning there. When not:
-as the default. In its paper's regime (hundreds of images, a small target, teachers chosen by LogME) it did not beat
-plain fine-tuning in any measured setting, not even where the teachers were the stronger predictors
-(docs/btuning.md). It does not pick the best model: that is rank.py.
+When to use it: to try on your own data with --test, keeping it only if it beats plain fine-tuning there; worth the
+try where a teacher's frozen features, read through their LogME weights, predict held-out images better than the
+fine-tuned target. When not: as the default. In its paper's regime (hundreds of images, a small target, LogME's top 3
+or DINOv2 at 224 px as teachers) it did not beat plain fine-tuning in any measured setting (docs/btuning.md). It does
+not pick the best model: that is rank.py.
 
 Examples:
     python -m ranker.tune --data path/to/imagefolder --test path/to/heldout_folder --out runs/tuned
