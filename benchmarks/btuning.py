@@ -21,6 +21,7 @@ choices are then measured on the ``test`` tasks, which are new in their classes.
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 0/2 &    # the chosen settings, seeds 0-2
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --role test --shard 1/2
     OMP_NUM_THREADS=1 python benchmarks/btuning.py --teachers dinov2 --role train   # then --role test: DINOv2 alone
+    OMP_NUM_THREADS=1 python benchmarks/btuning.py --probes    # frozen target and teachers on the held-out parts
     python benchmarks/btuning.py --report      # both roles' tables from the CSVs, into benchmarks/btuning/REPORT.md
 
 Rows go to ``benchmarks/btuning/<role>-<i>of<n>.csv`` (``dinov2-<role>-...`` for that teacher set; its plain rows
@@ -298,7 +299,7 @@ def run(role: str, shard: tuple[int, int], teachers: str = "top3") -> None:
     diag = read_rows(diag_path.name)
     diagnosed = {d["task"] for d in read_rows(f"{prefix(teachers)}diagnostics-{role}-*.csv")}
     for task_id, task, per_class in units(role)[shard[0]::shard[1]]:
-        todo = [(seed, method, params) for seed in SEEDS[role] for method, grid in settings.items() for params in grid
+        todo = [(seed, method, params) for seed in SEEDS[role] for method, tried in settings.items() for params in tried
                 if (task_id, str(seed), method, setting_name(params)) not in done]
         if not todo:
             continue
