@@ -225,7 +225,7 @@ def probe_rows(task_id: str, task: PaperTask, entries: dict[str, zoo.ZooEntry], 
 
 def probe(shard: tuple[int, int]) -> None:
     """Writes ``probes-<i>of<n>.csv``: ``probe_rows`` of this shard's tasks (teachers as the top3 runs chose them)."""
-    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    entries = members()
     chosen = {r["task"]: r["teachers"].split() for r in read_rows("train-*.csv") + read_rows("test-*.csv")
               if r["teachers"]}
     path = OUT / f"probes-{shard[0]}of{shard[1]}.csv"
@@ -235,6 +235,11 @@ def probe(shard: tuple[int, int]) -> None:
         if task.spec.id not in done:
             rows += probe_rows(task.spec.id, task, entries, chosen.get(task.spec.id, []))
             write_csv(rows, path, PROBES)
+
+
+def members() -> dict[str, zoo.ZooEntry]:
+    """The study's zoo (MANIFEST) by member name."""
+    return {e.name: e for e in zoo.load_manifest(MANIFEST).models}
 
 
 def setting_name(params: dict) -> str:
@@ -284,7 +289,7 @@ def units(role: str) -> list[tuple[str, PaperTask, int | None]]:
 def run(role: str, shard: tuple[int, int], teachers: str = "top3") -> None:
     """Measures this shard's missing runs of ``role`` with a teacher set, writing rows as they end (the ``dinov2``
     set measures no plain runs: they are the top3 files')."""
-    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    entries = members()
     settings = grid(teachers) if role == "train" else chosen_settings(teachers)
     if role == "curve":
         settings = {"plain": [{}], "btuning": settings["btuning"]}
@@ -461,7 +466,7 @@ def strength_table(rows: list[dict], diag: list[dict], teacher_recipe: bm.Finetu
     """Per test task: are the teachers stronger than the target? The fine-tuned target's held-out accuracy against
     the frozen target's and the best teacher's on the same held-out images (``probes-*.csv``: logistic probe /
     B-Tuning's mapping), the teachers' best cross-fitted accuracy on the training images, and each method's gain."""
-    entries = {e.name: e for e in zoo.load_manifest(MANIFEST).models}
+    entries = members()
     probes = {(r["task"], r["model"], int(r["input_size"])): r for r in read_rows("probes-*.csv")}
 
     def held_out(task_id: str, name: str, recipe: bm.FinetuneRecipe) -> tuple[float, float] | None:
