@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from benchmarks import btuning as study
+from benchmarks import member_lr
 from ranker import transfer
 from ranker.serve import export
 from ranker.tasks import benchmark as bm
@@ -264,6 +265,52 @@ def test_help_loads_no_model_library_and_defaults_are_the_packages() -> None:
     assert loaded == [] and "--teachers" in text
     defaults = {a.dest: a.default for a in cli.parser()._actions}
     assert defaults["checkpoint"] == export.DEFAULT_CHECKPOINT and defaults["manifest"] is None  # its zoo.yaml
+
+
+def test_a_recipe_gives_each_member_its_own_learning_rate_and_the_same_head_draws() -> None:
+    recipe = bm.FinetuneRecipe(lrs={"tiny_resnet_fmnist": 1e-5}, head_norm=["tiny_resnet_fmnist"], head_lr_mult=10.0)
+    modules = {}
+    for name, r in (("tiny_resnet_fmnist", recipe), ("tiny_convnext_amnist", recipe),
+                    ("tiny_resnet_fmnist", bm.FinetuneRecipe())):
+        torch.manual_seed(0)
+        modules[name, bool(r.head_norm)] = FinetuneModule(zoo.load_extractor(name), 3, r)
+    lrs = {key: [g["lr"] for g in m.configure_optimizers()[0][0].param_groups] for key, m in modules.items()}
+    assert lrs["tiny_resnet_fmnist", True] == pytest.approx([1e-5, 1e-4])
+    assert lrs["tiny_convnext_amnist", True] == pytest.approx([2e-4, 2e-3])  # not named: the recipe's lr
+    assert isinstance(modules["tiny_convnext_amnist", True].head, torch.nn.Linear)  # nor standardized
+    normed, plain = modules["tiny_resnet_fmnist", True].head, modules["tiny_resnet_fmnist", False].head
+    assert isinstance(normed[0], torch.nn.BatchNorm1d) and not list(normed[0].parameters())
+    assert torch.equal(normed[1].weight, plain.weight)  # the standardization draws nothing: same head init
+
+
+def test_head_norm_standardizes_tiny_spread_features_in_eval_mode_too() -> None:
+    """BlazePose's pooled features are ~0.5 with a spread of 0.015 between images: standardized with the training
+    batches' statistics they keep their signal after training; the default running statistics (momentum 0.1,
+    started at variance 1) would still hold 4% of that 1 after 30 steps and shrink the signal twentyfold."""
+    torch.manual_seed(0)
+    module = FinetuneModule(zoo.load_extractor("tiny_resnet_fmnist"), 3,
+                            bm.FinetuneRecipe(head_norm=["tiny_resnet_fmnist"]))
+    norm = module.head[0].train()
+    width = norm.num_features
+    for _ in range(30):
+        norm(0.5 + 0.015 * torch.randn(16, width))
+    norm.eval()
+    out = norm(0.5 + 0.015 * torch.randn(256, width))
+    assert out.std(0).mean().item() == pytest.approx(1.0, abs=0.1) and out.mean().abs().item() < 0.1
+
+
+def test_member_lr_picks_the_best_mean_and_the_first_on_a_tie() -> None:
+    plain, normed = (2e-4, False), (2e-5, True)
+    runs = {(plain, "a", "m"): 90.0, (plain, "b", "m"): 70.0, (normed, "a", "m"): 85.0, (normed, "b", "m"): 85.0,
+            (plain, "a", "n"): 80.0, (plain, "b", "n"): 80.0, (normed, "a", "n"): 70.0, (normed, "b", "n"): 90.0}
+    assert member_lr.choose(runs, [plain, normed], ["a", "b"], "m") == (normed, [80.0, 85.0])
+    assert member_lr.choose(runs, [plain, normed], ["a", "b"], "n") == (plain, [80.0, 80.0])
+
+
+def test_member_lr_refuses_test_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["member_lr", "--benchmark", "v3", "--tasks", "lfw_subset-2way-10shot-01"])
+    with pytest.raises(SystemExit, match="choose on training tasks only"):
+        member_lr.main()
 
 
 def test_a_recipe_sizes_members_by_name_and_never_above_native() -> None:

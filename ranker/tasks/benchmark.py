@@ -62,12 +62,19 @@ class FinetuneRecipe:
 
     Every parameter is trained with a new linear head, cross-entropy, no augmentation, AdamW with cosine decay
     to 0 and no warm-up, a fixed number of steps whatever the task size (as VTAB-1k fixes steps, not epochs).
+    ``lrs`` and ``head_norm`` make one recipe fair to members whose trunks a learning rate that suits the others
+    wrecks, or whose features differ from the others' in scale by orders of magnitude.
     """
 
     name: str = "finetune-v1"  # recorded in every record's `recipe` column; change it when any value changes
     steps: int = 40  # optimizer steps
     batch_size: int = 16  # or the whole training part when it is smaller
     lr: float = 2e-4  # backbone learning rate
+    lrs: dict[str, float] = field(default_factory=dict)  # member -> backbone learning rate in place of lr (its head's
+    # is that x head_lr_mult)
+    head_norm: list[str] = field(default_factory=list)  # members whose head reads standardized features (BatchNorm
+    # without affine parameters, statistics averaged over every step); lrs and head_norm are chosen per member on
+    # training tasks (benchmarks/member_lr.py)
     head_lr_mult: float = 10.0  # the new head's learning rate is lr x this
     weight_decay: float = 0.01
     max_input_size: int = 64  # images resized to min(native, this) px; 0: native size

@@ -23,14 +23,19 @@ from ranker.zoo import manifest as zoo
 
 
 class FinetuneModule(L.LightningModule):
-    """A zoo member's trunk, unfrozen, with a new linear head; trained with a FinetuneRecipe."""
+    """A zoo member's trunk, unfrozen, with a new linear head (reading standardized features where the recipe's
+    ``head_norm`` names the member); trained with a FinetuneRecipe at the member's learning rate."""
 
     def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int, recipe: bm.FinetuneRecipe) -> None:
         super().__init__()
         self.recipe = recipe
+        self.trunk_lr = recipe.lrs.get(extractor.entry.name, recipe.lr)
         self.trunk = extractor.trunk.train().requires_grad_(True)
         self.pool = extractor.pool
-        self.head = nn.Linear(extractor.entry.feature_dim, num_classes)
+        dim = extractor.entry.feature_dim
+        linear = nn.Linear(dim, num_classes)
+        self.head = (nn.Sequential(nn.BatchNorm1d(dim, affine=False, momentum=None), linear)
+                     if extractor.entry.name in recipe.head_norm else linear)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled trunk features ``[B, D]``: what the head reads."""
@@ -47,7 +52,7 @@ class FinetuneModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        lr, steps = self.recipe.lr, self.recipe.steps
+        lr, steps = self.trunk_lr, self.recipe.steps
         opt = torch.optim.AdamW(
             [{"params": self.trunk.parameters(), "lr": lr},
              {"params": self.head.parameters(), "lr": lr * self.recipe.head_lr_mult}],
