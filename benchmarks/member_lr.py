@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import fcntl
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,15 +62,18 @@ def measured(bench: bm.Benchmark, tasks: list[str]) -> dict[tuple[Candidate, str
 
 
 def add(path: Path, row: dict[str, str]) -> None:
-    """Appends one run to ``path`` under a lock, so processes sharing the file keep each other's rows."""
-    with (path.parent / f".{path.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Appends one run to ``path`` under a lock on its folder, so processes sharing the file keep each other's rows."""
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         rows = list(csv.DictReader(path.open())) if path.is_file() else []
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows + [row])
         write_atomic(path, text.getvalue().encode())
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def choose(runs: dict[tuple[Candidate, str, str], float], candidates: list[Candidate], tasks: list[str], model: str

@@ -307,6 +307,15 @@ def test_member_lr_picks_the_best_mean_and_the_first_on_a_tie() -> None:
     assert member_lr.choose(runs, [plain, normed], ["a", "b"], "n") == (plain, [80.0, 80.0])
 
 
+def test_member_lr_runs_accumulate_in_one_csv(tmp_path: Path) -> None:
+    out = tmp_path / "runs.csv"
+    for lr, norm, accuracy in (("0.0002", "0", "91.5"), ("2e-05", "1", "88.7")):
+        member_lr.add(out, {"lr": lr, "head_norm": norm, "task": "t", "model": "m", "accuracy": accuracy,
+                            "seconds": "1.0"})
+    assert member_lr.read(out) == {((2e-4, False), "t", "m"): 91.5, ((2e-5, True), "t", "m"): 88.7}
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.csv"]  # no lock file left beside it
+
+
 def test_member_lr_refuses_test_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["member_lr", "--benchmark", "v3", "--tasks", "lfw_subset-2way-10shot-01"])
     with pytest.raises(SystemExit, match="choose on training tasks only"):
