@@ -3,7 +3,7 @@ tasks.
 
 One setting does not suit every member: at 2e-4 some trunks (BlazePose's, DINOv2's) are wrecked within a few steps
 and fine-tune to a constant prediction while the ImageNet CNNs thrive, and BlazePose's pooled features vary between
-images by about 1% of their size, too little for a new head to read in 30 steps unless they are standardized. This
+images by 1-2% of their norm, too little for a new head to read in 30 steps unless they are standardized. This
 fine-tunes every member on the given training tasks under the benchmark's recipe with each candidate in turn (a rate
 of ``--lrs``, with the head reading the plain or the standardized features: ``lrs: {member: rate}``, ``head_norm:
 [member]``; seed 0, ``ranker.tune.finetune``), one CSV row per run in ``--out`` (a stopped run resumes; ``--shard``
@@ -103,7 +103,8 @@ def main() -> None:
                         key=lambda c: (c != (base.lr, False), -c[0], c[1]))
     every = [(c, t, m) for t in args.tasks for m in models for c in candidates]
     known = measured(bench, args.tasks)
-    todo = [run for run in every[args.shard[0]::args.shard[1]] if run not in known | read(out)]
+    done = known | read(out)
+    todo = [run for run in every[args.shard[0]::args.shard[1]] if run not in done]
     for (lr, norm), task, model in (bar := tqdm(todo, desc="member settings", unit="run")):
         if ((lr, norm), task, model) in read(out):  # another process measured it meanwhile
             continue

@@ -166,7 +166,7 @@ def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]]
             value, size, device = finetune(entries[model], train.task, test.task, recipe)
             n = len(train.indices)
             epochs = math.ceil(recipe.steps * min(recipe.batch_size, n) / n)  # passes over the data
-            name, lr = recipe.name, recipe.lrs.get(model, recipe.lr)
+            name, lr = recipe.name, recipe.member_lr(model)
         own.add(Record(
             task=spec.id, model=model, kind=kind, metric=metric, value=value, recipe=name,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),

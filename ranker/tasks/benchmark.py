@@ -82,6 +82,10 @@ class FinetuneRecipe:
     # most native): where the budget gives members different sizes
     seed: int = 0
 
+    def member_lr(self, name: str) -> float:
+        """The backbone learning rate of member ``name``: its ``lrs`` entry, else ``lr``."""
+        return self.lrs.get(name, self.lr)
+
 
 @dataclass
 class BenchmarkConfig:

@@ -29,7 +29,7 @@ class FinetuneModule(L.LightningModule):
     def __init__(self, extractor: zoo.FrozenExtractor, num_classes: int, recipe: bm.FinetuneRecipe) -> None:
         super().__init__()
         self.recipe = recipe
-        self.trunk_lr = recipe.lrs.get(extractor.entry.name, recipe.lr)
+        self.trunk_lr = recipe.member_lr(extractor.entry.name)
         self.trunk = extractor.trunk.train().requires_grad_(True)
         self.pool = extractor.pool
         dim = extractor.entry.feature_dim
