@@ -14,7 +14,9 @@ Every (task, model) result is written as soon as it is measured, by an atomic re
 ``parts/<kind>-<i>of<n>.csv`` (``0of1`` without --shard); a pair already in history.csv or in any part is
 skipped (checked again just before it is measured), so a stopped run resumes and concurrent runs rarely
 repeat work. With ``--shard i/n`` a run takes every n-th pair from the i-th (0-based) of the task-major list
-of all (task, model) pairs of the chosen role and the whole zoo. Only ``--merge`` writes history.csv: it folds
+of all (task, model) pairs of the chosen role and the whole zoo. A fine-tuning record of another recipe than the
+benchmark's (``finetune.name``) does not count as measured: after a recipe change the builder measures those pairs
+again, and their new records replace the old at ``--merge``. Only ``--merge`` writes history.csv: it folds
 every part into it and deletes the parts; run it once every builder has ended.
 
 Run (the embedded default; costs in data/benchmarks/offline/README.md):
@@ -107,6 +109,15 @@ def _done_store(root: Path) -> HistoryStore:
     return store
 
 
+def _current(done: HistoryStore, key: tuple[str, str, str, int], recipe: str) -> bool:
+    """Whether ``done`` holds the pair ``key`` as measured now: a fine-tuning record counts only under the benchmark's
+    recipe ``recipe`` (or imported), so after a recipe change the builder measures its stale pairs again and their new
+    records replace the old ones at ``--merge``."""
+    record = done.get(*key)
+    return record is not None and (record.kind != "finetune" or record.recipe == recipe
+                                   or record.source.startswith("imported"))
+
+
 def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
                   models: list[str] | None = None, seed: int | None = None) -> int:
     """Measures the missing (task, model) pairs of this shard (of ``models`` only, when given) into its part file.
@@ -127,7 +138,8 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
     mine = [(s, m) for s in specs for m in bench.models][index::count]
     done = _done_store(bench.root)
-    todo = [(s, m) for s, m in mine if (s.id, m, kind, run_seed) not in done and (models is None or m in models)]
+    todo = [(s, m) for s, m in mine if not _current(done, (s.id, m, kind, run_seed), recipe.name)
+            and (models is None or m in models)]
     if kind in FROZEN_KINDS:  # model-major: each extractor is built once and its pools' features are read once
         todo.sort(key=lambda pair: bench.models.index(pair[1]))
     # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
@@ -144,7 +156,7 @@ def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]]
     entries = bench.entries
     extractor, measured = None, 0
     for spec, model in (bar := tqdm(todo, desc=f"{kind} {shard[0]}/{shard[1]}", unit="pair")):
-        if (spec.id, model, kind, run_seed) in _done_store(bench.root):  # another run measured it meanwhile
+        if _current(_done_store(bench.root), (spec.id, model, kind, run_seed), recipe.name):  # measured meanwhile
             continue
         bar.set_postfix_str(f"{model} · {spec.id}")
         train, test = bm.task_parts(spec, bench.config)

@@ -150,6 +150,27 @@ def test_a_second_seed_measures_every_pair_again_as_records_of_its_own(tiny_benc
     assert seeds_run == [0, 1] and store.get("d2-inv", model[0], "finetune", 1).seed == 1  # trained with that seed
 
 
+def test_a_recipe_change_measures_the_stale_pairs_again(tiny_bench: bm.Benchmark,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair measured under an earlier recipe used to count as done, so a changed recipe kept its stale records."""
+    a, b = tiny_bench.models
+    monkeypatch.setattr(build_history, "finetune", lambda entry, *_: (60.0 if entry.name == a else 70.0, 32, "cpu"))
+    assert build_history.build_records(tiny_bench, "finetune", "test") == 2
+    build_history.merge_parts(tiny_bench)
+    csv_path = _write(tiny_bench.root.parent / "results.csv", f"task,model,accuracy\nd3,{a},91.5\n")
+    assert build_history.import_results(tiny_bench, csv_path) == 1
+    tiny_bench.config.finetune = dataclasses.replace(tiny_bench.config.finetune, name="finetune-next", lrs={a: 2e-5})
+    monkeypatch.setattr(build_history, "finetune", lambda entry, *_: (80.0, 32, "cpu"))
+    assert build_history.build_records(tiny_bench, "finetune", "test") == 2  # both stale pairs, not d3's import
+    assert build_history.build_records(tiny_bench, "finetune", "all") == 1  # d3's other model; the import stands
+    build_history.merge_parts(tiny_bench)
+    store = HistoryStore.load(tiny_bench.root / "history.csv")
+    assert {(r.task, r.model): (r.recipe, r.value) for r in store.records("finetune")} == {
+        ("d2-inv", a): ("finetune-next", 80.0), ("d2-inv", b): ("finetune-next", 80.0),
+        ("d3", a): ("imported", 91.5), ("d3", b): ("finetune-next", 80.0)}
+    assert store.get("d2-inv", a, "finetune").lr == 2e-5
+
+
 def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:
     build_history.build_stats(tiny_bench)
     with safe_open(tiny_bench.root / "stats.safetensors", "pt") as f:
