@@ -83,6 +83,18 @@ def choose(runs: dict[tuple[Candidate, str, str], float], candidates: list[Candi
     return candidates[int(np.argmax(means))], means
 
 
+def candidate_list(lrs: list[float], base: bm.FinetuneRecipe) -> list[Candidate]:
+    """Every rate of ``lrs`` with a plain and a standardized head; the recipe's own setting first, then by rate."""
+    return sorted({(lr, norm) for lr in lrs for norm in (False, True)},
+                  key=lambda c: (c != (base.lr, False), -c[0], c[1]))
+
+
+def recipe_fields(chosen: dict[str, Candidate], base: bm.FinetuneRecipe) -> tuple[dict[str, float], list[str]]:
+    """The recipe's ``lrs`` (members whose chosen rate is not ``base.lr``) and ``head_norm`` for the choice."""
+    return ({m: lr for m, (lr, _) in chosen.items() if lr != base.lr},
+            [m for m, (_, norm) in chosen.items() if norm])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default="v3")
@@ -99,8 +111,7 @@ def main() -> None:
     models = args.models or bench.models
     out = args.out or HERE / f"member_lr_{bench.config.name}.csv"
     base = bench.config.finetune
-    candidates = sorted({(lr, norm) for lr in args.lrs for norm in (False, True)},
-                        key=lambda c: (c != (base.lr, False), -c[0], c[1]))
+    candidates = candidate_list(args.lrs, base)
     every = [(c, t, m) for t in args.tasks for m in models for c in candidates]
     known = measured(bench, args.tasks)
     done = known | read(out)
@@ -127,8 +138,9 @@ def main() -> None:
         chosen[model], means = choose(done, candidates, args.tasks, model)
         lr, norm = chosen[model]
         print(f"{model:28s}" + "".join(f"{m:13.1f}" for m in means) + f"   {lr:g}{'+norm' * norm}")
-    print("lrs: {" + ", ".join(f"{m}: {lr:g}" for m, (lr, _) in chosen.items() if lr != base.lr) + "}, head_norm: ["
-          + ", ".join(m for m, (_, norm) in chosen.items() if norm) + "]")
+    lrs, head_norm = recipe_fields(chosen, base)
+    print("lrs: {" + ", ".join(f"{m}: {lr:g}" for m, lr in lrs.items()) + "}, head_norm: [" + ", ".join(head_norm)
+          + "]")
 
 
 if __name__ == "__main__":

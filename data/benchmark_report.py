@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 
 import matplotlib
 
@@ -24,6 +25,7 @@ import numpy as np  # noqa: E402
 from ranker.evaluate import best_constant, mean_tau  # noqa: E402
 from ranker.learn.metrics import weighted_tau  # noqa: E402
 from ranker.tasks import benchmark as bm  # noqa: E402
+from ranker.tasks.history import Record  # noqa: E402
 
 
 def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
@@ -67,6 +69,45 @@ def winners_by_group(bench: bm.Benchmark, tasks: list[str], gt: np.ndarray) -> l
         lines.append(f"| {group} | {len(rows)} | {models[int(best.argmax())]} ({best.max()}) | "
                      f"{models[int(mean_rank.argmin())]} ({mean_rank.min():.1f}) |")
     return lines + [""]
+
+
+def collapses(records: list[Record], majority: dict[str, float]) -> dict[str, tuple[int, int]]:
+    """Per model: (how many of its fine-tuning records are no better than predicting the most frequent class of the
+    task's held-out part, how many records it has), over the tasks in ``majority`` (task -> that class's share, %).
+
+    A pair at that floor measures the recipe failing (a wrecked trunk, a head that cannot read the features), not
+    how well the model transfers, so a member with many such pairs needs its own setting (benchmarks/member_lr.py).
+    """
+    out: dict[str, list[int]] = {}
+    for r in records:
+        if r.kind == "finetune" and r.task in majority:
+            counts = out.setdefault(r.model, [0, 0])
+            counts[0] += r.value <= majority[r.task] + 1e-6
+            counts[1] += 1
+    return {m: (c[0], c[1]) for m, c in out.items()}
+
+
+def recipe_health(bench: bm.Benchmark) -> list[str]:
+    """REPORT.md's section on the fine-tuning recipe: the recipes in the history, and per member how many pairs fell
+    to the most-frequent-class floor (``collapses``; the held-out labels come from the tasks' own parts)."""
+    records = [r for r in bench.history.records("finetune") if r.source == "data/build_history.py"]
+    if not records:
+        return []
+    recipes = Counter(r.recipe for r in records)
+    lines = ["", "## Recipe health", "",
+             f"Recipes: {', '.join(f'`{name}` {n} pairs' for name, n in recipes.most_common())} (the benchmark's: "
+             f"`{bench.config.finetune.name}`; `python -m data.build_history` measures the others again).", ""]
+    specs = {t.id: t for t in bench.config.tasks}
+    majority = {}
+    for task in sorted({r.task for r in records}):
+        labels = bm.task_parts(specs[task], bench.config)[1].labels
+        majority[task] = 100.0 * np.bincount(labels).max() / len(labels)
+    counts = collapses(records, majority)
+    lines += ["Pairs that fine-tuned to no better than predicting the held-out part's most frequent class (a recipe "
+              "failure, not a measure of transfer), per member:", "",
+              "| member | at the floor | pairs |", "|---|---|---|"]
+    lines += [f"| {m} | {counts[m][0]} | {counts[m][1]} |" for m in bench.models if m in counts]
+    return lines
 
 
 def learnability(bench: bm.Benchmark) -> list[str]:
@@ -194,6 +235,7 @@ def report(bench: bm.Benchmark, load_seconds: float) -> str:
         lines.append(f"- probe vs finetune ranking agreement, mean over {len(taus)} tasks: weighted tau "
                      f"{mean[0]:.3f} (`rank=None`), {mean[1]:.3f} (symmetric)")
     lines += learnability(bench)
+    lines += recipe_health(bench)
     if history.records("finetune") or history.records("linear_probe"):
         _heatmap(bench, models, bench.root / "heatmap.png")
         lines += ["", "## Task × model accuracy", "", "![task x model heatmap](heatmap.png)"]

@@ -28,3 +28,15 @@ def test_winners_by_group_name_the_planted_best_of_each_group() -> None:
     assert f"| {bench.models[2]} ({groups.count(first)}) | {bench.models[2]} (1.0) |" in rows[first]
     other = next(g for g in groups if g != first)
     assert f"| {bench.models[-1]} ({groups.count(other)}) |" in rows[other]
+
+
+def test_collapses_count_the_pairs_at_the_most_frequent_class_floor() -> None:
+    from ranker.tasks.history import Record
+
+    def rec(task: str, model: str, value: float, kind: str = "finetune") -> Record:
+        return Record(task=task, model=model, kind=kind, metric="top1_accuracy", value=value)
+
+    majority = {"two": 50.0, "three": 40.0}
+    records = [rec("two", "a", 50.0), rec("three", "a", 39.0), rec("two", "b", 50.5), rec("three", "b", 90.0),
+               rec("two", "c", 10.0, kind="linear_probe"), rec("other", "c", 10.0)]
+    assert report.collapses(records, majority) == {"a": (2, 2), "b": (0, 2)}

@@ -316,6 +316,17 @@ def test_member_lr_runs_accumulate_in_one_csv(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["runs.csv"]  # no lock file left beside it
 
 
+def test_v3_recipe_holds_member_lr_choice_from_its_runs() -> None:
+    """benchmark.yaml's ``lrs`` and ``head_norm`` are what the sweep's runs choose, not values edited by hand."""
+    bench = bm.load_benchmark("v3")
+    base = bench.config.finetune
+    runs = member_lr.measured(bench, list(member_lr.TASKS)) | member_lr.read(member_lr.HERE / "member_lr_v3.csv")
+    candidates = member_lr.candidate_list([2e-4, 6e-5, 2e-5], base)
+    chosen = {m: member_lr.choose(runs, candidates, list(member_lr.TASKS), m)[0] for m in bench.models}
+    assert member_lr.recipe_fields(chosen, base) == (base.lrs, base.head_norm)
+    assert chosen["mobilenetv2_100"] == (2e-4, False) and chosen["dinov2_vits14"] == (2e-5, True)
+
+
 def test_member_lr_refuses_test_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["member_lr", "--benchmark", "v3", "--tasks", "lfw_subset-2way-10shot-01"])
     with pytest.raises(SystemExit, match="choose on training tasks only"):
