@@ -28,6 +28,7 @@ Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --merge
     python -m data.build_history --kind finetune --role test --shard 3/8   # e.g. SLURM_ARRAY_TASK_ID=3 of 8
     python -m data.build_history --kind finetune --role test --seed 1      # a second run of every pair: noise
+    python -m data.build_history --kind finetune --role train --plan       # pairs left, hours from the records
     python -m data.build_history --merge
     python -m data.build_history --benchmark path/to/folder --import results.csv   # results a team already has
 
@@ -118,6 +119,60 @@ def _current(done: HistoryStore, key: tuple[str, str, str, int], recipe: str) ->
                                    or record.source.startswith("imported"))
 
 
+def pending(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
+            models: list[str] | None = None, seed: int | None = None
+            ) -> tuple[bm.FinetuneRecipe, list[tuple[bm.TaskSpec, str]]]:
+    """The recipe a build of these arguments runs (``seed`` in place of its own) and the (task, model) pairs it has
+    left to measure, in the order it measures them (see :func:`build_records`)."""
+    if seed is not None and kind != "finetune":
+        raise ValueError("--seed repeats fine-tuning runs; use it with --kind finetune")
+    recipe = bench.config.finetune if seed is None else dataclasses.replace(bench.config.finetune, seed=seed)
+    run_seed = recipe.seed if kind == "finetune" else 0
+    index, count = shard
+    specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
+    mine = [(s, m) for s in specs for m in bench.models][index::count]
+    done = _done_store(bench.root)
+    todo = [(s, m) for s, m in mine if not _current(done, (s.id, m, kind, run_seed), recipe.name)
+            and (models is None or m in models)]
+    if kind in FROZEN_KINDS:  # model-major: each extractor is built once and its pools' features are read once
+        todo.sort(key=lambda pair: bench.models.index(pair[1]))
+    # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
+    return recipe, todo
+
+
+def plan(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
+         models: list[str] | None = None, seed: int | None = None) -> list[str]:
+    """What a build of these arguments has left, per member: pairs, and the hours they take at the median wall
+    seconds of the member's records of ``kind`` so far on this machine's device kind (CPU or CUDA) and, for
+    ``finetune``, of the benchmark's recipe; the lines to print."""
+    recipe, todo = pending(bench, kind, role, shard, models, seed)
+    device = features.best_device().type
+    left: dict[str, int] = {}
+    for _, model in todo:
+        left[model] = left.get(model, 0) + 1
+    seconds: dict[str, list[float]] = {}
+    for r in _done_store(bench.root).records(kind):
+        if r.device.split(":")[0] == device and math.isfinite(r.wall_s) and (kind != "finetune"
+                                                                            or r.recipe == recipe.name):
+            seconds.setdefault(r.model, []).append(r.wall_s)
+    lines = [f"{bench.config.name} · {kind} · role {role}" + (f" · seed {seed}" if seed is not None else "")
+             + f" · shard {shard[0]}/{shard[1]}: {len(todo)} pairs left",
+             f"{'member':28s} {'pairs':>6s} {'s/pair':>8s} {'hours':>6s}  (median of the records so far on {device})"]
+    total, unknown = 0.0, []
+    for model in (m for m in bench.models if m in left):
+        if model in seconds:
+            median = float(np.median(seconds[model]))
+            total += left[model] * median / 3600
+            lines.append(f"{model:28s} {left[model]:6d} {median:8.1f} {left[model] * median / 3600:6.2f}")
+        else:
+            unknown.append(model)
+            lines.append(f"{model:28s} {left[model]:6d} {'?':>8s} {'?':>6s}")
+    lines.append(f"total: {total:.2f} hours of one builder" + (
+        f", plus {len(unknown)} member(s) with no record yet (benchmarks/finetune_cost.py measures a step)"
+        if unknown else ""))
+    return lines
+
+
 def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
                   models: list[str] | None = None, seed: int | None = None) -> int:
     """Measures the missing (task, model) pairs of this shard (of ``models`` only, when given) into its part file.
@@ -128,24 +183,13 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     Returns:
         The number of pairs measured.
     """
-    if seed is not None and kind != "finetune":
-        raise ValueError("--seed repeats fine-tuning runs; use it with --kind finetune")
-    recipe = bench.config.finetune if seed is None else dataclasses.replace(bench.config.finetune, seed=seed)
+    recipe, todo = pending(bench, kind, role, shard, models, seed)
     run_seed = recipe.seed if kind == "finetune" else 0
     out = part_path(bench.root, kind if run_seed == 0 else f"{kind}-seed{run_seed}", shard)
     own = HistoryStore.load(out) if out.is_file() else HistoryStore()
-    index, count = shard
-    specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
-    mine = [(s, m) for s in specs for m in bench.models][index::count]
-    done = _done_store(bench.root)
-    todo = [(s, m) for s, m in mine if not _current(done, (s.id, m, kind, run_seed), recipe.name)
-            and (models is None or m in models)]
-    if kind in FROZEN_KINDS:  # model-major: each extractor is built once and its pools' features are read once
-        todo.sort(key=lambda pair: bench.models.index(pair[1]))
-    # finetune stays task-major (it loads weights per pair anyway): a stopped run leaves whole tasks measured
     before = len(own)
     try:
-        return _measure(bench, kind, todo, (index, count), recipe, run_seed, own, out)
+        return _measure(bench, kind, todo, shard, recipe, run_seed, own, out)
     except Stopped as stop:
         raise Stopped(f"{stop} after {len(own) - before} of this run's {len(todo)} pairs") from None
 
@@ -355,6 +399,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="linear_probe/logme/finetune: only these zoo members")
     parser.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: this run's share of the pairs")
     parser.add_argument("--seed", type=_seed, help="finetune: this seed instead of the recipe's (repeat runs)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the pairs this build has left and their hours from the records so far, and stop")
     parser.add_argument("--merge", action="store_true", help="fold parts/*.csv into history.csv and stop")
     parser.add_argument("--import", dest="results", type=Path, metavar="CSV",
                         help="add past fine-tuning results (columns task, model, accuracy; optional "
@@ -383,6 +429,11 @@ def main() -> None:
             build_stats(bench)
             print(f"wrote {bench.root / 'stats.safetensors'} and model_stats.safetensors for "
                   f"{len(bench.config.tasks)} tasks; next: --kind logme and --kind finetune")
+            return
+        if args.plan:
+            if args.kind not in FROZEN_KINDS + ("finetune",):
+                raise ValueError(f"--plan estimates --kind linear_probe, logme or finetune, not {args.kind}")
+            print("\n".join(plan(bench, args.kind, args.role, args.shard, args.models, args.seed)))
             return
         if args.kind == "proxy":
             n = build_proxy(bench, args.role)

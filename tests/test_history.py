@@ -171,6 +171,19 @@ def test_a_recipe_change_measures_the_stale_pairs_again(tiny_bench: bm.Benchmark
     assert store.get("d2-inv", a, "finetune").lr == 2e-5
 
 
+def test_plan_counts_the_pairs_left_and_their_hours_from_the_recipes_records(tiny_bench: bm.Benchmark) -> None:
+    a, b = tiny_bench.models
+    name, device = tiny_bench.config.finetune.name, str(features.best_device())  # seconds count on their device kind
+    HistoryStore([_rec("d3", a, 80.0, recipe=name, wall_s=1800.0, device=device),
+                  _rec("d3", b, 70.0, recipe="an-older-recipe", wall_s=60.0, device=device)]
+                 ).save(tiny_bench.root / "history.csv")
+    lines = build_history.plan(tiny_bench, "finetune", "all")
+    assert lines[0].endswith(": 3 pairs left")  # b's record is of another recipe: measured again
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
+    assert rows == {a: ["1", "1800.0", "0.50"], b: ["2", "?", "?"]}
+    assert lines[-1].startswith("total: 0.50 hours of one builder, plus 1 member(s) with no record yet")
+
+
 def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: bm.Benchmark) -> None:
     build_history.build_stats(tiny_bench)
     with safe_open(tiny_bench.root / "stats.safetensors", "pt") as f:
