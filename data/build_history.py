@@ -46,6 +46,7 @@ import math
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -147,9 +148,7 @@ def plan(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0,
     ``finetune``, of the benchmark's recipe; the lines to print."""
     recipe, todo = pending(bench, kind, role, shard, models, seed)
     device = features.best_device().type
-    left: dict[str, int] = {}
-    for _, model in todo:
-        left[model] = left.get(model, 0) + 1
+    left = Counter(model for _, model in todo)
     seconds: dict[str, list[float]] = {}
     for r in _done_store(bench.root).records(kind):
         if r.device.split(":")[0] == device and math.isfinite(r.wall_s) and (kind != "finetune"
@@ -423,17 +422,17 @@ def main() -> None:
         unknown = sorted(set(args.models or ()) - set(bench.models))
         if unknown:
             raise ValueError(f"models {unknown} are not in {bench.config.manifest}; see its model names")
+        if args.plan:
+            if args.kind not in FROZEN_KINDS + ("finetune",):
+                raise ValueError(f"--plan estimates --kind linear_probe, logme or finetune, not {args.kind}")
+            print("\n".join(plan(bench, args.kind, args.role, args.shard, args.models, args.seed)))
+            return
         if args.kind in ("stats", "proxy") and (args.models or args.shard != (0, 1)):
             raise ValueError(f"--kind {args.kind} covers the whole zoo in one run; drop --models and --shard")
         if args.kind == "stats":
             build_stats(bench)
             print(f"wrote {bench.root / 'stats.safetensors'} and model_stats.safetensors for "
                   f"{len(bench.config.tasks)} tasks; next: --kind logme and --kind finetune")
-            return
-        if args.plan:
-            if args.kind not in FROZEN_KINDS + ("finetune",):
-                raise ValueError(f"--plan estimates --kind linear_probe, logme or finetune, not {args.kind}")
-            print("\n".join(plan(bench, args.kind, args.role, args.shard, args.models, args.seed)))
             return
         if args.kind == "proxy":
             n = build_proxy(bench, args.role)

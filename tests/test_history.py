@@ -216,6 +216,10 @@ def test_cli_reports_bad_input_in_one_line(capsys: pytest.CaptureFixture, monkey
         build_history.main()
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and "resnet9000" in err
+    monkeypatch.setattr("sys.argv", ["build_history", "--kind", "stats", "--plan"])  # a plan, never a stats build
+    with pytest.raises(SystemExit) as stop:
+        build_history.main()
+    assert stop.value.code == 2 and "--plan estimates" in capsys.readouterr().err
 
 
 def _write(path: Path, text: str) -> Path:
