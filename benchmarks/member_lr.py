@@ -40,6 +40,8 @@ from ranker.tune.finetune import finetune
 HERE = Path(__file__).resolve().parent
 TASKS = ("tux-made-4way-10shot-04", "clip-things-5way-20shot-01")
 """v3's default: two colour training tasks of two sources, with 159 and 100+ held-out images."""
+LRS = (2e-4, 6e-5, 2e-5)
+"""The candidate backbone learning rates (``--lrs``)."""
 COLUMNS = ("lr", "head_norm", "task", "model", "accuracy", "seconds")
 Candidate = tuple[float, bool]
 """(backbone learning rate, whether the head reads standardized features)."""
@@ -58,7 +60,8 @@ def measured(bench: bm.Benchmark, tasks: list[str]) -> dict[tuple[Candidate, str
     """The recipe's own setting (its lr, plain head) where the history holds its seed-0 fine-tuning of the pair."""
     recipe = bench.config.finetune
     return {((recipe.lr, False), r.task, r.model): r.value for r in bench.history.records("finetune")
-            if r.task in tasks and r.seed == 0 and r.model not in recipe.lrs and r.model not in recipe.head_norm}
+            if r.task in tasks and r.seed == 0 and r.recipe == recipe.name and r.model not in recipe.lrs
+            and r.model not in recipe.head_norm}
 
 
 def add(path: Path, row: dict[str, str]) -> None:
@@ -99,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default="v3")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="training tasks (default: %(default)s)")
-    parser.add_argument("--lrs", nargs="+", type=float, default=[2e-4, 6e-5, 2e-5], help="candidate rates")
+    parser.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="candidate rates")
     parser.add_argument("--models", nargs="*", help="default: every member")
     parser.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: this process's share of the runs")
     parser.add_argument("--out", type=Path, help="default: benchmarks/member_lr_<benchmark>.csv")

@@ -82,7 +82,7 @@ def collapses(records: list[Record], majority: dict[str, float]) -> dict[str, tu
     for r in records:
         if r.kind == "finetune" and r.task in majority:
             counts = out.setdefault(r.model, [0, 0])
-            counts[0] += r.value <= majority[r.task] + 1e-6
+            counts[0] += r.value <= majority[r.task] + 1e-3  # history.csv keeps 6 significant digits
             counts[1] += 1
     return {m: (c[0], c[1]) for m, c in out.items()}
 
@@ -95,17 +95,19 @@ def recipe_health(bench: bm.Benchmark) -> list[str]:
         return []
     recipes = Counter(r.recipe for r in records)
     lines = ["", "## Recipe health", "",
-             f"Recipes: {', '.join(f'`{name}` {n} pairs' for name, n in recipes.most_common())} (the benchmark's: "
+             f"Recipes: {', '.join(f'`{name}` {n} records' for name, n in recipes.most_common())} (the benchmark's: "
              f"`{bench.config.finetune.name}`; `python -m data.build_history` measures the others again).", ""]
+    name = bench.config.finetune.name
+    current = [r for r in records if r.recipe == name]
     specs = {t.id: t for t in bench.config.tasks}
     majority = {}
-    for task in sorted({r.task for r in records}):
+    for task in sorted({r.task for r in current}):
         labels = bm.task_parts(specs[task], bench.config)[1].labels
         majority[task] = 100.0 * np.bincount(labels).max() / len(labels)
-    counts = collapses(records, majority)
-    lines += ["Pairs that fine-tuned to no better than predicting the held-out part's most frequent class (a recipe "
-              "failure, not a measure of transfer), per member:", "",
-              "| member | at the floor | pairs |", "|---|---|---|"]
+    counts = collapses(current, majority)
+    lines += [f"Records of `{name}` (every seed) that fine-tuned to no better than predicting the held-out part's most "
+              "frequent class (a recipe failure, not a measure of transfer), per member:", "",
+              "| member | at the floor | records |", "|---|---|---|"]
     lines += [f"| {m} | {counts[m][0]} | {counts[m][1]} |" for m in bench.models if m in counts]
     return lines
 

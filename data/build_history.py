@@ -106,8 +106,8 @@ def part_path(root: Path, kind: str, shard: tuple[int, int]) -> Path:
 
 def _done_store(root: Path) -> HistoryStore:
     store = HistoryStore.load(root / "history.csv") if (root / "history.csv").is_file() else HistoryStore()
-    for part in sorted((root / "parts").glob("*.csv")):
-        store.merge(HistoryStore.load(part))
+    for part in sorted((root / "parts").glob("*.csv"), key=lambda path: path.stat().st_mtime):
+        store.merge(HistoryStore.load(part))  # the newest part last: a pair measured again replaces its older record
     return store
 
 
@@ -144,15 +144,15 @@ def pending(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = 
 def plan(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0, 1),
          models: list[str] | None = None, seed: int | None = None) -> list[str]:
     """What a build of these arguments has left, per member: pairs, and the hours they take at the median wall
-    seconds of the member's records of ``kind`` so far on this machine's device kind (CPU or CUDA) and, for
-    ``finetune``, of the benchmark's recipe; the lines to print."""
+    seconds of the member's records of ``kind`` that this builder measured so far on this machine's device kind (CPU
+    or CUDA) and, for ``finetune``, under the benchmark's recipe; the lines to print."""
     recipe, todo = pending(bench, kind, role, shard, models, seed)
     device = features.best_device().type
     left = Counter(model for _, model in todo)
     seconds: dict[str, list[float]] = {}
     for r in _done_store(bench.root).records(kind):
-        if r.device.split(":")[0] == device and math.isfinite(r.wall_s) and (kind != "finetune"
-                                                                            or r.recipe == recipe.name):
+        if (r.source == "data/build_history.py" and r.device.split(":")[0] == device and math.isfinite(r.wall_s)
+                and (kind != "finetune" or r.recipe == recipe.name)):
             seconds.setdefault(r.model, []).append(r.wall_s)
     lines = [f"{bench.config.name} · {kind} · role {role}" + (f" · seed {seed}" if seed is not None else "")
              + f" · shard {shard[0]}/{shard[1]}: {len(todo)} pairs left",
@@ -297,7 +297,8 @@ def build_stats(bench: bm.Benchmark) -> None:
 
 
 def merge_parts(bench: bm.Benchmark) -> int:
-    """Folds every ``parts/*.csv`` into history.csv, then deletes the parts; returns the record count.
+    """Folds every ``parts/*.csv`` into history.csv, then deletes the parts; returns the record count. A pair's record
+    in a part replaces its record in history.csv, and the most recently written part's record wins among parts.
 
     Raises:
         ValueError: a record names a task or model the benchmark does not have (nothing is written then).

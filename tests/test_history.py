@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from pathlib import Path
 
@@ -171,16 +172,31 @@ def test_a_recipe_change_measures_the_stale_pairs_again(tiny_bench: bm.Benchmark
     assert store.get("d2-inv", a, "finetune").lr == 2e-5
 
 
+def test_merge_keeps_the_newest_part_s_record_of_a_pair(tiny_bench: bm.Benchmark) -> None:
+    """A stale part left from an earlier build must not win over a newer one because its file name sorts later."""
+    a = tiny_bench.models[0]
+    stale = build_history.part_path(tiny_bench.root, "finetune", (5, 8))
+    fresh = build_history.part_path(tiny_bench.root, "finetune", (1, 2))
+    HistoryStore([_rec("d3", a, 10.0, recipe="old")]).save(stale)
+    HistoryStore([_rec("d3", a, 90.0, recipe="new")]).save(fresh)
+    os.utime(stale, (1_000_000, 1_000_000))
+    os.utime(fresh, (2_000_000, 2_000_000))
+    assert build_history.merge_parts(tiny_bench) == 1
+    assert HistoryStore.load(tiny_bench.root / "history.csv").get("d3", a, "finetune").recipe == "new"
+
+
 def test_plan_counts_the_pairs_left_and_their_hours_from_the_recipes_records(tiny_bench: bm.Benchmark) -> None:
     a, b = tiny_bench.models
     name, device = tiny_bench.config.finetune.name, str(features.best_device())  # seconds count on their device kind
-    HistoryStore([_rec("d3", a, 80.0, recipe=name, wall_s=1800.0, device=device),
-                  _rec("d3", b, 70.0, recipe="an-older-recipe", wall_s=60.0, device=device)]
+    built = {"device": device, "source": "data/build_history.py"}
+    HistoryStore([_rec("d3", a, 80.0, recipe=name, wall_s=1800.0, **built),
+                  _rec("d3", b, 70.0, recipe="an-older-recipe", wall_s=60.0, **built),
+                  _rec("d2-inv", b, 75.0, recipe=name, wall_s=5.0, device=device, source="imported from x.csv")]
                  ).save(tiny_bench.root / "history.csv")
     lines = build_history.plan(tiny_bench, "finetune", "all")
-    assert lines[0].endswith(": 3 pairs left")  # b's record is of another recipe: measured again
+    assert lines[0].endswith(": 2 pairs left")  # b's d3 record is of another recipe: measured again
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:-1]}
-    assert rows == {a: ["1", "1800.0", "0.50"], b: ["2", "?", "?"]}
+    assert rows == {a: ["1", "1800.0", "0.50"], b: ["1", "?", "?"]}  # an import's seconds are another machine's
     assert lines[-1].startswith("total: 0.50 hours of one builder, plus 1 member(s) with no record yet")
 
 
