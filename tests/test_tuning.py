@@ -22,7 +22,7 @@ from ranker.tasks import loaders
 from ranker.transfer.logme import posterior_weights
 from ranker.tune import __main__ as cli
 from ranker.tune import btuning, distill
-from ranker.tune.finetune import FinetuneModule, finetune, recipe_entry
+from ranker.tune.finetune import FinetuneModule, finetune, fit, images, recipe_entry
 from ranker.zoo import manifest as zoo
 
 
@@ -297,6 +297,24 @@ def test_head_norm_standardizes_tiny_spread_features_in_eval_mode_too() -> None:
     norm.eval()
     out = norm(0.5 + 0.015 * torch.randn(256, width))
     assert out.std(0).mean().item() == pytest.approx(1.0, abs=0.1) and out.mean().abs().item() < 0.1
+
+
+@pytest.mark.integration
+def test_a_standardized_head_is_evaluated_with_the_trained_trunks_statistics(digits_parts) -> None:
+    """Statistics averaged over the steps mix in the features of trunks the steps moved away from: measured on v3,
+    re-estimating them with the final trunk raised held-out accuracy by 2 to 9 points (MobileFace, DINOv2, PoseNet)."""
+    train = digits_parts[0].task
+    recipe = bm.FinetuneRecipe(steps=4, head_norm=["tiny_resnet_fmnist"])
+    entry = zoo.get_entry("tiny_resnet_fmnist")
+    transform = zoo.entry_transform(recipe_entry(entry, recipe))
+    torch.manual_seed(0)
+    module = FinetuneModule(zoo.load_extractor(entry), train.num_classes, recipe)
+    fit(module, train, transform, recipe)
+    with torch.no_grad():
+        feats = module.eval().features(images(train, transform))
+    norm = module.head[0]
+    torch.testing.assert_close(norm.running_mean, feats.mean(0))
+    torch.testing.assert_close(norm.running_var, feats.var(0))
 
 
 def test_member_lr_picks_the_best_mean_and_the_first_on_a_tie() -> None:

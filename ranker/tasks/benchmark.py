@@ -73,8 +73,8 @@ class FinetuneRecipe:
     lrs: dict[str, float] = field(default_factory=dict)  # member -> backbone learning rate in place of lr (its head's
     # is that x head_lr_mult)
     head_norm: list[str] = field(default_factory=list)  # members whose head reads standardized features (BatchNorm
-    # without affine parameters, statistics averaged over every step); lrs and head_norm are chosen per member on
-    # training tasks (benchmarks/member_lr.py)
+    # without affine parameters: batch statistics while training, then the trained trunk's statistics on the training
+    # images); lrs and head_norm are chosen per member on training tasks (benchmarks/member_lr.py)
     head_lr_mult: float = 10.0  # the new head's learning rate is lr x this
     weight_decay: float = 0.01
     max_input_size: int = 64  # images resized to min(native, this) px; 0: native size

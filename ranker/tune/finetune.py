@@ -45,6 +45,21 @@ class FinetuneModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    @torch.no_grad()
+    def estimate_norm(self, images: torch.Tensor, batch_size: int = 64) -> None:
+        """Sets a standardized head's statistics to the mean and variance of the trained trunk's features of
+        ``images`` ``[N, 3, S, S]`` (eval mode; PreciseBN, Wu & Johnson 2021): averaged over the training steps,
+        they would mix in the features of trunks the steps have since moved away from, which for tiny-spread
+        features shifts the head's input by a large part of its spread. A plain head is left as it is."""
+        if isinstance(self.head, nn.Linear):
+            return
+        self.eval()
+        device = next(self.head.parameters()).device
+        feats = torch.cat([self.features(x.to(device)) for x in images.split(batch_size)])
+        norm = self.head[0]
+        norm.running_mean.copy_(feats.mean(0))
+        norm.running_var.copy_(feats.var(0))  # unbiased, as BatchNorm keeps it
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self(x), y)
@@ -91,7 +106,8 @@ def accuracy(module: FinetuneModule, test: Task, transform: Callable, device: to
 
 def fit(module: FinetuneModule, train: Task, transform: Callable, recipe: bm.FinetuneRecipe,
         extra: torch.Tensor | None = None, callbacks: Sequence[L.Callback] = ()) -> torch.device:
-    """Trains ``module`` on ``train`` for the recipe's steps (seed first: the head and the batches draw from it);
+    """Trains ``module`` on ``train`` for the recipe's steps (seed first: the head and the batches draw from it),
+    then estimates a standardized head's statistics on the training images (``FinetuneModule.estimate_norm``);
     batches are (images, labels) or, with ``extra`` ``[N, ...]``, (images, labels, the images' rows of it).
 
     Returns:
@@ -107,6 +123,7 @@ def fit(module: FinetuneModule, train: Task, transform: Callable, recipe: bm.Fin
             callbacks=list(callbacks),
         )
         trainer.fit(module, DataLoader(data, batch_size=min(recipe.batch_size, len(data)), shuffle=True))
+    module.estimate_norm(tensors[0])
     return trainer.strategy.root_device
 
 
