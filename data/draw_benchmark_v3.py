@@ -93,16 +93,16 @@ FAMILIES = (
 
 
 RECIPE = {
-    "name": "finetune-v3.1", "steps": 30, "batch_size": 16, "lr": 2e-4, "head_lr_mult": 10.0, "weight_decay": 0.01,
+    "name": "finetune-v3.2", "steps": 30, "batch_size": 16, "lr": 2e-4, "head_lr_mult": 10.0, "weight_decay": 0.01,
     "max_input_size": 128,
     "input_sizes": {"mobilenetv2_100": 160, "mobilenetv2_100_coco_ssd": 160, "mobilenetv2_100_dogs": 160,
                     "craft_vgg16_bn": 96, "hed_vgg16": 96, "vgg16_brain_mri": 96, "dinov2_vits14": 98,
                     "ppocrv4_det": 224, "centernet_mobilenetv3": 160, "handlandmark_full": 224,
                     "posenet_mobilenetv1": 257},
-    "lrs": {"hed_vgg16": 6e-05, "dinov2_vits14": 2e-05, "vgg16_brain_mri": 6e-05, "faceres": 6e-05,
-            "centernet_mobilenetv3": 6e-05, "posenet_mobilenetv1": 6e-05},
-    "head_norm": ["hed_vgg16", "dinov2_vits14", "vgg16_brain_mri", "mobileface", "blazepose_heavy",
-                  "posenet_mobilenetv1"],
+    "lrs": {"dinov2_vits14": 2e-05, "vgg16_brain_mri": 6e-05, "faceres": 6e-05, "centernet_mobilenetv3": 6e-05,
+            "blazepose_heavy": 6e-05, "posenet_mobilenetv1": 6e-05},
+    "head_norm": ["hed_vgg16", "dinov2_vits14", "vgg16_brain_mri", "faceres", "mobileface", "blazepose_heavy",
+                  "handlandmark_full", "posenet_mobilenetv1"],
 }  # fmt: skip
 """The ground truth's recipe, planned from benchmarks/finetune_cost_v3.csv (data/benchmarks/v3/README.md): the rest
 of the zoo at min(native, 128) px; MobileFace and BlazePose take only their native size (``fixed_size``); ``lrs`` and

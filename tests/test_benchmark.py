@@ -95,7 +95,7 @@ def test_v3_census() -> None:
         roles.setdefault(t.group_name, set()).add(t.role)
     assert len(roles) >= 10 and all(len(r) == 1 for r in roles.values()), roles
     recipe = v3.config.finetune
-    assert recipe.name == "finetune-v3.1" and set(recipe.input_sizes) <= set(v3.models)
+    assert recipe.name == "finetune-v3.2" and set(recipe.input_sizes) <= set(v3.models)
     measured = {r.recipe for r in v3.history.records("finetune") if r.source == "data/build_history.py"}
     assert measured == {recipe.name}  # no stale records of another recipe
     assert set(recipe.lrs) | set(recipe.head_norm) <= set(v3.models)
