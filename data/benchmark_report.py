@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from data import build_history  # noqa: E402
 from ranker.evaluate import best_constant, mean_tau  # noqa: E402
 from ranker.learn.metrics import weighted_tau  # noqa: E402
 from ranker.tasks import benchmark as bm  # noqa: E402
@@ -90,7 +91,7 @@ def collapses(records: list[Record], majority: dict[str, float]) -> dict[str, tu
 def recipe_health(bench: bm.Benchmark) -> list[str]:
     """REPORT.md's section on the fine-tuning recipe: the recipes in the history, and per member how many pairs fell
     to the most-frequent-class floor (``collapses``; the held-out labels come from the tasks' own parts)."""
-    records = [r for r in bench.history.records("finetune") if r.source == "data/build_history.py"]
+    records = [r for r in bench.history.records("finetune") if r.source == build_history.SOURCE]
     if not records:
         return []
     recipes = Counter(r.recipe for r in records)

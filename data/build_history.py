@@ -65,6 +65,9 @@ from ranker.zoo import manifest as zoo
 PROXY_ESTIMATORS = ("logme", "hscore", "reg_hscore", "nleep", "gbc", "transrate", "sfda", "parc")
 """Every feature-based estimator: LEEP and NCE need source heads that most of the offline zoo lacks."""
 
+SOURCE = "data/build_history.py"
+"""The ``source`` of every record this builder measures (imports say ``imported from <file>``)."""
+
 FROZEN_KINDS = ("linear_probe", "logme")
 """Kinds measured on frozen features, model by model (each extractor built once)."""
 
@@ -151,7 +154,7 @@ def plan(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = (0,
     left = Counter(model for _, model in todo)
     seconds: dict[str, list[float]] = {}
     for r in _done_store(bench.root).records(kind):
-        if (r.source == "data/build_history.py" and r.device.split(":")[0] == device and math.isfinite(r.wall_s)
+        if (r.source == SOURCE and r.device.split(":")[0] == device and math.isfinite(r.wall_s)
                 and (kind != "finetune" or r.recipe == recipe.name)):
             seconds.setdefault(r.model, []).append(r.wall_s)
     lines = [f"{bench.config.name} · {kind} · role {role}" + (f" · seed {seed}" if seed is not None else "")
@@ -225,7 +228,7 @@ def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]]
         own.add(Record(
             task=spec.id, model=model, kind=kind, metric=metric, value=value, recipe=name,
             epochs=epochs, lr=lr, input_size=size, n_train=len(train.indices), n_test=len(test.indices),
-            seed=run_seed, wall_s=time.time() - start, device=device, source="data/build_history.py",
+            seed=run_seed, wall_s=time.time() - start, device=device, source=SOURCE,
         ))
         own.save(out)
         measured += 1
