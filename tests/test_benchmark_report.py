@@ -30,13 +30,14 @@ def test_winners_by_group_name_the_planted_best_of_each_group() -> None:
     assert f"| {bench.models[-1]} ({groups.count(other)}) |" in rows[other]
 
 
-def test_collapses_count_the_pairs_at_the_most_frequent_class_floor() -> None:
+def test_collapses_count_the_pairs_at_the_most_frequent_class_floor_and_those_on_learnable_runs() -> None:
     from ranker.tasks.history import Record
 
     def rec(task: str, model: str, value: float, kind: str = "finetune") -> Record:
         return Record(task=task, model=model, kind=kind, metric="top1_accuracy", value=value)
 
-    majority = {"two": 50.0, "three": 40.0}
+    majority = {"two": 50.0, "three": 40.0, "hard": 70.0}
     records = [rec("two", "a", 50.0), rec("three", "a", 39.0), rec("two", "b", 50.5), rec("three", "b", 90.0),
-               rec("two", "c", 10.0, kind="linear_probe"), rec("other", "c", 10.0)]
-    assert report.collapses(records, majority) == {"a": (2, 2), "b": (0, 2)}
+               rec("two", "c", 10.0, kind="linear_probe"), rec("other", "c", 10.0),
+               rec("hard", "a", 60.0), rec("hard", "b", 65.0), rec("hard", "d", 80.0)]  # median 65: at the floor
+    assert report.collapses(records, majority) == {"a": (3, 2, 3), "b": (1, 0, 3), "d": (0, 0, 1)}
