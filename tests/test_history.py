@@ -214,6 +214,10 @@ def test_stats_hold_prototypes_and_summaries_of_every_training_part(tiny_bench: 
     part = bm.task_parts(next(t for t in tiny_bench.config.tasks if t.id == "d3"), tiny_bench.config)[0]
     own = features.extract(zoo.load_extractor(tiny_bench.entries["tiny_resnet_fmnist"]), part.task, progress=False)
     torch.testing.assert_close(prototypes, stats.class_prototypes(own, torch.as_tensor(part.labels), 3))
+    # a config naming another general encoder than the one the file was built with is refused
+    other = dataclasses.replace(tiny_bench.config, general_encoder="tiny_convnext_amnist")
+    with pytest.raises(ValueError, match="holds tiny_resnet_fmnist's statistics.*--kind stats"):
+        dataclasses.replace(tiny_bench, config=other).task_stats()
 
 
 def test_proxy_labels_rank_the_whole_zoo_on_every_task(tiny_bench: bm.Benchmark) -> None:

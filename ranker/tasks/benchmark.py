@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ranker.tasks import datasets, loaders
@@ -142,8 +143,19 @@ class Benchmark:
         return load_file(path)
 
     def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part."""
+        """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part.
+
+        Raises:
+            ValueError: the file was built with another general encoder than the config's (task tokens from one
+                member, a checkpoint exported for another).
+        """
         tensors = self._stats_file("stats.safetensors")
+        with safe_open(self.root / "stats.safetensors", "pt") as f:
+            built_with = (f.metadata() or {}).get("general_encoder")
+        if built_with != self.config.general_encoder:
+            raise ValueError(f"{self.root / 'stats.safetensors'} holds {built_with}'s statistics, the config names "
+                             f"{self.config.general_encoder}; rebuild them with `python -m data.build_history "
+                             f"--benchmark {self.argument} --kind stats`")
         return {t.id: (tensors[f"{t.id}/prototypes"], tensors[f"{t.id}/summary"]) for t in self.config.tasks}
 
     def model_stats(self) -> dict[str, dict[str, torch.Tensor]]:
