@@ -63,15 +63,16 @@ def checkpoint_scores(bench: bm.Benchmark, checkpoint: Path, held_out: list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
-    parser.add_argument("--checkpoint", type=Path, default=export.DEFAULT_CHECKPOINT,
-                        help="the ranker whose fixed-split rankings are checked (default: %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, help="the ranker whose fixed-split rankings are checked "
+                        "(default: checkpoints/<benchmark>-default)")
     parser.add_argument("--cv", action="store_true", help="add leave-one-group-out cross-validation")
     args = parser.parse_args()
     bench = bm.load_benchmark(args.benchmark)
+    checkpoint = args.checkpoint or export.benchmark_checkpoint(bench.config.name)
     train, test = bench.task_ids("train"), evaluate.measured_tasks(bench, bench.task_ids("test"))
     rows = [("fixed split, ranked by the prior", *coverage(bench, train, prior_scores(bench, train, test))),
-            (f"fixed split, ranked by {args.checkpoint.name}",
-             *coverage(bench, train, checkpoint_scores(bench, args.checkpoint, test)))]
+            (f"fixed split, ranked by {checkpoint.name}",
+             *coverage(bench, train, checkpoint_scores(bench, checkpoint, test)))]
     if args.cv:
         folds = [(f"CV, {fold.group} held out", *coverage(bench, fold.train, prior_scores(bench, fold.train,
                                                                                             fold.held_out)))

@@ -28,6 +28,7 @@ import copy
 import math
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,8 +116,8 @@ def lomo_fennec(bench: bm.Benchmark, members: list[int]) -> tuple[dict[int, np.n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
-    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT,
-                        help="the export whose run config, k and archi2vec vectors are used (trained on --benchmark)")
+    parser.add_argument("--checkpoint", type=Path, help="the export whose run config, k and archi2vec vectors are "
+                        "used (trained on --benchmark; default: checkpoints/<benchmark>-default)")
     parser.add_argument("--ranker", choices=["modelspider", "fennec"], default="modelspider")
     parser.add_argument("--models", nargs="*", help="only these members (default: every one)")
     args = parser.parse_args()
@@ -126,7 +127,7 @@ def main() -> None:
         depths = (0,)
         full, cold = lomo_fennec(bench, members)
     else:
-        shipped = export.load(args.checkpoint, bench.manifest_path)
+        shipped = export.load(args.checkpoint or export.benchmark_checkpoint(bench.config.name), bench.manifest_path)
         depths = (0, shipped.config.rerank_k)
         full, cold = lomo_modelspider(bench, shipped, shipped.config.spider_factor, depths, members)
     _, _, truth = bench.history.matrix("finetune", bench.task_ids("test"), bench.models)

@@ -125,7 +125,8 @@ def plot(results: dict[str, Split], name: str, m: int, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", default=bm.DEFAULT_BENCHMARK)
-    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path,
+                        help="the ranker measured (default: checkpoints/<benchmark>-default)")
     parser.add_argument("--cv", action="store_true", help="add leave-one-group-out cross-validation")
     parser.add_argument("--plot", type=Path, help="write the curves here (PNG)")
     parser.add_argument("--seeds", type=int, default=0,
@@ -133,7 +134,7 @@ def main() -> None:
                              "tau of each (the stability the issue asks for)")
     args = parser.parse_args()
     bench = bm.load_benchmark(args.benchmark)
-    exported = export.load(args.checkpoint, bench.manifest_path)
+    exported = export.load(args.checkpoint or export.benchmark_checkpoint(bench.config.name), bench.manifest_path)
     test = bench.task_ids("test")
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
                                str(exported.config.rerank_k), np.full(len(test), exported.config.rerank_k))}

@@ -62,7 +62,7 @@ def scores(exported: export.Exported, bench: bm.Benchmark, tasks: list[str], pri
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=export.DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", default=export.benchmark_checkpoint("offline"))
     parser.add_argument("--far-benchmark", default="v2", help="the benchmark whose test tasks of --far are ranked")
     parser.add_argument("--far", nargs="+", default=["clip-nature", "clip-people"], help="task groups")
     parser.add_argument("--near", nargs="+", default=["digits", "lfw_subset"],

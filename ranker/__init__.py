@@ -18,8 +18,9 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda reco
 
 
 def load(checkpoint: str | Path | None = None) -> Pipeline:
-    """The ranking pipeline of an exported ranker (None: ``checkpoints/offline-default``) for the zoo it was trained
-    on (its ``zoo.yaml``); ``.rank(task)`` ranks a dataset (``ranker.tasks.loaders.load_dataset``), as ``rank.py``.
+    """The ranking pipeline of an exported ranker (None: the default benchmark's, ``export.DEFAULT_CHECKPOINT``) for
+    the zoo it was trained on (its ``zoo.yaml``); ``.rank(task)`` ranks a dataset
+    (``ranker.tasks.loaders.load_dataset``), as ``rank.py``.
 
     Raises:
         ranker.serve.export.ExportError: the folder is no export.
@@ -31,7 +32,8 @@ def load(checkpoint: str | Path | None = None) -> Pipeline:
 
 
 def list_models() -> list[str]:
-    """The default zoo's model names, in zoo order (``rank.py --names``)."""
+    """The names of the zoo the default checkpoint ranks (its ``zoo.yaml``), in zoo order (``rank.py --names``)."""
+    from ranker.serve import export
     from ranker.zoo import manifest
 
-    return manifest.list_models()
+    return manifest.list_models(export.DEFAULT_CHECKPOINT / "zoo.yaml")

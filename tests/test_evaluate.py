@@ -62,9 +62,11 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
     result = evaluate.evaluate(str(tiny_bench.root))
     assert result["n_test_tasks"] == 1
     assert set(result["methods"]) == set(transfer.names()) - {"leep", "nce"} | {"prior"}
-    # the shipped ranker: another zoo; Fennec: its one training task validates, so nothing is left to train on
+    # the ranker: none shipped for this benchmark (checkpoints/tiny-default, its default); Fennec: its one training
+    # task validates, so nothing is left to train on
     assert set(result["skipped"]) == {"leep", "nce", "ranker", "ranker_rerank", "fennec", "best_constant"}
-    assert "offline-default" in result["skipped"]["ranker"] and "no task to train on" in result["skipped"]["fennec"]
+    assert "tiny-default is not an exported ranker" in result["skipped"]["ranker"]
+    assert "no task to train on" in result["skipped"]["fennec"]
     # The prior ranks by mean training-task probe accuracy: here it picks the fine-tuning winner.
     assert result["prior_kind"] == "linear_probe"
     assert result["methods"]["prior"]["regret"] == 0.0 and result["methods"]["prior"]["wtau"] == pytest.approx(1.0)
@@ -73,6 +75,7 @@ def test_evaluate_writes_every_method_and_says_what_it_skipped(tiny_bench: bm.Be
         assert m["n_tasks"] == 1
     json.dumps(result)  # the JSON contract: plain numbers and strings only
     assert "| prior |" in evaluate.markdown(result) and ".png" not in evaluate.markdown(result)  # no chart written
+    assert "--benchmark tiny" in evaluate.markdown(result) and "--checkpoint" not in evaluate.markdown(result)
     assert "![weighted tau per method, fixed split](eval.png)" in evaluate.markdown(result, "eval.png")
     evaluate.plot(result, tmp_path / "eval.png")
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,6 +18,7 @@ from PIL import Image
 import rank
 from ranker import transfer
 from ranker.serve import export
+from ranker.tasks import benchmark as bm
 from ranker.tasks import datasets, features, loaders, stats
 from ranker.zoo import manifest as zoo
 
@@ -40,7 +41,7 @@ def demo_prototypes(cache) -> tuple[datasets.Task, torch.Tensor]:
 
 def test_names_prints_the_zoo_one_name_a_line(capsys) -> None:
     assert rank.main(["--names"]) == 0
-    assert capsys.readouterr().out.splitlines() == zoo.list_models()
+    assert capsys.readouterr().out.splitlines() == zoo.list_models(export.DEFAULT_CHECKPOINT / "zoo.yaml")
 
 
 def test_list_models_is_a_table_of_what_a_user_chooses_by(capsys) -> None:
@@ -74,8 +75,9 @@ def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     assert loaded == [] and "--list-models" in text
     parser_defaults = {a.dest: a.default for a in rank.parser()._actions}
     assert parser_defaults["checkpoint"] == export.DEFAULT_CHECKPOINT
-    assert parser_defaults["manifest"] is None  # the checkpoint's own zoo, which is the package's default zoo
-    assert zoo.list_models(export.DEFAULT_CHECKPOINT / "zoo.yaml") == zoo.list_models(zoo.DEFAULT_MANIFEST)
+    assert parser_defaults["manifest"] is None  # the checkpoint's own zoo
+    assert export.load().config.run.data.benchmark == bm.DEFAULT_BENCHMARK  # the default checkpoint is the default
+    # benchmark's
 
 
 @pytest.mark.integration

@@ -14,7 +14,6 @@ import ranker.evaluate as package
 from ranker.evaluate.report import markdown, plot
 from ranker.evaluate.runs import evaluate
 from ranker.files import exit_with, write_atomic
-from ranker.serve import export
 from ranker.tasks import benchmark as bm
 
 
@@ -26,8 +25,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="write the markdown tables here")
     parser.add_argument("--plot", type=Path, help="write a bar chart (PNG) of both tau variants here")
     parser.add_argument("--estimators", nargs="*", help="registry names; default: all")
-    parser.add_argument("--checkpoint", type=Path, default=export.DEFAULT_CHECKPOINT,
-                        help="exported ranker evaluated as `ranker` and `ranker_rerank` (skipped if unusable); "
+    parser.add_argument("--checkpoint", type=Path,
+                        help="exported ranker evaluated as `ranker` and `ranker_rerank` (skipped if unusable; "
+                             "default: checkpoints/<benchmark>-default); "
                              "with --cv its run config retrains it per fold")
     parser.add_argument("--cv", action="store_true",
                         help="add leave-one-group-out cross-validation over every task with fine-tuning ground truth")

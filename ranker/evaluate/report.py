@@ -69,7 +69,7 @@ def markdown(result: dict, plot_link: str | None = None) -> str:
     cv = result.get("cv")
     flags = (f" --benchmark {result['benchmark']}" * (result["benchmark"] != bm.DEFAULT_BENCHMARK)
              + (f" --checkpoint {result['checkpoint']}" if result.get("checkpoint") and Path(result["checkpoint"])
-                .resolve() != export.DEFAULT_CHECKPOINT.resolve() else "")
+                .resolve() != export.benchmark_checkpoint(result["benchmark"]).resolve() else "")
              + (f" --estimators {' '.join(result['estimators'])}" if result.get("estimators") else "")
              + " --cv" * bool(cv) + " --fresh-cache" * result["fresh_cache"])
     cache = ("features extracted into a fresh cache, so 'incl. features' is the real extraction cost"

@@ -343,17 +343,18 @@ def _checkpoint_runs(measured: Measured, checkpoint: str | Path, test: list[str]
 
 
 def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None,
-             checkpoint: str | Path = export.DEFAULT_CHECKPOINT, cv: bool = False, fresh_cache: bool = False,
+             checkpoint: str | Path | None = None, cv: bool = False, fresh_cache: bool = False,
              cv_cache: str | Path | None = None) -> dict:
     """The evaluation JSON (see DESIGN.md's contract): the fixed split, and ``cv`` when ``cv``; per-task wtau under
     ``per_task``. ``cv_cache``: keep each finished fold there and reuse it (``_cross_validate``), so a stopped run
-    continues where it was.
+    continues where it was. ``checkpoint`` None: the benchmark's own (``export.benchmark_checkpoint``).
 
     Raises:
         ValueError: unknown estimator, test tasks without finetune ground truth, a checkpoint of another general
             encoder, or (``cv``) tasks of a single group.
     """
     bench = bm.load_benchmark(benchmark)
+    checkpoint = checkpoint or export.benchmark_checkpoint(bench.config.name)
     names = estimators or transfer.names()
     for name in names:
         transfer.get(name)  # an unknown name fails here, before any extraction

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from ranker.learn import losses
 from ranker.learn.modelspider import ModelConfig
+from ranker.tasks.benchmark import DEFAULT_BENCHMARK
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_TRAIN_CONFIG = CONFIGS_DIR / "train" / "default.yaml"
@@ -22,7 +23,7 @@ DEFAULT_TRAIN_CONFIG = CONFIGS_DIR / "train" / "default.yaml"
 class DataConfig:
     """Which history becomes episodes, and how."""
 
-    benchmark: str = "offline"  # name under data/benchmarks/ or a folder with a benchmark.yaml
+    benchmark: str = DEFAULT_BENCHMARK  # name under data/benchmarks/ or a folder with a benchmark.yaml
     target_kinds: list[str] = field(default_factory=lambda: ["finetune", "linear_probe", "proxy"])  # per task,
     # the first kind with ground truth for at least two models is its target vector (others are not mixed in)
     val_tasks: list[str] = field(default_factory=list)  # training-role tasks held out for validation; empty: the
@@ -81,7 +82,7 @@ class FennecConfig:
 class RunConfig:
     """A whole training run."""
 
-    name: str = "offline"  # run name: folder under out_dir and the exported checkpoint's name
+    name: str = DEFAULT_BENCHMARK  # run name: folder under out_dir and the exported checkpoint's name
     seed: int = 0  # seed_everything: weights, episode order, specific-token draws
     out_dir: str = "runs"  # run folders (logs, Lightning checkpoints, resolved config) go under here
     export_dir: str = "checkpoints"  # the exported folder goes to <export_dir>/<name>

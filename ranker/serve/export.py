@@ -42,11 +42,19 @@ from ranker.learn.config import RunConfig
 from ranker.learn.modelspider import RankerDims
 from ranker.learn.protocol import LearnedRanker
 from ranker.serve.index import VectorIndex
+from ranker.tasks.benchmark import DEFAULT_BENCHMARK
 from ranker.zoo.archi2vec import FEATURES as ARCHI2VEC_FEATURES
 from ranker.zoo.archi2vec import archi2vec
 from ranker.zoo.manifest import REPO_ROOT, Manifest, load_manifest
 
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "offline-default"
+
+def benchmark_checkpoint(benchmark: str) -> Path:
+    """``checkpoints/<benchmark>-default``: the checkpoint shipped for the benchmark of that config name, the one
+    the evaluation tools score when given none."""
+    return REPO_ROOT / "checkpoints" / f"{benchmark}-default"
+
+
+DEFAULT_CHECKPOINT = benchmark_checkpoint(DEFAULT_BENCHMARK)
 FILES = ("model.safetensors", "config.yaml", "zoo.yaml", "tasks.safetensors", "tasks.faiss", "archi2vec.safetensors")
 
 

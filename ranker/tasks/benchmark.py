@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from ranker.tasks import datasets, loaders
 from ranker.tasks.history import HistoryStore
@@ -135,12 +134,14 @@ class Benchmark:
     def manifest_path(self) -> Path:
         return REPO_ROOT / self.config.manifest
 
-    def _stats_file(self, name: str) -> dict[str, torch.Tensor]:
+    def _stats_file(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The tensors of a statistics file and its metadata, read in one opening."""
         path = self.root / name
         if not path.is_file():
             raise ValueError(f"{path} is missing; build it with `python -m data.build_history --benchmark "
                              f"{self.argument} --kind stats`")
-        return load_file(path)
+        with safe_open(path, "pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
 
     def task_stats(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Task id -> (general-encoder class prototypes ``[C, D]``, summary vector ``[2D]``) of its training part.
@@ -149,9 +150,8 @@ class Benchmark:
             ValueError: the file was built with another general encoder than the config's (task tokens from one
                 member, a checkpoint exported for another).
         """
-        tensors = self._stats_file("stats.safetensors")
-        with safe_open(self.root / "stats.safetensors", "pt") as f:
-            built_with = (f.metadata() or {}).get("general_encoder")
+        tensors, metadata = self._stats_file("stats.safetensors")
+        built_with = metadata.get("general_encoder")
         if built_with != self.config.general_encoder:
             raise ValueError(f"{self.root / 'stats.safetensors'} holds {built_with}'s statistics, the config names "
                              f"{self.config.general_encoder}; rebuild them with `python -m data.build_history "
@@ -160,7 +160,7 @@ class Benchmark:
 
     def model_stats(self) -> dict[str, dict[str, torch.Tensor]]:
         """Task id -> model -> that model's own class prototypes ``[C, D_m]`` (float16) of the training part."""
-        tensors = self._stats_file("model_stats.safetensors")
+        tensors, _ = self._stats_file("model_stats.safetensors")
         return {t.id: {m: tensors[f"{t.id}/{m}"] for m in self.models if f"{t.id}/{m}" in tensors}
                 for t in self.config.tasks}
 
