@@ -76,8 +76,8 @@ def test_defaults_are_the_packages_and_help_loads_no_model_library() -> None:
     parser_defaults = {a.dest: a.default for a in rank.parser()._actions}
     assert parser_defaults["checkpoint"] == export.DEFAULT_CHECKPOINT
     assert parser_defaults["manifest"] is None  # the checkpoint's own zoo
-    assert export.load().config.run.data.benchmark == bm.DEFAULT_BENCHMARK  # the default checkpoint is the default
-    # benchmark's
+    # the default checkpoint is the one trained on the default benchmark
+    assert export.load().config.run.data.benchmark == bm.DEFAULT_BENCHMARK
 
 
 @pytest.mark.integration
