@@ -13,8 +13,9 @@ Kinds (``--kind``):
 Every (task, model) result is written as soon as it is measured, by an atomic rewrite of the run's own file
 ``parts/<kind>-<i>of<n>.csv`` (``0of1`` without --shard); a pair already in history.csv or in any part is
 skipped (checked again just before it is measured), so a stopped run resumes and concurrent runs rarely
-repeat work. With ``--shard i/n`` a run takes every n-th pair from the i-th (0-based) of the task-major list
-of all (task, model) pairs of the chosen role and the whole zoo. A fine-tuning record of another recipe than the
+repeat work. With ``--shard i/n`` a run takes the pairs of the chosen role and the whole zoo whose task index plus
+model index is i modulo n (0-based): each member's pairs spread evenly over the shards, so shards of a zoo whose members
+cost very different amounts still end together. A fine-tuning record of another recipe than the
 benchmark's (``finetune.name``) does not count as measured: after a recipe change the builder measures those pairs
 again, and their new records replace the old at ``--merge``. Only ``--merge`` writes history.csv: it folds
 every part into it and deletes the parts; run it once every builder has ended.
@@ -134,7 +135,7 @@ def pending(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, int] = 
     run_seed = recipe.seed if kind == "finetune" else 0
     index, count = shard
     specs = [t for t in bench.config.tasks if role == "all" or t.role == role]
-    mine = [(s, m) for s in specs for m in bench.models][index::count]
+    mine = [(s, m) for t, s in enumerate(specs) for j, m in enumerate(bench.models) if (t + j) % count == index]
     done = _done_store(bench.root)
     todo = [(s, m) for s, m in mine if not _current(done, (s.id, m, kind, run_seed), recipe.name)
             and (models is None or m in models)]

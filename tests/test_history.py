@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,16 @@ def test_shards_cover_every_pair_once_and_merge_to_the_unsharded_result(tiny_ben
     assert build_history.build_records(tiny_bench, "linear_probe", "all") == 4
     build_history.merge_parts(tiny_bench)
     assert _values(root / "history.csv") == merged
+
+
+def test_each_shard_holds_its_share_of_every_members_pairs(tiny_bench: bm.Benchmark) -> None:
+    """A shard rule that handed a member's pairs all to one shard left the shard with v3's VGG16s running for
+    hours after the other had ended."""
+    pairs = {i: build_history.pending(tiny_bench, "linear_probe", "all", (i, 2))[1] for i in (0, 1)}
+    for shard in pairs.values():
+        assert Counter(model for _, model in shard) == dict.fromkeys(tiny_bench.models, 1)
+    assert sorted((s.id, m) for shard in pairs.values() for s, m in shard) == sorted(
+        (s.id, m) for s, m in build_history.pending(tiny_bench, "linear_probe", "all")[1])
 
 
 def test_merge_refuses_records_of_tasks_or_models_the_benchmark_lacks(tiny_bench: bm.Benchmark) -> None:
