@@ -79,7 +79,7 @@ def collapses(records: list[Record], majority: dict[str, float]) -> dict[str, tu
 
     A pair at that floor learned nothing usable: the recipe failed (a wrecked trunk, a head that cannot read the
     features) or the features transfer too little. Where the run's median member is at the floor too, the task is
-    hard for the zoo (its held-out part is imbalanced and small); where the median is above it, the member fell
+    hard for the zoo; where the median is above it, the member fell
     behind on a task the zoo could learn, so a member with many such pairs needs its own setting
     (benchmarks/member_lr.py) or transfers poorly to the task's domain.
     """
