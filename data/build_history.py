@@ -18,7 +18,8 @@ model index is i modulo n (0-based): each member's pairs spread evenly over the 
 cost very different amounts still end together. A fine-tuning record of another recipe than the
 benchmark's (``finetune.name``) does not count as measured: after a recipe change the builder measures those pairs
 again, and their new records replace the old at ``--merge``. Only ``--merge`` writes history.csv: it folds
-every part into it and deletes the parts; run it once every builder has ended.
+every part into it and deletes the parts. A builder holds its part's lock (``.lock`` beside it) until it ends, so a
+second builder of the same kind and shard, and a ``--merge``, are refused meanwhile.
 
 Run (the embedded default; costs in data/benchmarks/offline/README.md):
     python -m data.build_history --kind stats
@@ -41,13 +42,16 @@ recipe, input_size, epochs, lr, n_train, n_test, wall_s and device; its records 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import math
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +110,25 @@ def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tenso
 def part_path(root: Path, kind: str, shard: tuple[int, int]) -> Path:
     """The file a builder run of ``kind`` and ``shard`` (index, count) writes its records to."""
     return root / "parts" / f"{kind}-{shard[0]}of{shard[1]}.csv"
+
+
+@contextlib.contextmanager
+def writing(out: Path) -> Iterator[None]:
+    """Holds ``out``'s lock file (``.lock`` beside it) while a builder writes that part: two builders of one kind and
+    shard (with other ``--models``) would each rewrite the file with only their own records, and ``--merge`` while a
+    builder runs would fold a part that the builder then writes again.
+
+    Raises:
+        ValueError: another live process holds the lock.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another builder is writing {out}; give this one another --shard i/n (or let that "
+                             "one end)") from None
+        yield  # the lock goes with the process, so a killed builder leaves nothing held
 
 
 def _done_store(root: Path) -> HistoryStore:
@@ -189,12 +212,13 @@ def build_records(bench: bm.Benchmark, kind: str, role: str, shard: tuple[int, i
     recipe, todo = pending(bench, kind, role, shard, models, seed)
     run_seed = recipe.seed if kind == "finetune" else 0
     out = part_path(bench.root, kind if run_seed == 0 else f"{kind}-seed{run_seed}", shard)
-    own = HistoryStore.load(out) if out.is_file() else HistoryStore()
-    before = len(own)
-    try:
-        return _measure(bench, kind, todo, shard, recipe, run_seed, own, out)
-    except Stopped as stop:
-        raise Stopped(f"{stop} after {len(own) - before} of this run's {len(todo)} pairs") from None
+    with writing(out):
+        own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+        before = len(own)
+        try:
+            return _measure(bench, kind, todo, shard, recipe, run_seed, own, out)
+        except Stopped as stop:
+            raise Stopped(f"{stop} after {len(own) - before} of this run's {len(todo)} pairs") from None
 
 
 def _measure(bench: bm.Benchmark, kind: str, todo: list[tuple[bm.TaskSpec, str]], shard: tuple[int, int],
@@ -242,36 +266,37 @@ def build_proxy(bench: bm.Benchmark, role: str) -> int:
     Always the whole zoo: a proxy is a rank among the models scored together.
     """
     out = part_path(bench.root, "proxy", (0, 1))
-    done = _done_store(bench.root)
-    own = HistoryStore.load(out) if out.is_file() else HistoryStore()
-    models = bench.models
-    specs = [t for t in bench.config.tasks if (role == "all" or t.role == role)
-             and any((t.id, m, "proxy", 0) not in done for m in models)]
-    if not specs:
-        return 0
-    entries = bench.entries
-    extractors = {m: zoo.load_extractor(entries[m]) for m in models}
-    for spec in tqdm(specs, desc="proxy", unit="task"):
-        train = bm.task_parts(spec, bench.config)[0]
-        labels = torch.as_tensor(train.labels)
-        start = time.time()
-        scores = {name: np.full(len(models), np.nan) for name in PROXY_ESTIMATORS}
-        for j, model in enumerate(models):
-            feats = training_features(extractors[model], train)
-            for name in PROXY_ESTIMATORS:
-                try:
-                    scores[name][j] = transfer.get(name)(feats, labels)
-                except ValueError as err:  # a degenerate case of one estimator: the others still rank the model
-                    tqdm.write(f"{spec.id} · {model}: {name} skipped ({err})")
-        value = transfer.aggregate(scores)
-        seconds = (time.time() - start) / len(models)
-        own.add(Record(
-            task=spec.id, model=model, kind="proxy", metric="proxy_score", value=float(v), recipe="proxy-v1",
-            input_size=entries[model].input_size, n_train=len(train.indices), wall_s=seconds,
-            device=str(features.best_device()), source="normalized mean rank of " + " ".join(PROXY_ESTIMATORS),
-        ) for model, v in zip(models, value, strict=True))
-        own.save(out)
-    return len(specs) * len(models)
+    with writing(out):
+        done = _done_store(bench.root)
+        own = HistoryStore.load(out) if out.is_file() else HistoryStore()
+        models = bench.models
+        specs = [t for t in bench.config.tasks if (role == "all" or t.role == role)
+                 and any((t.id, m, "proxy", 0) not in done for m in models)]
+        if not specs:
+            return 0
+        entries = bench.entries
+        extractors = {m: zoo.load_extractor(entries[m]) for m in models}
+        for spec in tqdm(specs, desc="proxy", unit="task"):
+            train = bm.task_parts(spec, bench.config)[0]
+            labels = torch.as_tensor(train.labels)
+            start = time.time()
+            scores = {name: np.full(len(models), np.nan) for name in PROXY_ESTIMATORS}
+            for j, model in enumerate(models):
+                feats = training_features(extractors[model], train)
+                for name in PROXY_ESTIMATORS:
+                    try:
+                        scores[name][j] = transfer.get(name)(feats, labels)
+                    except ValueError as err:  # a degenerate case of one estimator: the others still rank the model
+                        tqdm.write(f"{spec.id} · {model}: {name} skipped ({err})")
+            value = transfer.aggregate(scores)
+            seconds = (time.time() - start) / len(models)
+            own.add(Record(
+                task=spec.id, model=model, kind="proxy", metric="proxy_score", value=float(v), recipe="proxy-v1",
+                input_size=entries[model].input_size, n_train=len(train.indices), wall_s=seconds,
+                device=str(features.best_device()), source="normalized mean rank of " + " ".join(PROXY_ESTIMATORS),
+            ) for model, v in zip(models, value, strict=True))
+            own.save(out)
+        return len(specs) * len(models)
 
 
 def build_stats(bench: bm.Benchmark) -> None:
@@ -305,19 +330,25 @@ def merge_parts(bench: bm.Benchmark) -> int:
     in a part replaces its record in history.csv, and the most recently written part's record wins among parts.
 
     Raises:
-        ValueError: a record names a task or model the benchmark does not have (nothing is written then).
+        ValueError: a builder is still writing a part, or a record names a task or model the benchmark does not have
+            (nothing is written then).
     """
     root = bench.root
-    store = _done_store(root)
-    tasks = {t.id for t in bench.config.tasks}
-    for what, known, named in (("tasks", tasks, {r.task for r in store.records()}),
-                               ("models", set(bench.models), {r.model for r in store.records()})):
-        if unknown := sorted(named - known):
-            raise ValueError(f"history of {root} names {what} {unknown} that {root / 'benchmark.yaml'} does not "
-                             "have; fix or remove those rows, then merge again")
-    store.save(root / "history.csv")
-    for part in (root / "parts").glob("*.csv"):
-        part.unlink()
+    with contextlib.ExitStack() as held:  # every part's lock, so no builder writes one while it is folded in
+        parts = sorted((root / "parts").glob("*.csv"))
+        for part in parts:
+            held.enter_context(writing(part))
+        store = _done_store(root)
+        tasks = {t.id for t in bench.config.tasks}
+        for what, known, named in (("tasks", tasks, {r.task for r in store.records()}),
+                                   ("models", set(bench.models), {r.model for r in store.records()})):
+            if unknown := sorted(named - known):
+                raise ValueError(f"history of {root} names {what} {unknown} that {root / 'benchmark.yaml'} does not "
+                                 "have; fix or remove those rows, then merge again")
+        store.save(root / "history.csv")
+        for part in parts:
+            part.unlink()
+            part.with_suffix(".lock").unlink()
     return len(store)
 
 

@@ -117,6 +117,19 @@ def test_each_shard_holds_its_share_of_every_members_pairs(tiny_bench: bm.Benchm
         (s.id, m) for s, m in build_history.pending(tiny_bench, "linear_probe", "all")[1])
 
 
+def test_a_part_being_written_is_neither_written_by_a_second_builder_nor_merged(tiny_bench: bm.Benchmark) -> None:
+    """Two builders of one kind and shard (other --models) each rewrote the part with only their own records."""
+    part = build_history.part_path(tiny_bench.root, "linear_probe", (0, 1))
+    HistoryStore([_rec("d3", tiny_bench.models[0], 70.0, kind="linear_probe")]).save(part)
+    with build_history.writing(part):  # a builder of linear_probe 0/1 is running
+        with pytest.raises(ValueError, match="another builder is writing .*linear_probe-0of1.csv"):
+            build_history.build_records(tiny_bench, "linear_probe", "all", models=tiny_bench.models[1:])
+        with pytest.raises(ValueError, match="another builder is writing"):
+            build_history.merge_parts(tiny_bench)
+        assert not (tiny_bench.root / "history.csv").exists()
+    assert build_history.merge_parts(tiny_bench) == 1 and not list((tiny_bench.root / "parts").iterdir())
+
+
 def test_merge_refuses_records_of_tasks_or_models_the_benchmark_lacks(tiny_bench: bm.Benchmark) -> None:
     """Typos in a part (a model `mobilenet_v2`, a task `food_4way`) used to merge silently."""
     for bad, says in ((_rec("d3", "mobilenet_v2", 80.0), "models ['mobilenet_v2']"),
