@@ -118,7 +118,7 @@ def test_each_shard_holds_its_share_of_every_members_pairs(tiny_bench: bm.Benchm
 
 
 def test_a_part_being_written_is_neither_written_by_a_second_builder_nor_merged(tiny_bench: bm.Benchmark) -> None:
-    """Two builders of one kind and shard (other --models) each rewrote the part with only their own records."""
+    """Two builders of one kind and shard (other --models) would each rewrite the part with only their own records."""
     part = build_history.part_path(tiny_bench.root, "linear_probe", (0, 1))
     HistoryStore([_rec("d3", tiny_bench.models[0], 70.0, kind="linear_probe")]).save(part)
     with build_history.writing(part):  # a builder of linear_probe 0/1 is running
