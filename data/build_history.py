@@ -335,7 +335,9 @@ def merge_parts(bench: bm.Benchmark) -> int:
     """
     root = bench.root
     with contextlib.ExitStack() as held:  # every part's lock, so no builder writes one while it is folded in
-        parts = sorted((root / "parts").glob("*.csv"))
+        # a builder that has not finished its first pair holds a lock and no part yet: its lock is taken too
+        parts = sorted({p.with_suffix(".csv") for p in (root / "parts").glob("*.csv")}
+                       | {p.with_suffix(".csv") for p in (root / "parts").glob("*.lock")})
         for part in parts:
             held.enter_context(writing(part))
         store = _done_store(root)
@@ -347,7 +349,7 @@ def merge_parts(bench: bm.Benchmark) -> int:
                                  "have; fix or remove those rows, then merge again")
         store.save(root / "history.csv")
         for part in parts:
-            part.unlink()
+            part.unlink(missing_ok=True)
             part.with_suffix(".lock").unlink()
     return len(store)
 

@@ -127,6 +127,11 @@ def test_a_part_being_written_is_neither_written_by_a_second_builder_nor_merged(
         with pytest.raises(ValueError, match="another builder is writing"):
             build_history.merge_parts(tiny_bench)
         assert not (tiny_bench.root / "history.csv").exists()
+    # a builder of another part that has not finished its first pair: a lock and no part yet
+    with build_history.writing(build_history.part_path(tiny_bench.root, "finetune", (1, 2))):
+        with pytest.raises(ValueError, match="another builder is writing .*finetune-1of2.csv"):
+            build_history.merge_parts(tiny_bench)
+    # stopped before it wrote a record: its lock is left, and the merge folds the part and clears both
     assert build_history.merge_parts(tiny_bench) == 1 and not list((tiny_bench.root / "parts").iterdir())
 
 
