@@ -1,6 +1,6 @@
 """Ranks the model zoo for labelled image datasets: which pre-trained models to fine-tune, best first.
 
-The exported ranker (default: checkpoints/offline-default) scores the zoo from one pass of its general encoder
+The exported ranker (default: checkpoints/v3-default) scores the zoo from one pass of its general encoder
 over the data, after FAISS recall over the historical tasks; the top k models are re-ranked with their own
 features (k from the checkpoint, chosen inside its training tasks; every candidate for data far from the history;
 ``--rerank`` overrides). See
@@ -11,7 +11,7 @@ Examples:
     python rank.py --data path/to/imagefolder --json ranking.json --plot ranking.png
     python rank.py --data a/ b.npz --rerank 0         # several datasets reuse the loaded models
     python rank.py --data feats.npz                   # general-encoder features + labels: never re-ranked
-    python rank.py --checkpoint checkpoints/offline-fennec   # Fennec: a dot product per model, no re-ranking
+    python rank.py --checkpoint checkpoints/v3-fennec        # Fennec: a dot product per model, no re-ranking
     python rank.py --list-models                      # the zoo as a table (--names: one name per line)
 
 JSON (``--json``): ``{"dataset", "ranking": [{"model", "score", "stage"}, ...], "timings": {stage: s},
@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", default=[str(DEMO)],
                         help="ImageFolder directories, .npz files (images or general-encoder features, with labels) "
                              "or real dataset names")
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "offline-default",
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "v3-default",
                         help="exported ranker folder (default: %(default)s)")
     parser.add_argument("--manifest", type=Path,
                         help="zoo manifest YAML (default: the checkpoint's own zoo.yaml, the zoo it was trained on; "

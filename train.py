@@ -6,15 +6,16 @@ every epoch, to resume; ``best.ckpt`` by validation weighted tau) and CSV logs g
 checkpoint is reloaded, the re-ranking depth k (and a calibrated ranker's Model Spider factor, by grouped
 cross-validation inside the training tasks: one more training per task group) is chosen, and checkpoints/<name>/ is
 written. An existing run or export folder of the same name is never touched unless ``overwrite=true`` or
-``ckpt_path`` resumes that run (and so replaces its export); the shipped checkpoints/offline-default is only
-rewritten by ``name=offline-default overwrite=true``.
+``ckpt_path`` resumes that run (and so replaces its export); the shipped checkpoints/v3-default is only
+rewritten by ``name=v3-default overwrite=true``.
 
 Examples:
-    python train.py                                      # embedded benchmark, CPU, minutes
+    python train.py                                      # the default benchmark (v3), CPU, minutes
     python train.py name=small trainer.max_epochs=3 model.dim=128 optim.loss=listnet
-    python train.py ckpt_path=runs/offline/checkpoints/last.ckpt    # resume the default run
-    python train.py ranker=fennec name=offline-fennec     # Fennec (ranker/learn/fennec.py), seconds; rank.py
-                                                         # --checkpoint checkpoints/offline-fennec ranks with it
+    python train.py ckpt_path=runs/v3/checkpoints/last.ckpt         # resume the default run
+    python train.py ranker=fennec name=v3-fennec          # Fennec (ranker/learn/fennec.py), seconds; rank.py
+                                                         # --checkpoint checkpoints/v3-fennec ranks with it
+    python train.py data.benchmark=offline name=mine     # another benchmark: offline, v2 or your own folder
     srun python train.py trainer.devices=4 trainer.num_nodes=2 trainer.strategy=ddp   # docs/training.md (SLURM)
 """
 

@@ -11,7 +11,8 @@ groups the history and the held-out group ranked by their prior (no ranker is re
 fall down the ranking, so a row never promises more than the rows above it.
 
 Run (the figures in docs/ranking.md, "Predicted accuracy"):
-    python benchmarks/calibration.py --cv
+    python benchmarks/calibration.py --cv                      # v3, the default benchmark
+    python benchmarks/calibration.py --benchmark offline --checkpoint checkpoints/offline-default --cv
     python benchmarks/calibration.py --benchmark v2 --checkpoint checkpoints/v2-default --cv
 """
 

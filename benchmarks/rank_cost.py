@@ -44,12 +44,12 @@ def time_rank(task: datasets.Task, k: int) -> float:
         return time.perf_counter() - start
 
 
-def time_logme(task: datasets.Task) -> float:
-    """Seconds to load every zoo model, extract its features of ``task`` afresh and compute LogME."""
+def time_logme(task: datasets.Task, zoo_entries: list[zoo.ZooEntry]) -> float:
+    """Seconds to load every model of ``zoo_entries``, extract its features of ``task`` afresh and compute LogME."""
     labels = torch.as_tensor(task.labels)
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        for entry in zoo.load_manifest().models:
+        for entry in zoo_entries:
             transfer.get("logme")(features.extract(zoo.load_extractor(entry), task, cache_dir=cache,
                                                    progress=False), labels)
         return time.perf_counter() - start
@@ -91,7 +91,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for spec in args.data:
         task = loaders.load_dataset(spec)
-        plain, reranked, logme = time_rank(task, 0), time_rank(task, k), time_logme(task)
+        plain, reranked, logme = time_rank(task, 0), time_rank(task, k), time_logme(task, exported.zoo.models)
         print(f"| {task.id} | {len(task)} | {plain:.1f} | {reranked:.1f} | {logme:.1f} | {logme / plain:.1f}x |",
               flush=True)
     bench = bm.load_benchmark(exported.config.run.data.benchmark)

@@ -6,7 +6,7 @@ the fine-tuning rankings, in both scipy variants: ``weightedtau(finetune, probe,
 table) and scipy's default symmetric weighting.
 
 Run:
-    python -m data.benchmark_report                       # data/benchmarks/offline/REPORT.md + heatmap.png
+    python -m data.benchmark_report                       # data/benchmarks/v3/REPORT.md + heatmap.png (the default)
     python -m data.benchmark_report --benchmark imagenet10
 """
 

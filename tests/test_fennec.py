@@ -116,8 +116,8 @@ def test_a_fennec_run_exports_a_checkpoint_that_rank_py_serves_with_a_cold_membe
     demo's general-encoder summary), adds v2's dog-breed MobileNetV2 cold at ``A a`` without moving the trained
     models' scores, and refuses a re-ranking depth, which would re-score nothing."""
     monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
-    assert train.main(["ranker=fennec", "name=f", f"export_dir={tmp_path}", f"out_dir={tmp_path}/runs",
-                       "trainer.max_epochs=20"]) == 0
+    assert train.main(["ranker=fennec", "name=f", "data.benchmark=offline", f"export_dir={tmp_path}",
+                       f"out_dir={tmp_path}/runs", "trainer.max_epochs=20"]) == 0
     folder = tmp_path / "f"
     exported = export.load(folder)
     assert isinstance(exported.net, fennec.FennecScorer) and exported.config.rerank_k == 0

@@ -22,7 +22,7 @@ def test_a_large_zoo_is_recalled_from_nearest_tasks_then_model_tokens() -> None:
     exported = export.load()
     exported.config.run.recall.tasks, exported.config.run.recall.per_task, exported.config.run.recall.size = 2, 3, 8
     pipe = Pipeline(exported, k=0)
-    assert pipe.recall.token_index is not None  # 18 models > 8: recall is needed
+    assert pipe.recall.token_index is not None  # 16 models > 8: recall is needed
     task, prototypes = _test_task_prototypes()
     # prototypes as features, one sample per class: the pipeline's prototypes are then exactly these
     result = pipe.rank_features(task, prototypes, np.arange(len(prototypes)))

@@ -57,9 +57,9 @@ def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
         run = run_train([*args, f"export_dir={tmp_path}/ckpt", *TINY], tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stderr.count("GPU available") <= 1  # the main fit's; inner fits (one per group) stay quiet
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["offline", "offline-fennec", "small"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["small", "v3", "v3-fennec"]
     assert export.load(tmp_path / "ckpt" / "small").config.run.optim.loss == "listnet"
-    assert export.load(tmp_path / "ckpt" / "offline-fennec").config.run.ranker == "fennec"
+    assert export.load(tmp_path / "ckpt" / "v3-fennec").config.run.ranker == "fennec"
 
 
 @pytest.mark.integration
@@ -81,10 +81,10 @@ def test_bad_invocations_end_in_one_line_and_write_nothing(tmp_path: Path, capsy
 @pytest.mark.integration
 def test_the_shipped_checkpoint_and_an_earlier_run_are_never_overwritten(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
-    assert load_run_config().name != "offline-default"
+    assert load_run_config().name != "v3-default"
     shipped = folder_digest(export.DEFAULT_CHECKPOINT)
-    assert train.main([f"out_dir={tmp_path}/runs", "name=offline-default", *TINY]) == 2
-    assert "checkpoints/offline-default exists" in capsys.readouterr().err
+    assert train.main([f"out_dir={tmp_path}/runs", "name=v3-default", *TINY]) == 2
+    assert "checkpoints/v3-default exists" in capsys.readouterr().err
     assert folder_digest(export.DEFAULT_CHECKPOINT) == shipped and not (tmp_path / "runs").exists()
 
     args = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r"]
@@ -101,7 +101,7 @@ def test_last_checkpoint_holds_the_last_epoch_when_it_is_no_validation_epoch(tmp
     epochs (below the interval) validation still runs once, so a best checkpoint exists."""
     for epochs in (7, 3):
         cfg = load_run_config(overrides=[f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt",
-                                         f"name=e{epochs}", f"trainer.max_epochs={epochs}"])
+                                         f"name=e{epochs}", f"trainer.max_epochs={epochs}", "data.benchmark=offline"])
         data = episodes.EpisodeDataModule(cfg)
         data.setup()
         train.fit(cfg, data)
@@ -143,7 +143,7 @@ def kill_and_resume(args: list[str], cwd: Path, epochs: int, kills: int, seed: i
 
 
 def check_kills(tmp_path: Path, kills: int) -> None:
-    args = ["name=k", "trainer.max_epochs=120"]
+    args = ["name=k", "trainer.max_epochs=120", "data.benchmark=offline"]  # 4 groups: the fewest inner fits
     (tmp_path / "whole").mkdir()
     (tmp_path / "killed").mkdir()
     whole = run_train([*args, f"export_dir={tmp_path}/whole/ckpt"], tmp_path / "whole")

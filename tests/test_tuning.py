@@ -25,6 +25,9 @@ from ranker.tune import btuning, distill
 from ranker.tune.finetune import FinetuneModule, finetune, fit, images, recipe_entry
 from ranker.zoo import manifest as zoo
 
+OFFLINE = zoo.REPO_ROOT / "checkpoints" / "offline-default"
+"""The offline checkpoint: its zoo's small members, which these tests tune on CPU, and the names they misspell."""
+
 
 def plain_posterior(f: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Posterior mean weights ``[K, D]``: the evidence fixed point with explicit A = alpha I + beta F^T F and
@@ -209,7 +212,8 @@ def test_command_ranks_tunes_and_writes_the_model_json_and_plot(digits_npz, tmp_
     monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
     train, test = digits_npz
     out = tmp_path / "tuned"
-    assert cli.main(["--data", str(train), "--test", str(test), "-k", "2", "--out", str(out)]) == 0
+    assert cli.main(["--checkpoint", str(OFFLINE), "--data", str(train), "--test", str(test), "-k", "2", "--out",
+                     str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["btuning.json", "loss.png", "model.safetensors"]
     result = json.loads((out / "btuning.json").read_text())
     assert result["target"] == result["ranking"][0] and result["teachers"] == result["ranking"][1:3]
@@ -245,7 +249,7 @@ def test_command_ranks_tunes_and_writes_the_model_json_and_plot(digits_npz, tmp_
     (["--data", "no/such/folder"], "no/such/folder"),
 ])
 def test_user_mistakes_end_with_one_line_and_status_2(digits_npz, tmp_path, capsys, extra, message) -> None:
-    args = ["--data", str(digits_npz[0]), "--out", str(tmp_path / "out"), *extra]
+    args = ["--checkpoint", str(OFFLINE), "--data", str(digits_npz[0]), "--out", str(tmp_path / "out"), *extra]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tune: ") and message in err and "\n" not in err

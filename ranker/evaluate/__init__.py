@@ -36,8 +36,8 @@ ships a classification head (their seconds include that head's forward pass); ot
 they were skipped.
 
 Run:
-    python -m ranker.evaluate --cv --json runs/eval.json --report data/benchmarks/offline/EVALUATION.md \
-        --plot data/benchmarks/offline/evaluation.png
+    python -m ranker.evaluate --cv --json runs/eval.json --report data/benchmarks/v3/EVALUATION.md \
+        --plot data/benchmarks/v3/evaluation.png
 
 Modules: :mod:`~ranker.evaluate.protocol` (runs, metrics, bootstrap, prior, folds), :mod:`~ranker.evaluate.runs`
 (every method on every split, fold caching, :func:`evaluate`), :mod:`~ranker.evaluate.report` (markdown, plot),

@@ -18,7 +18,7 @@ The one difference allowed is new members after the trained ones: they are *cold
 vectors (the ranker's ``with_cold_models``) with nothing retrained, and ``Exported.cold`` names them.
 
 Example:
-    >>> exported = load("checkpoints/offline-default")
+    >>> exported = load("checkpoints/v3-default")
     >>> exported.net(prototypes[None], torch.ones(1, len(prototypes), dtype=torch.bool))  # [1, M] scores
 """
 

@@ -30,7 +30,7 @@ from ranker.tasks.history import HistoryStore
 from ranker.zoo.manifest import REPO_ROOT, ZooEntry, load_manifest
 
 BENCHMARKS_DIR = REPO_ROOT / "data" / "benchmarks"
-DEFAULT_BENCHMARK = "offline"
+DEFAULT_BENCHMARK = "v3"
 
 
 @dataclass

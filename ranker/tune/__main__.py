@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, help=f"how many next-ranked models teach (default {DEFAULT_K})")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "btuning",
                         help="output folder (default: %(default)s)")
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "offline-default",
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "v3-default",
                         help="exported ranker folder (default: %(default)s)")
     parser.add_argument("--manifest", type=Path,
                         help="zoo manifest YAML (default: the checkpoint's own zoo.yaml, the zoo it was trained on)")
