@@ -120,8 +120,11 @@ def test_no_arguments_rank_the_demo_and_the_json_matches_the_ranker(demo_prototy
     assert models == [exported.config.models[m] for m in final.argsort(descending=True).tolist()]
     # the table on stdout and the plot
     assert out[3].split()[:4] == ["rank", "model", "score", "stage"] and out[4].split()[1] == models[0]
-    # each row predicts its fine-tuning gap to the best model, inside its 80% interval, never above the best
+    # each row predicts its fine-tuning gap to the best model, inside its 80% interval, never above the best, and
+    # no row promises more than the rows above it: the gaps tell the ranking's own story
     assert all(r["gap_80"][0] <= r["predicted_gap"] <= r["gap_80"][1] <= 0 for r in result["ranking"])
+    gaps = [r["predicted_gap"] for r in result["ranking"]]
+    assert gaps == sorted(gaps, reverse=True) and gaps[0] > gaps[-1]
     assert out[-1].split()[:2] == [str(len(models)), models[-1]]  # the output ends with the ranking
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
