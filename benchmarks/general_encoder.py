@@ -77,8 +77,9 @@ def main() -> None:
     held = [t for f in folds for t in f.held_out]
     taus = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for member in args.candidates:
-            copy = with_general_encoder(bench, member, Path(tmp) / member)
+        # every copy first: a builder merging pairs during the hours of fits must not give candidates other histories
+        copies = {member: with_general_encoder(bench, member, Path(tmp) / member) for member in args.candidates}
+        for member, copy in copies.items():
             taus[member] = np.concatenate([fold_taus(run, copy, f"{tmp}/runs", f"{member}-{i}", f.train, f.held_out)
                                            for i, f in enumerate(folds)])
     prior = np.concatenate([[weighted_tau(g, evaluate.prior_means(bench, f.train)[1])
