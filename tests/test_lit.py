@@ -46,7 +46,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, 
 
 
 def test_training_starts_the_calibrated_prior_at_the_prior_every_ranking_is_held_to() -> None:
-    cfg = load_run_config(overrides=["trainer.accelerator=cpu"])
+    """On a history with every (task, model) pair measured; where pairs are missing, centring each task on the
+    models it has moves the start slightly off the plain means (by 8e-4 on v3's z scale with two pairs missing)."""
+    cfg = load_run_config(overrides=["trainer.accelerator=cpu", "data.benchmark=offline"])
     data = episodes.EpisodeDataModule(cfg)
     data.setup()
     module = lit.RankerModule(cfg, Ranker(data.dims, cfg.model))
