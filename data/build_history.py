@@ -336,8 +336,7 @@ def merge_parts(bench: bm.Benchmark) -> int:
     root = bench.root
     with contextlib.ExitStack() as held:  # every part's lock, so no builder writes one while it is folded in
         # a builder that has not finished its first pair holds a lock and no part yet: its lock is taken too
-        parts = sorted({p.with_suffix(".csv") for p in (root / "parts").glob("*.csv")}
-                       | {p.with_suffix(".csv") for p in (root / "parts").glob("*.lock")})
+        parts = sorted({p.with_suffix(".csv") for p in (root / "parts").glob("*") if p.suffix in (".csv", ".lock")})
         for part in parts:
             held.enter_context(writing(part))
         store = _done_store(root)

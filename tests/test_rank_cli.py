@@ -23,7 +23,7 @@ from ranker.tasks import benchmark as bm
 from ranker.tasks import datasets, features, loaders, stats
 from ranker.zoo import manifest as zoo
 
-OFFLINE_CHECKPOINT = zoo.REPO_ROOT / "checkpoints" / "offline-default"
+OFFLINE_CHECKPOINT = export.benchmark_checkpoint("offline")
 """The offline benchmark's ranker and zoo (small members, grey history): the tests of input errors, far data and
 cold members use it, where the default zoo's size and history would only add minutes."""
 

@@ -25,7 +25,7 @@ from ranker.tune import btuning, distill
 from ranker.tune.finetune import FinetuneModule, finetune, fit, images, recipe_entry
 from ranker.zoo import manifest as zoo
 
-OFFLINE = zoo.REPO_ROOT / "checkpoints" / "offline-default"
+OFFLINE = export.benchmark_checkpoint("offline")
 """The offline checkpoint: its zoo's small members, which these tests tune on CPU, and the names they misspell."""
 
 
