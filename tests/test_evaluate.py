@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +316,38 @@ def test_best_constant_beats_the_mean_accuracy_order_where_that_order_is_not_the
     scores, ceiling = evaluate.best_constant(gt)
     assert ceiling > by_mean and int(np.argmax(scores)) == 0
     assert np.isclose(ceiling, evaluate.mean_tau(gt, scores))  # the value it reports is the one its scores reach
+
+
+@pytest.mark.integration
+def test_runs_sharing_a_cv_cache_split_the_folds_and_read_back_each_others(tiny_bench: bm.Benchmark, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two --cv runs given one --cv-cache (one per core, or per machine on a shared folder) compute each fold once:
+    a run skips the fold another holds, goes on, and at the end waits for it and reads it back."""
+    bench, folder = grouped_bench(tiny_bench, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "folds"
+    first = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
+    kept = {path.name.split("-")[0]: path for path in cache.glob("*.json")}
+    written_by_the_other_run = kept["b"].read_bytes()
+    for path in kept.values():
+        path.unlink()
+    computed: list[str] = []
+    real = evaluate_runs._fold_runs
+    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[1].group) or real(*a))
+    result: dict = {}
+    with open(kept["b"].with_suffix(".lock"), "w") as other_run:  # another run is computing fold b
+        fcntl.flock(other_run, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: result.update(
+            evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)))
+        worker.start()
+        deadline = time.monotonic() + 300
+        while len(computed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert computed == ["a", "c"] and worker.is_alive()  # b skipped, and waited for
+        kept["b"].write_bytes(written_by_the_other_run)
+        fcntl.flock(other_run, fcntl.LOCK_UN)
+    worker.join(300)
+    assert computed == ["a", "c"]
+    assert result["cv"]["per_task"] == first["cv"]["per_task"]
+    assert [f["train_seconds"] for f in result["cv"]["folds"]][1] == first["cv"]["folds"][1]["train_seconds"]  # b's

@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--cv-cache", type=Path, metavar="DIR",
                         help="keep each finished cross-validation fold in DIR and reuse it while its inputs (history, "
                              "task statistics, run config, tasks) are unchanged: a stopped --cv run continues where it "
-                             "was (empty DIR after changing the code)")
+                             "was (empty DIR after changing the code); runs given the same DIR share its folds, each "
+                             "trained by one of them")
     parser.add_argument("--fresh-cache", action="store_true",
                         help="extract features into an empty temporary cache, so extraction seconds are real")
     args = parser.parse_args()

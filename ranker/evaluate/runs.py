@@ -4,17 +4,20 @@ For each task the training part is embedded by every zoo model (timed; read from
 into an empty temporary cache with ``fresh_cache``), every transferability estimator scores every model on those
 features; the checkpoint's ranker scores from the benchmark's stored prototypes, plain and re-ranked; the
 registry's ``FITTED_IN_EVALUATION`` rankers are fitted on each split's history; the prior is the history's mean.
-A cross-validation fold that finished is kept in a cache folder, keyed by a hash of its inputs, and read back.
+A cross-validation fold that finished is kept in a cache folder, keyed by a hash of its inputs, and read back;
+runs given the same folder share its folds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,25 +249,47 @@ def _kept_fold_runs(measured: Measured, fold: Fold, index: int, tmp: str, kept: 
     return fold_run, info
 
 
+@contextlib.contextmanager
+def _fold_lock(kept: Path, wait: bool) -> Iterator[bool]:
+    """Holds the lock of the kept fold file ``kept`` (``.lock`` beside it) inside; yields False, holding nothing,
+    when another process holds it and ``wait`` is False. The lock goes with its process, so a run that was killed
+    leaves nothing held."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with open(kept.with_suffix(".lock"), "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str, str], cache: Path | None) -> dict:
     """The ``cv`` part of the result: every method on every fold's held-out tasks; ``skipped``: why methods are
     missing from the fixed split. ``cache``: a folder where each finished fold is kept
-    (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged."""
+    (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged.
+    Runs that share ``cache`` share the folds: each fold is computed by whichever run takes its lock first, and the
+    others go on to the next fold and read it back at the end (computing it themselves if that run stopped)."""
     task_ids = [t for fold in cv_folds for t in fold.held_out]
     at = measured.at(task_ids)
     runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in measured.estimator_runs.items()}
-    fold_runs, infos = [], []
-    inputs = None if cache is None else _inputs_digest(measured.bench, measured.run)  # read once, not per fold
-    with tempfile.TemporaryDirectory() as tmp:
+    results: list[tuple[dict[str, Run], dict] | None] = [None] * len(cv_folds)
+    kept: list[Path | None] = [None] * len(cv_folds)
+    if cache is not None:
+        inputs = _inputs_digest(measured.bench, measured.run)  # read once, not per fold
         for index, fold in enumerate(cv_folds):
-            kept = None
-            if inputs is not None:
-                key = inputs.copy()
-                key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
-                kept = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
-            fold_run, info = _kept_fold_runs(measured, fold, index, tmp, kept)
-            fold_runs.append(fold_run)
-            infos.append(info)
+            key = inputs.copy()
+            key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
+            kept[index] = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        for wait in (False, True):  # first the folds no other run is computing, then the rest
+            for index, fold in enumerate(cv_folds):
+                if results[index] is not None:
+                    continue
+                with contextlib.nullcontext(True) if kept[index] is None else _fold_lock(kept[index], wait) as mine:
+                    if mine:
+                        results[index] = _kept_fold_runs(measured, fold, index, tmp, kept[index])
+    fold_runs, infos = [r for r, _ in results], [info for _, info in results]
     for name in [n for n in fold_runs[0] if all(n in r for r in fold_runs)]:  # one missing from a fold: left out
         runs[name] = Run(*(np.concatenate([getattr(r[name], f) for r in fold_runs]) for f in Run._fields))
     if "prior" not in runs:
