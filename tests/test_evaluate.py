@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import threading
@@ -16,7 +17,7 @@ from scipy.stats import weightedtau
 from data import build_history
 from ranker import evaluate, transfer
 from ranker.evaluate import runs as evaluate_runs
-from ranker.learn import episodes
+from ranker.learn import episodes, lit, selection
 from ranker.learn.config import load_run_config
 from ranker.learn.metrics import top1_regret, weighted_tau
 from ranker.learn.modelspider import Ranker
@@ -351,3 +352,27 @@ def test_runs_sharing_a_cv_cache_split_the_folds_and_read_back_each_others(tiny_
     assert computed == ["a", "c"]
     assert result["cv"]["per_task"] == first["cv"]["per_task"]
     assert [f["train_seconds"] for f in result["cv"]["folds"]][1] == first["cv"]["folds"][1]["train_seconds"]  # b's
+
+
+@pytest.mark.integration
+def test_folds_share_inner_fits_on_the_same_tasks_and_get_what_training_again_gets(
+        tiny_bench: bm.Benchmark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fold a's inner fit holding b out trains on c's tasks, as fold b's holding a out does: each is trained once."""
+    bench, folder = grouped_bench(tiny_bench, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    inner_fits: list[list[str]] = []
+    real = lit.train
+
+    def counted(cfg, data, net_class, inner=False):
+        if inner:
+            inner_fits.append(data.train_ids + data.val_ids)
+        return real(cfg, data, net_class, inner=inner)
+
+    monkeypatch.setattr(lit, "train", counted)
+    with monkeypatch.context() as unshared:
+        unshared.setattr(selection, "shared_inner_fits", lambda folder: contextlib.nullcontext())
+        alone = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True)
+    trained_alone, inner_fits[:] = list(inner_fits), []
+    shared = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True)
+    assert len(trained_alone) > len(inner_fits) == len({tuple(t) for t in trained_alone})
+    assert shared["cv"]["per_task"] == alone["cv"]["per_task"]

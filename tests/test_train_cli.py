@@ -57,6 +57,8 @@ def test_the_documented_train_commands_run_as_written(tmp_path: Path) -> None:
         run = run_train([*args, f"export_dir={tmp_path}/ckpt", *TINY], tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
         assert run.stderr.count("GPU available") <= 1  # the main fit's; inner fits (one per group) stay quiet
+    saved = [p.relative_to(tmp_path / "runs") for p in (tmp_path / "runs").rglob("last.ckpt")]
+    assert saved and all("inner" not in p.parts for p in saved)  # the main fits resume; inner fits are never resumed
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["small", "v3", "v3-fennec"]
     assert export.load(tmp_path / "ckpt" / "small").config.run.optim.loss == "listnet"
     assert export.load(tmp_path / "ckpt" / "v3-fennec").config.run.ranker == "fennec"

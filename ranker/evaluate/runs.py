@@ -39,7 +39,7 @@ from ranker.evaluate.protocol import (
     score_tasks,
 )
 from ranker.files import write_atomic
-from ranker.learn import rankers
+from ranker.learn import rankers, selection
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
 from ranker.learn.episodes import collate, load_episodes
 from ranker.learn.protocol import LearnedRanker
@@ -224,10 +224,7 @@ def _fold_runs(measured: Measured, fold: Fold, index: int, tmp: str) -> tuple[di
 def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None) -> hashlib._Hash:
     """A running hash of what every fold's results depend on besides the code and the fold's tasks: the benchmark's
     history and task statistics and the ranker's run config (``.copy()`` it per fold)."""
-    digest = hashlib.sha256()
-    for name in ("history.csv", "stats.safetensors", "model_stats.safetensors"):
-        path = bench.root / name
-        digest.update(path.read_bytes() if path.is_file() else b"-")
+    digest = bench.files_digest()
     digest.update((to_yaml(run) if run is not None else "no ranker").encode())
     return digest
 
@@ -269,7 +266,8 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
     missing from the fixed split. ``cache``: a folder where each finished fold is kept
     (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged.
     Runs that share ``cache`` share the folds: each fold is computed by whichever run takes its lock first, and the
-    others go on to the next fold and read it back at the end (computing it themselves if that run stopped)."""
+    others go on to the next fold and read it back at the end (computing it themselves if that run stopped). The
+    folds share their inner fits of model selection (``selection.shared_inner_fits``), in ``cache`` when given."""
     task_ids = [t for fold in cv_folds for t in fold.held_out]
     at = measured.at(task_ids)
     runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in measured.estimator_runs.items()}
@@ -281,7 +279,7 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
             key = inputs.copy()
             key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
             kept[index] = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits((cache or Path(tmp)) / "inner"):
         for wait in (False, True):  # first the folds no other run is computing, then the rest
             for index, fold in enumerate(cv_folds):
                 if results[index] is not None:

@@ -121,18 +121,19 @@ def quiet_lightning() -> Iterator[None]:
             log.setLevel(level)
 
 
-def train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], quiet: bool = False
+def train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], inner: bool = False
           ) -> tuple[Ranker, ModelCheckpoint] | None:
     """Trains a ``net_class`` for ``data.dims`` in ``<out_dir>/<name>/`` (config.yaml, ``last.ckpt`` every epoch,
     ``best.ckpt`` by val/wtau, CSV logs; ``overwrite`` empties the folder first unless ``ckpt_path`` resumes it) and
     returns the best validation checkpoint's network (CPU, eval mode) and that checkpoint's callback; None in DDP's
-    other processes. The network is built after seeding, so its initial weights follow ``cfg.seed``. ``quiet``: no
-    progress bar and no Lightning info lines (the inner fits of model selection, which show their own progress)."""
-    with quiet_lightning() if quiet else contextlib.nullcontext():
-        return _train(cfg, data, net_class, quiet)
+    other processes. The network is built after seeding, so its initial weights follow ``cfg.seed``. ``inner``: an
+    inner fit of model selection, which shows its own progress and is never resumed: no progress bar, no Lightning
+    info lines and no ``last.ckpt`` (saving it every epoch was an eighth of a fit's time)."""
+    with quiet_lightning() if inner else contextlib.nullcontext():
+        return _train(cfg, data, net_class, inner)
 
 
-def _train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], quiet: bool
+def _train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], inner: bool
            ) -> tuple[Ranker, ModelCheckpoint] | None:
     L.seed_everything(cfg.seed, workers=True)
     module = RankerModule(cfg, net_class(data.dims, cfg.model))
@@ -148,9 +149,9 @@ def _train(cfg: RunConfig, data: EpisodeDataModule, net_class: type[Ranker], qui
     trainer = L.Trainer(
         max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
         num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
-        logger=CSVLogger(run_dir, name="logs"), callbacks=[best, last],
+        logger=CSVLogger(run_dir, name="logs"), callbacks=[best] if inner else [best, last],
         log_every_n_steps=cfg.trainer.log_every_n_steps, default_root_dir=run_dir, enable_model_summary=False,
-        enable_progress_bar=not quiet,
+        enable_progress_bar=not inner,
         # validate at least once, at the last epoch, when max_epochs is below the validation interval
         check_val_every_n_epoch=min(cfg.trainer.check_val_every_n_epoch, cfg.trainer.max_epochs),
     )

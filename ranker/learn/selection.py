@@ -5,21 +5,28 @@ re-ranking depth k are chosen by grouped cross-validation inside the run's tasks
 held out in turn, a ranker trained on the others, the factor and k scored on the held-out group. The factor
 exists because the task-conditioned term can learn which dataset a task came from, which helps on tasks like the
 training ones and hurts on new ones. An uncalibrated ranker (or a run whose tasks form one group, or a DDP run)
-chooses k on the validation tasks.
+chooses k on the validation tasks. Inside :func:`shared_inner_fits`, an inner fit on tasks that an earlier one
+trained on is read back instead of trained again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
+from ranker.files import write_atomic
 from ranker.learn import lit
-from ranker.learn.config import RunConfig
+from ranker.learn.config import RunConfig, to_yaml
 from ranker.learn.episodes import Episode, EpisodeDataModule, collate, load_episodes
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker
@@ -27,6 +34,42 @@ from ranker.learn.protocol import Fitted
 
 SPIDER_FACTORS = (0.0, 0.25, 0.5, 1.0)
 """Factors on a calibrated ranker's learned Model Spider scale that :func:`fit` chooses among."""
+
+_SHARED: ContextVar[Path | None] = ContextVar("shared_inner_fits", default=None)
+
+
+@contextlib.contextmanager
+def shared_inner_fits(folder: Path) -> Iterator[None]:
+    """Inside, :func:`select` keeps each inner fit's network in ``folder`` under a hash of its config, its benchmark's
+    history and statistics and its tasks, and reads it back when a later fit would train on the same: in grouped
+    cross-validation, fold g's inner fit holding group h out trains on what fold h's holding g out does, so half of
+    the inner fits repeat. The hash does not cover the code: empty ``folder`` after changing it."""
+    token = _SHARED.set(folder)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _inner_fit(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule) -> Ranker:
+    """An inner fit's network (eval mode): read from the :func:`shared_inner_fits` folder where it is kept there,
+    else trained (:func:`ranker.learn.lit.train`) and, inside that context, kept."""
+    folder = _SHARED.get()
+    if folder is None:
+        return lit.train(cfg, data, net_class, inner=True)[0]
+    key = data.bench.files_digest()
+    anonymous = copy.deepcopy(cfg)
+    anonymous.name = anonymous.out_dir = ""  # where it is written, not what it learns
+    key.update(to_yaml(anonymous).encode())
+    key.update(json.dumps([data.train_ids, data.val_ids]).encode())
+    kept = folder / f"inner-{key.hexdigest()[:24]}.safetensors"
+    if kept.is_file():
+        net = net_class(data.dims, cfg.model)
+        net.load_state_dict(load_file(kept))
+        return net.eval()
+    net = lit.train(cfg, data, net_class, inner=True)[0]
+    write_atomic(kept, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+    return net
 
 
 @torch.no_grad()
@@ -89,7 +132,7 @@ def select(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule
         except ValueError:  # no validation task outside this group
             continue
         inner_data.setup()
-        net = lit.train(inner, inner_data, net_class, quiet=True)[0]
+        net = _inner_fit(net_class, inner, inner_data)
         for factor, sweep in factor_sweeps(net, load_episodes(data.bench, held, cfg.data.target_kinds)).items():
             totals[factor] = totals.get(factor, 0) + len(held) * np.asarray(sweep)
         count, used = count + len(held), used + [name]

@@ -125,6 +125,15 @@ class Benchmark:
         largest = sorted(groups.values(), key=len, reverse=True)
         return [ids[-1] for ids in largest][: max(1, sum(map(len, largest)) // 4)]
 
+    def files_digest(self) -> hashlib._Hash:
+        """A running hash of the files a ranker learns from (``history.csv`` and both statistics files, a missing one
+        as ``-``), read now: with the config and tasks added (``.copy()`` it), the key of a result kept on disk."""
+        digest = hashlib.sha256()
+        for name in ("history.csv", "stats.safetensors", "model_stats.safetensors"):
+            path = self.root / name
+            digest.update(path.read_bytes() if path.is_file() else b"-")
+        return digest
+
     @property
     def argument(self) -> str:
         """What to pass as ``--benchmark`` to name this benchmark: its name under data/benchmarks/, else its folder."""
