@@ -3,6 +3,7 @@ zoo, and a folder that is no export is refused."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from ranker.serve import export
 from ranker.tasks.loaders import load_dataset
 from ranker.zoo.manifest import list_models
 
+ROW = re.compile(r"\s*(\d+)\s+(\S+)\s+(-?[\d.]+)\s+(\w+)\s+(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]")
+
 
 def test_load_ranks_the_demo_with_the_shipped_checkpoint_and_list_models_names_the_zoo() -> None:
     pipe = ranker.load()
@@ -24,6 +27,19 @@ def test_load_ranks_the_demo_with_the_shipped_checkpoint_and_list_models_names_t
     assert result.k == pipe.exported.config.rerank_k > 0
     assert [r.stage for r in result.ranking] == ["rerank"] * result.k + ["score"] * (len(result.ranking) - result.k)
     assert [r.score for r in result.ranking] == sorted((r.score for r in result.ranking), reverse=True)
+    # the README's quick start shows this ranking as rank.py prints it: its rows are read back from it
+    sample = (Path(rank.ROOT) / "README.md").read_text().split("## Quick start", 1)[1].split("```")[1].splitlines()
+    printed = rank.table(result).splitlines()
+    assert sample[1].split(": ", 1)[1] == printed[0].split(": ", 1)[1]  # the id hashes the files' mtimes
+    assert sample[2].split(" (")[0] == printed[2].split(" (")[0]  # the nearest historical task
+    rows = [ROW.fullmatch(line) for line in sample if ROW.fullmatch(line)]
+    assert len(rows) >= 4
+    for row in rows:
+        place, model, score, stage, gap, low, high = row.groups()
+        shown = result.ranking[int(place) - 1]
+        assert (shown.model, shown.stage) == (model, stage)
+        assert shown.score == pytest.approx(float(score), abs=0.01)  # another CPU's features differ in the 4th digit
+        assert [shown.predicted_gap, *shown.gap_80] == pytest.approx([float(gap), float(low), float(high)], abs=0.1)
 
 
 def test_load_refuses_a_folder_that_is_no_export(tmp_path: Path) -> None:
