@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker import evaluate
-from ranker.learn import episodes, rankers
+from ranker.learn import episodes, rankers, selection
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker
 from ranker.serve import export
@@ -54,7 +54,7 @@ Split = tuple  # (tau [T, M+1], prior [T], LogME [T], k as printed, k per task [
 def cross_validated(exported: export.Exported, bench: bm.Benchmark, benchmark: str) -> Split:
     """The grouped-CV split: per fold the ranker retrained on the other groups (its own k), the prior and LogME."""
     taus, priors, logmes, ks = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits(Path(tmp) / "inner"):
         for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
             fitted = rankers.fit_again(exported.config.run, benchmark, tmp, f"fold{i}", fold.train)[0]
             taus.append(curve(fitted.net, bench, fold.held_out))

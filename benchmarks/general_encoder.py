@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from ranker import evaluate
-from ranker.learn import rankers
+from ranker.learn import rankers, selection
 from ranker.learn.config import RunConfig, load_run_config
 from ranker.learn.metrics import weighted_tau
 from ranker.tasks import benchmark as bm
@@ -76,7 +76,7 @@ def main() -> None:
     folds = evaluate.folds(bench, evaluate.measured_tasks(bench, bench.task_ids("train")))
     held = [t for f in folds for t in f.held_out]
     taus = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits(Path(tmp) / "inner"):
         # every copy first: a builder merging pairs during the hours of fits must not give candidates other histories
         copies = {member: with_general_encoder(bench, member, Path(tmp) / member) for member in args.candidates}
         for member, copy in copies.items():

@@ -52,8 +52,8 @@ def shared_inner_fits(folder: Path) -> Iterator[None]:
 
 
 def _inner_fit(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule) -> Ranker:
-    """An inner fit's network (eval mode): read from the :func:`shared_inner_fits` folder where it is kept there,
-    else trained (:func:`ranker.learn.lit.train`) and, inside that context, kept."""
+    """An inner fit's network (eval mode), trained (:func:`ranker.learn.lit.train`); inside
+    :func:`shared_inner_fits`, read back when its folder keeps it, else trained and kept there."""
     folder = _SHARED.get()
     if folder is None:
         return lit.train(cfg, data, net_class, inner=True)[0]
