@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranker.evaluate import Run, cell, folds, measured_tasks, prior_means, score_tasks
+from ranker.evaluate import Run, add_group_intervals, cell, folds, measured_tasks, prior_means, score_tasks
 from ranker.files import write_atomic
 from ranker.learn import fennec
 from ranker.learn.config import load_run_config
@@ -80,8 +80,8 @@ def fixed_split(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
 
 
 def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict:
-    """``score_tasks`` over every fold's held-out tasks, ``folds`` (group, sizes) and ``train_seconds`` summed over
-    folds."""
+    """``score_tasks`` over every fold's held-out tasks (with the differences' intervals over groups resampled too),
+    ``folds`` (group, sizes) and ``train_seconds`` summed over folds."""
     fold_runs, infos, train_seconds = [], [], dict.fromkeys(METHODS, 0.0)
     cv_folds = folds(bench, measured_tasks(bench))
     for fold in cv_folds:
@@ -96,18 +96,24 @@ def cross_validate(bench: bm.Benchmark, val_tasks: list[str], seed: int) -> dict
             for name in fold_runs[0]}
     task_ids = [t for fold in cv_folds for t in fold.held_out]
     _, _, gt = bench.history.matrix("finetune", task_ids, bench.models)
-    return score_tasks(task_ids, gt, runs) | {"folds": infos, "train_seconds": train_seconds, "n_tasks": len(task_ids)}
+    split = score_tasks(task_ids, gt, runs)
+    add_group_intervals(split, {fold.group: fold.held_out for fold in cv_folds})
+    return split | {"folds": infos, "train_seconds": train_seconds, "n_tasks": len(task_ids)}
 
 
 def table(split: dict) -> list[str]:
     """Markdown rows: each method's means [95% bootstrap], paired difference to the prior, seconds."""
-    lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior | Δwtau_sym vs prior | Δregret vs prior | train s "
-             "| score s/task |", "|---" * 9 + "|"]
+    grouped = "wtau_groups_ci" in split["methods"]["fennec"]["vs_prior"]
+    lines = ["| method | wtau | wtau_sym | regret | Δwtau vs prior" + (" [tasks] [groups]" if grouped else "")
+             + " | Δwtau_sym vs prior | Δregret vs prior | train s | score s/task |", "|---" * 9 + "|"]
     for name, m in split["methods"].items():
         cells = [cell(m[k], m[f"{k}_ci"], 2 if k == "regret" else 3) for k in ("wtau", "wtau_sym", "regret")]
         vs = m.get("vs_prior")
         cells += [cell(vs[k], vs[f"{k}_ci"], 2 if k == "regret" else 3, "+") if vs else ""
                   for k in ("wtau", "wtau_sym", "regret")]
+        if vs and grouped:
+            low, high = vs["wtau_groups_ci"]
+            cells[3] += f" [{low:+.3f}, {high:+.3f}]"
         train_s = split["train_seconds"].get(name)
         cells += ["" if train_s is None else f"{train_s:.1f}", f"{m['seconds_per_task']:.1e}"]
         lines.append(f"| {name} | {' | '.join(cells)} |")

@@ -51,6 +51,7 @@ from ranker.evaluate.protocol import (
     RESAMPLES,
     Fold,
     Run,
+    add_group_intervals,
     best_constant,
     bootstrap_picks,
     folds,
@@ -66,6 +67,6 @@ from ranker.evaluate.report import cell, markdown, plot
 from ranker.evaluate.runs import NEEDS_SOURCE_HEAD, evaluate, ranker_scores, source_probs
 
 __all__ = ["BOOTSTRAP_SEED", "METRICS", "NEEDS_SOURCE_HEAD", "PRIOR_KINDS", "RESAMPLES", "Fold", "Run",
-           "best_constant", "bootstrap_picks", "cell", "evaluate", "folds", "group_interval", "interval", "markdown",
-           "mean_tau", "measured_tasks", "plot", "prior_means", "ranker_scores", "score_tasks", "source_probs",
-           "zscore_rows"]
+           "add_group_intervals", "best_constant", "bootstrap_picks", "cell", "evaluate", "folds", "group_interval",
+           "interval", "markdown", "mean_tau", "measured_tasks", "plot", "prior_means", "ranker_scores", "score_tasks",
+           "source_probs", "zscore_rows"]

@@ -122,6 +122,17 @@ def group_interval(values: dict[str, float], groups: dict[str, list[str]]) -> tu
     return float(sums.sum() / counts.sum()), [float(q) for q in np.percentile(means, [2.5, 97.5])]
 
 
+def add_group_intervals(split: dict, groups: dict[str, list[str]]) -> None:
+    """Adds ``vs_prior["wtau_groups_ci"]`` to every method of a ``score_tasks`` result that has a paired difference to
+    the prior: that difference's interval with whole groups resampled (``group_interval``; ``groups``: group -> its
+    tasks), the honest interval for a new dataset under cross-validation."""
+    for name, method in split["methods"].items():
+        if "vs_prior" in method:
+            diff = {t: v - split["per_task"]["prior"][t] for t, v in split["per_task"][name].items()
+                    if t in split["per_task"]["prior"]}
+            method["vs_prior"]["wtau_groups_ci"] = group_interval(diff, groups)[1]
+
+
 def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
     """95% percentile interval of the mean of ``values`` ``[T]`` (NaN: left out) over the resamples ``picks``
     ``[R, T]`` of task indices."""

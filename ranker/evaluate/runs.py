@@ -31,9 +31,9 @@ from ranker.evaluate.protocol import (
     RESAMPLES,
     Fold,
     Run,
+    add_group_intervals,
     best_constant,
     folds,
-    group_interval,
     measured_tasks,
     prior_means,
     score_tasks,
@@ -296,12 +296,7 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
     if (hindsight := _hindsight_run(gt)) is not None:
         runs[HINDSIGHT] = hindsight
     split = score_tasks(task_ids, gt, runs)
-    groups = {fold.group: fold.held_out for fold in cv_folds}
-    for name, method in split["methods"].items():
-        if "vs_prior" in method:  # the paired difference again, now with whole held-out groups resampled
-            diff = {t: v - split["per_task"]["prior"][t] for t, v in split["per_task"][name].items()
-                    if t in split["per_task"]["prior"]}
-            method["vs_prior"]["wtau_groups_ci"] = group_interval(diff, groups)[1]
+    add_group_intervals(split, {fold.group: fold.held_out for fold in cv_folds})
     split["skipped"] = {n: why for n, why in (skipped | split["skipped"]).items() if n not in split["methods"]}
     return {"groups": [fold.group for fold in cv_folds], "n_tasks": len(task_ids), "folds": infos, **split}
 
