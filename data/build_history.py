@@ -45,7 +45,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import fcntl
 import math
 import signal
 import sys
@@ -61,6 +60,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from ranker import transfer
+from ranker.files import locked
 from ranker.tasks import benchmark as bm
 from ranker.tasks import features, stats
 from ranker.tasks.history import HistoryStore, Record, parse_field
@@ -121,14 +121,11 @@ def writing(out: Path) -> Iterator[None]:
     Raises:
         ValueError: another live process holds the lock.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".lock"), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with locked(out.with_suffix(".lock"), wait=False) as held:
+        if not held:
             raise ValueError(f"another builder is writing {out}; give this one another --shard i/n (or let that "
-                             "one end)") from None
-        yield  # the lock goes with the process, so a killed builder leaves nothing held
+                             "one end)")
+        yield
 
 
 def _done_store(root: Path) -> HistoryStore:

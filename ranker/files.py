@@ -1,12 +1,15 @@
-"""Atomic file writes: readers see the old file or the new one, never half of one, with the usual permissions; and
-the command-line exit that treats a closed stdout pipe as the reader's choice."""
+"""Atomic file writes: readers see the old file or the new one, never half of one, with the usual permissions; the
+lock file that lets concurrent runs share work; and the command-line exit that treats a closed stdout pipe as the
+reader's choice."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,6 +35,21 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path, wait: bool) -> Iterator[bool]:
+    """Holds an exclusive lock on the file ``path`` (created, with its folder) inside and yields True; yields False,
+    holding nothing, when another process holds it and ``wait`` is False. The lock goes with its process, so a run
+    that was killed leaves nothing held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def exit_with(main: Callable[[], int | None]) -> NoReturn:

@@ -11,13 +11,11 @@ runs given the same folder share its folds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from ranker.evaluate.protocol import (
     prior_means,
     score_tasks,
 )
-from ranker.files import write_atomic
+from ranker.files import locked, write_atomic
 from ranker.learn import rankers, selection
 from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
 from ranker.learn.episodes import collate, load_episodes
@@ -246,21 +244,6 @@ def _kept_fold_runs(measured: Measured, fold: Fold, index: int, tmp: str, kept: 
     return fold_run, info
 
 
-@contextlib.contextmanager
-def _fold_lock(kept: Path, wait: bool) -> Iterator[bool]:
-    """Holds the lock of the kept fold file ``kept`` (``.lock`` beside it) inside; yields False, holding nothing,
-    when another process holds it and ``wait`` is False. The lock goes with its process, so a run that was killed
-    leaves nothing held."""
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    with open(kept.with_suffix(".lock"), "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str, str], cache: Path | None) -> dict:
     """The ``cv`` part of the result: every method on every fold's held-out tasks; ``skipped``: why methods are
     missing from the fixed split. ``cache``: a folder where each finished fold is kept
@@ -284,7 +267,8 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
             for index, fold in enumerate(cv_folds):
                 if results[index] is not None:
                     continue
-                with contextlib.nullcontext(True) if kept[index] is None else _fold_lock(kept[index], wait) as mine:
+                with (contextlib.nullcontext(True) if kept[index] is None
+                      else locked(kept[index].with_suffix(".lock"), wait)) as mine:
                     if mine:
                         results[index] = _kept_fold_runs(measured, fold, index, tmp, kept[index])
     fold_runs, infos = [r for r, _ in results], [info for _, info in results]
