@@ -136,13 +136,14 @@ class EpisodeDataModule(L.LightningDataModule):
     (empty: the benchmark's ``validation_tasks()``) among them, training the rest.
 
     Grouped cross-validation passes a fold's tasks, which may hold test-role tasks of the other groups; the
-    ``data.val_tasks`` of the held-out group are then left out of validation.
+    ``data.val_tasks`` of the held-out group are then left out of validation. ``bench`` is ``data.benchmark``
+    already loaded, which inner fits pass on: loading v3's config and history takes about a second.
     """
 
-    def __init__(self, cfg: RunConfig, tasks: list[str] | None = None) -> None:
+    def __init__(self, cfg: RunConfig, tasks: list[str] | None = None, bench: bm.Benchmark | None = None) -> None:
         super().__init__()
         self.cfg, self.seed = cfg.data, cfg.seed
-        self.bench = bm.load_benchmark(self.cfg.benchmark)
+        self.bench = bench or bm.load_benchmark(self.cfg.benchmark)
         train_ids = self.bench.task_ids("train")
         val_tasks = self.cfg.val_tasks or self.bench.validation_tasks()
         wrong = [t for t in val_tasks if t not in train_ids]

@@ -128,7 +128,7 @@ def select(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule
         inner.name, inner.out_dir, inner.ckpt_path, inner.overwrite = f"inner{i}", str(Path(cfg.out_dir) / cfg.name
                                                                                         / "inner"), None, True
         try:
-            inner_data = EpisodeDataModule(inner, [t for t in tasks if group[t] != name])
+            inner_data = EpisodeDataModule(inner, [t for t in tasks if group[t] != name], data.bench)
         except ValueError:  # no validation task outside this group
             continue
         inner_data.setup()
