@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ def help_output_and_heavy_imports(run: str) -> tuple[str, list[str]]:
     out = subprocess.run([sys.executable, "-c", code], cwd=zoo.REPO_ROOT, capture_output=True, text=True, check=True)
     *lines, loaded = out.stdout.splitlines()
     return "\n".join(lines), eval(loaded)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def features_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One features cache (``$RANKER_CACHE``) for the whole run, never the user's: the demo's features, extracted by
+    the first test that ranks it, serve the later ones. A test that needs a cache of its own sets its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("features")
+        patch.setenv("RANKER_CACHE", str(path))
+        yield path
 
 
 def make_bench(root: Path, models: tuple[str, ...]) -> bm.Benchmark:

