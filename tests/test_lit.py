@@ -92,7 +92,8 @@ def test_ddp_by_config_alone_trains_and_exports_once(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_training_resumes_from_a_lightning_checkpoint(tmp_path: Path) -> None:
-    base = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r", "trainer.check_val_every_n_epoch=1"]
+    base = [f"out_dir={tmp_path}/runs", f"export_dir={tmp_path}/ckpt", "name=r", "trainer.check_val_every_n_epoch=1",
+            "data.benchmark=offline"]  # 4 groups: the fewest inner fits, which resuming never reads
     cfg = load_run_config(overrides=base + ["trainer.max_epochs=2"])
     data = episodes.EpisodeDataModule(cfg)
     train.fit(cfg, data)
