@@ -110,12 +110,10 @@ def test_a_state_dict_round_trips_and_cold_models_leave_the_trained_vectors_alon
 
 
 @pytest.mark.integration
-def test_a_fennec_run_exports_a_checkpoint_that_rank_py_serves_with_a_cold_member(tmp_path, monkeypatch,
-                                                                                   capsys) -> None:
+def test_a_fennec_run_exports_a_checkpoint_that_rank_py_serves_with_a_cold_member(tmp_path, capsys) -> None:
     """``train.py ranker=fennec`` exports; rank.py ranks the demo with it (scores = Fennec's dot products from the
     demo's general-encoder summary), adds v2's dog-breed MobileNetV2 cold at ``A a`` without moving the trained
     models' scores, and refuses a re-ranking depth, which would re-score nothing."""
-    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
     assert train.main(["ranker=fennec", "name=f", "data.benchmark=offline", f"export_dir={tmp_path}",
                        f"out_dir={tmp_path}/runs", "trainer.max_epochs=20"]) == 0
     folder = tmp_path / "f"
