@@ -27,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path, 
     """A short run of train.py's fit on the embedded benchmark: config, export folder, loss before and after."""
     root = tmp_path_factory.mktemp("run")
     cfg = load_run_config(overrides=[f"out_dir={root}/runs", f"export_dir={root}/ckpt", "name=t",
-                                     "trainer.max_epochs=16", "trainer.check_val_every_n_epoch=8", "optim.lr=3e-3",
+                                     "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=4", "optim.lr=3e-3",
                                      "trainer.accelerator=cpu"])
     data = episodes.EpisodeDataModule(cfg)
     data.setup()
@@ -67,7 +67,7 @@ def test_training_on_the_benchmark_lowers_the_loss_and_exports(trained) -> None:
     assert after < before - 0.5, (before, after)
     assert sorted(p.name for p in folder.iterdir()) == sorted(export.FILES)
     saved = OmegaConf.load(Path(cfg.out_dir) / cfg.name / "config.yaml")
-    assert saved.trainer.max_epochs == 16 and saved.optim.lr == 3e-3  # the resolved config beside the run
+    assert saved.trainer.max_epochs == 8 and saved.optim.lr == 3e-3  # the resolved config beside the run
     exported = export.load(folder)
     assert 0 <= exported.config.rerank_k <= len(exported.config.models)
     assert exported.config.spider_factor in selection.SPIDER_FACTORS  # recorded for retrainings (cold_start.py)
