@@ -143,7 +143,7 @@ class EpisodeDataModule(L.LightningDataModule):
     def __init__(self, cfg: RunConfig, tasks: list[str] | None = None, bench: bm.Benchmark | None = None) -> None:
         super().__init__()
         self.cfg, self.seed = cfg.data, cfg.seed
-        self.bench = bench or bm.load_benchmark(self.cfg.benchmark)
+        self.bench = bm.load_benchmark(self.cfg.benchmark) if bench is None else bench
         train_ids = self.bench.task_ids("train")
         val_tasks = self.cfg.val_tasks or self.bench.validation_tasks()
         wrong = [t for t in val_tasks if t not in train_ids]
