@@ -195,11 +195,16 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
 
     real_fold_runs, real_setup = evaluate_runs._fold_runs, episodes.EpisodeDataModule.setup
 
-    def fold_runs(measured, fold, *args):
+    def fold_runs(bench, benchmark, run, fold, *args):
         current["group"] = fold.group
-        return real_fold_runs(measured, fold, *args)
+        try:
+            return real_fold_runs(bench, benchmark, run, fold, *args)
+        finally:
+            current["group"] = None
 
     monkeypatch.setattr(evaluate_runs, "_fold_runs", fold_runs)
+    real_extract = evaluate_runs.features.extract
+    monkeypatch.setattr(evaluate_runs.features, "extract", spy("features", real_extract, lambda a, _: [a[1].id]))
     spied = (("prior_means", "prior", 1), ("_ranker_runs", "evaluated", 3), ("_fitted_runs", "fennec", 2))
     for name, use, arg in spied:  # arg: the position of the task ids each one is given
         monkeypatch.setattr(evaluate_runs, name, spy(use, getattr(evaluate_runs, name),
@@ -230,7 +235,13 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
         assert fold["group"] not in {group[t] for t in fold["val_tasks"]}
         assert set(cv["per_task"]["ranker"]) >= set(held_out)
     assert fold_of(cv, "a")["val_tasks"] == ["b1"] and fold_of(cv, "c")["val_tasks"] == ["a1", "b1"]
-    fixed = [ids for g, name, ids in seen if g is None]
+    # the folds read no features (another process may fill the cache meanwhile): every extraction comes after them
+    assert max(i for i, (g, _, _) in enumerate(seen) if g is not None) < \
+        min(i for i, (_, name, _) in enumerate(seen) if name == "features")
+    ranker, rerank = cv["methods"]["ranker"], cv["methods"]["ranker_rerank"]  # charged the features they need
+    assert 0 < ranker["seconds_per_task_with_features"] - ranker["seconds_per_task"] <= \
+        rerank["seconds_per_task_with_features"] - rerank["seconds_per_task"] + 1e-9
+    fixed = [ids for g, name, ids in seen if g is None and name != "features"]
     # the fixed split: the ranker evaluated on the test tasks, the prior and Fennec learned from the training ones
     # (Fennec's episodes: training tasks first, then the validation tasks a1 and b1)
     assert fixed == [["b2", "c1"], ["a1", "a2", "b1", "c2"], ["a2", "c2", "a1", "b1"], ["a1", "a2", "b1", "c2"]]
@@ -239,6 +250,13 @@ def test_no_task_of_a_held_out_group_reaches_training_in_any_fold(tiny_bench: bm
     report = evaluate.markdown(result)
     assert "## Leave-one-group-out cross-validation (6 tasks" in report and ".png" not in report
     assert report.count("Δwtau vs prior [groups]") == 1  # a column of the cross-validated table only
+
+
+def test_a_learned_ranker_is_charged_the_general_encoder_and_its_top_k_models_features() -> None:
+    run = evaluate.Run(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 4.0]]), np.zeros(2), np.zeros(2))
+    extraction = np.array([[1.0, 10.0, 100.0], [1.0, 10.0, 100.0]])  # [T, M] seconds; model 0 the general encoder
+    charged = [evaluate_runs._charge_extraction(run, depth, extraction, 0).extraction.tolist() for depth in range(4)]
+    assert charged == [[1.0, 1.0], [1.0, 11.0], [101.0, 111.0], [111.0, 111.0]]
 
 
 def fold_of(cv: dict, group: str) -> dict:
@@ -281,7 +299,7 @@ def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(t
     assert len(list(cache.glob("*.json"))) == 3
     computed = []
     real = evaluate_runs._fold_runs
-    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[1].group) or real(*a))
+    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[3].group) or real(*a))
     again = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
     assert computed == []
     for name, m in first["cv"]["methods"].items():
@@ -334,7 +352,7 @@ def test_runs_sharing_a_cv_cache_split_the_folds_and_read_back_each_others(tiny_
         path.unlink()
     computed: list[str] = []
     real = evaluate_runs._fold_runs
-    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[1].group) or real(*a))
+    monkeypatch.setattr(evaluate_runs, "_fold_runs", lambda *a: computed.append(a[3].group) or real(*a))
     result: dict = {}
     with open(kept["b"].with_suffix(".lock"), "w") as other_run:  # another run is computing fold b
         fcntl.flock(other_run, fcntl.LOCK_EX)

@@ -22,7 +22,9 @@ Cross-validation (``cv`` in the JSON) takes every task with fine-tuning ground t
 ``TaskSpec.group_name``: each fold holds out one group's tasks and evaluates them; the prior is the mean over the
 other groups' tasks, and the ranker is trained again on those alone (``ranker.learn.rankers.fit_again`` with the
 checkpoint's run config, in a temporary folder; its ``data.val_tasks`` outside the held-out group validate), and
-so are the rankers fitted here.
+so are the rankers fitted here. The folds are trained first and read no features (the rankers score from the
+benchmark's stats files; the features they needed are charged afterwards), so on an empty features cache the
+training need not wait for the extraction.
 Estimators learn nothing from history: their scores are those of the fixed split, on more tasks.
 
 Every mean carries a 95% percentile bootstrap interval over tasks (``wtau_ci``, ``wtau_sym_ci``, ``regret_ci``),

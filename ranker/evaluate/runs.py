@@ -100,24 +100,31 @@ def _estimator_runs(bench: bm.Benchmark, entries: list[zoo.ZooEntry], names: lis
     return scores, seconds, extraction, failures
 
 
-def _ranker_run(bench: bm.Benchmark, net: LearnedRanker, depth: int, task_ids: list[str], extraction: np.ndarray
-                ) -> Run:
-    """A learned ranker on ``task_ids`` with its top ``depth`` re-scored by their own features (0: none); its
-    extraction seconds are the general encoder's and the top-``depth`` models' (``extraction`` ``[T, M]``, measured
-    by ``_estimator_runs``). Task statistics come from the benchmark's stats files, which hold the same
-    general-encoder and per-model prototypes of each task's training part."""
+def _ranker_run(bench: bm.Benchmark, net: LearnedRanker, depth: int, task_ids: list[str]) -> Run:
+    """A learned ranker on ``task_ids`` with its top ``depth`` re-scored by their own features (0: none), its
+    extraction not yet charged (zeros; :func:`_charge_extraction`). Task statistics come from the benchmark's stats
+    files, which hold the same general-encoder and per-model prototypes of each task's training part, so no
+    features are read here."""
     episodes = load_episodes(bench, task_ids, ["finetune"])  # the targets stay unread here
-    general = bench.models.index(bench.config.general_encoder)
-    scores, seconds, needed = np.zeros(extraction.shape), np.zeros(len(task_ids)), np.zeros(len(task_ids))
+    scores, seconds = np.zeros((len(task_ids), len(bench.models))), np.zeros(len(task_ids))
     for i, episode in enumerate(episodes):
         batch = collate([episode])
         start = time.perf_counter()
-        ranked = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth, batch["evidence"])[0]
+        scores[i] = net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], depth,
+                               batch["evidence"])[0].numpy()
         seconds[i] = time.perf_counter() - start
-        scores[i] = ranked.numpy()
-        top = set(ranked.topk(depth).indices.tolist())  # rerank keeps the plain top k on top: those were re-scored
-        needed[i] = extraction[i, sorted(top | {general})].sum()
-    return Run(scores, seconds, needed)
+    return Run(scores, seconds, np.zeros(len(task_ids)))
+
+
+def _charge_extraction(run: Run, depth: int, extraction: np.ndarray, general: int) -> Run:
+    """``run`` of a learned ranker at re-ranking ``depth`` with the extraction seconds it needed charged: the
+    general encoder's and those of its top ``depth`` models (re-ranking keeps the re-scored models on top), from
+    ``extraction`` ``[T, M]`` (measured by ``_estimator_runs``)."""
+    top = np.argsort(-run.scores, axis=1, kind="stable")[:, :depth]
+    needed = np.zeros(extraction.shape, dtype=bool)
+    np.put_along_axis(needed, top, True, axis=1)
+    needed[:, general] = True
+    return run._replace(extraction=(extraction * needed).sum(1))
 
 
 @torch.no_grad()
@@ -128,20 +135,25 @@ def ranker_scores(bench: bm.Benchmark, net: LearnedRanker, task_ids: list[str], 
     return net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"]).numpy()
 
 
-def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str], extraction: np.ndarray
-                 ) -> dict[str, Run]:
+def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str]
+                 ) -> tuple[dict[str, Run], dict[str, int]]:
     """The checkpoint's ranker as ``ranker`` (general-encoder prototypes only) and ``ranker_rerank`` (its top
-    ``k`` re-scored), as :func:`_ranker_run` measures them."""
-    return {name: _ranker_run(bench, net, depth, task_ids, extraction)
-            for name, depth in (("ranker", 0), ("ranker_rerank", k))}
+    ``k`` re-scored), as :func:`_ranker_run` scores them, and each one's re-ranking depth."""
+    depths = {"ranker": 0, "ranker_rerank": k}
+    return {name: _ranker_run(bench, net, depth, task_ids) for name, depth in depths.items()}, depths
+
+
+Depths = dict[str, int]
+"""A learned method's name -> its re-ranking depth: what :func:`_charge_extraction` needs to charge its run."""
 
 
 def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str],
-                 extraction: np.ndarray, tmp: str) -> tuple[dict[str, Run], dict[str, str]]:
+                 tmp: str) -> tuple[dict[str, Run], Depths, dict[str, str]]:
     """Each ranker of ``rankers.FITTED_IN_EVALUATION`` fitted here with the default training config (seed 0) on
     ``history`` (``val_tasks`` among it choose its epoch or checkpoint; output under ``tmp``) and run on
-    ``held_out`` at its own depth; and why any could not be fitted (no validation task in ``history``)."""
-    runs, skipped = {}, {}
+    ``held_out`` at its own depth (extraction not charged); the depths; and why any could not be fitted (no
+    validation task in ``history``)."""
+    runs, depths, skipped = {}, {}, {}
     for name in rankers.FITTED_IN_EVALUATION:
         cfg = load_run_config(DEFAULT_TRAIN_CONFIG, [f"ranker={name}"])
         cfg.data.val_tasks = list(val_tasks)
@@ -150,8 +162,8 @@ def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_ta
         except ValueError as err:
             skipped[name] = str(err)
             continue
-        runs[name] = _ranker_run(bench, fitted.net, fitted.rerank_k, held_out, extraction)
-    return runs, skipped
+        runs[name], depths[name] = _ranker_run(bench, fitted.net, fitted.rerank_k, held_out), fitted.rerank_k
+    return runs, depths, skipped
 
 
 def _val_tasks(run: RunConfig | None) -> list[str]:
@@ -164,18 +176,23 @@ def _val_tasks(run: RunConfig | None) -> list[str]:
 @dataclass
 class Measured:
     """What every split of one evaluation reads: the estimators' runs and the extraction seconds of every task
-    evaluated anywhere, and the checkpoint's run config."""
+    evaluated anywhere."""
 
     bench: bm.Benchmark
-    benchmark: str  # as given (a name or a folder): what a retraining loads
     rows: dict[str, int]  # task id -> its row in ``estimator_runs`` and ``extraction``
     estimator_runs: dict[str, Run]
     extraction: np.ndarray  # [T, M] seconds of each model's features of each task
-    run: RunConfig | None  # the checkpoint's training config (None: no usable checkpoint, no retraining)
 
     def at(self, task_ids: list[str]) -> list[int]:
         """Rows of ``task_ids``."""
         return [self.rows[t] for t in task_ids]
+
+    def charged(self, runs: dict[str, Run], depths: Depths, task_ids: list[str]) -> dict[str, Run]:
+        """``runs`` on ``task_ids`` with the extraction of each learned method (those in ``depths``) charged."""
+        extraction = self.extraction[self.at(task_ids)]
+        general = self.bench.models.index(self.bench.config.general_encoder)
+        return {name: _charge_extraction(run, depths[name], extraction, general) if name in depths else run
+                for name, run in runs.items()}
 
 
 def _prior_run(bench: bm.Benchmark, history: list[str], n: int) -> tuple[str, Run] | None:
@@ -199,23 +216,27 @@ def _hindsight_run(gt: np.ndarray) -> Run | None:
     return Run(np.tile(scores, (len(gt), 1)), np.zeros(len(gt)), np.zeros(len(gt)))
 
 
-def _fold_runs(measured: Measured, fold: Fold, index: int, tmp: str) -> tuple[dict[str, Run], dict]:
-    """The prior, the fitted rankers and (given a run config) the checkpoint's ranker trained again into ``tmp``
-    on ``fold.train``, evaluated on ``fold.held_out``; and what the fold used."""
-    bench, run, extraction = measured.bench, measured.run, measured.extraction[measured.at(fold.held_out)]
+def _fold_runs(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, fold: Fold, index: int, tmp: str
+               ) -> tuple[dict[str, Run], dict]:
+    """The prior, the fitted rankers and (given the checkpoint's run config) its ranker trained again into ``tmp``
+    on ``fold.train``, evaluated on ``fold.held_out``; and what the fold used, with the learned methods' depths
+    (``depths``): their extraction is charged later, so a fold reads no features."""
     runs, info = {}, {"group": fold.group, "held_out": fold.held_out, "n_train_tasks": len(fold.train)}
     prior = _prior_run(bench, fold.train, len(fold.held_out))
     if prior is not None:
         info["prior_kind"], runs["prior"] = prior
-    runs |= _fitted_runs(measured.benchmark, bench, fold.train, _val_tasks(run), fold.held_out, extraction, tmp)[0]
+    fitted, depths, _ = _fitted_runs(benchmark, bench, fold.train, _val_tasks(run), fold.held_out, tmp)
+    runs |= fitted
     if run is not None:
         print(f"cv fold {index + 1} (group {fold.group}): training the ranker on {len(fold.train)} tasks",
               file=sys.stderr)
         start = time.perf_counter()
-        fitted, data = rankers.fit_again(run, measured.benchmark, tmp, f"fold{index}", fold.train)
-        info |= {"val_tasks": data.val_ids, "rerank_k": fitted.rerank_k, "spider_factor": fitted.spider_factor,
+        trained, data = rankers.fit_again(run, benchmark, tmp, f"fold{index}", fold.train)
+        info |= {"val_tasks": data.val_ids, "rerank_k": trained.rerank_k, "spider_factor": trained.spider_factor,
                  "train_seconds": time.perf_counter() - start}
-        runs |= _ranker_runs(bench, fitted.net, fitted.rerank_k, fold.held_out, extraction)
+        ranker_runs, ranker_depths = _ranker_runs(bench, trained.net, trained.rerank_k, fold.held_out)
+        runs, depths = runs | ranker_runs, depths | ranker_depths
+    info["depths"] = depths
     return runs, info
 
 
@@ -228,8 +249,8 @@ def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None) -> hashlib._Hash:
 
 
 
-def _kept_fold_runs(measured: Measured, fold: Fold, index: int, tmp: str, kept: Path | None
-                    ) -> tuple[dict[str, Run], dict]:
+def _kept_fold_runs(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, fold: Fold, index: int, tmp: str,
+                    kept: Path | None) -> tuple[dict[str, Run], dict]:
     """:func:`_fold_runs`, read from the file ``kept`` where it exists and written there otherwise (None: no
     cache)."""
     if kept is not None and kept.is_file():
@@ -237,27 +258,24 @@ def _kept_fold_runs(measured: Measured, fold: Fold, index: int, tmp: str, kept: 
         saved = json.loads(kept.read_text())
         return ({name: Run(*(np.asarray(r[f], dtype=float) for f in Run._fields)) for name, r in saved["runs"].items()},
                 saved["info"])
-    fold_run, info = _fold_runs(measured, fold, index, tmp)
+    fold_run, info = _fold_runs(bench, benchmark, run, fold, index, tmp)
     if kept is not None:
         write_atomic(kept, json.dumps({"info": info, "runs": {
             name: {f: getattr(r, f).tolist() for f in Run._fields} for name, r in fold_run.items()}}).encode())
     return fold_run, info
 
 
-def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str, str], cache: Path | None) -> dict:
-    """The ``cv`` part of the result: every method on every fold's held-out tasks; ``skipped``: why methods are
-    missing from the fixed split. ``cache``: a folder where each finished fold is kept
+def _fold_results(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, cv_folds: list[Fold],
+                  cache: Path | None) -> list[tuple[dict[str, Run], dict]]:
+    """:func:`_fold_runs` of every fold. ``cache``: a folder where each finished fold is kept
     (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged.
     Runs that share ``cache`` share the folds: each fold is computed by whichever run takes its lock first, and the
     others go on to the next fold and read it back at the end (computing it themselves if that run stopped). The
     folds share their inner fits of model selection (``selection.shared_inner_fits``), in ``cache`` when given."""
-    task_ids = [t for fold in cv_folds for t in fold.held_out]
-    at = measured.at(task_ids)
-    runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in measured.estimator_runs.items()}
     results: list[tuple[dict[str, Run], dict] | None] = [None] * len(cv_folds)
     kept: list[Path | None] = [None] * len(cv_folds)
     if cache is not None:
-        inputs = _inputs_digest(measured.bench, measured.run)  # read once, not per fold
+        inputs = _inputs_digest(bench, run)  # read once, not per fold
         for index, fold in enumerate(cv_folds):
             key = inputs.copy()
             key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
@@ -270,8 +288,21 @@ def _cross_validate(measured: Measured, cv_folds: list[Fold], skipped: dict[str,
                 with (contextlib.nullcontext(True) if kept[index] is None
                       else locked(kept[index].with_suffix(".lock"), wait)) as mine:
                     if mine:
-                        results[index] = _kept_fold_runs(measured, fold, index, tmp, kept[index])
-    fold_runs, infos = [r for r, _ in results], [info for _, info in results]
+                        results[index] = _kept_fold_runs(bench, benchmark, run, fold, index, tmp, kept[index])
+    return results
+
+
+def _cross_validate(measured: Measured, cv_folds: list[Fold], results: list[tuple[dict[str, Run], dict]],
+                    skipped: dict[str, str]) -> dict:
+    """The ``cv`` part of the result: the estimators and every fold's runs (``results``, :func:`_fold_results`),
+    the learned methods' extraction charged, on the held-out tasks; ``skipped``: why methods are missing from the
+    fixed split."""
+    task_ids = [t for fold in cv_folds for t in fold.held_out]
+    at = measured.at(task_ids)
+    runs = {name: Run(r.scores[at], r.seconds[at], r.extraction[at]) for name, r in measured.estimator_runs.items()}
+    fold_runs = [measured.charged(r, info["depths"], fold.held_out)
+                 for (r, info), fold in zip(results, cv_folds, strict=True)]
+    infos = [info for _, info in results]
     for name in [n for n in fold_runs[0] if all(n in r for r in fold_runs)]:  # one missing from a fold: left out
         runs[name] = Run(*(np.concatenate([getattr(r[name], f) for r in fold_runs]) for f in Run._fields))
     if "prior" not in runs:
@@ -305,10 +336,10 @@ def _cv_folds(bench: bm.Benchmark) -> list[Fold]:
     return folds(bench, measured_tasks(bench))
 
 
-def _measure(bench: bm.Benchmark, benchmark: str, names: list[str], task_ids: set[str], fresh_cache: bool
+def _measure(bench: bm.Benchmark, names: list[str], task_ids: set[str], fresh_cache: bool
              ) -> tuple[Measured, dict[str, str], list[str]]:
-    """The estimators ``names`` on every task of ``task_ids`` (in benchmark order), without a checkpoint yet; why
-    estimators were skipped; their failures."""
+    """The estimators ``names`` on every task of ``task_ids`` (in benchmark order); why estimators were skipped;
+    their failures."""
     entries = list(bench.entries.values())
     tasks = [t for t in bench.config.tasks if t.id in task_ids]
     skipped = {}
@@ -319,37 +350,34 @@ def _measure(bench: bm.Benchmark, benchmark: str, names: list[str], task_ids: se
     scores, seconds, extraction, failures = _estimator_runs(bench, entries, names, tasks, fresh_cache)
     estimator_runs = {n: Run(scores[n], seconds[n], extraction.sum(1)) for n in names}
     rows = {t.id: i for i, t in enumerate(tasks)}
-    return Measured(bench, benchmark, rows, estimator_runs, extraction, None), skipped, failures
+    return Measured(bench, rows, estimator_runs, extraction), skipped, failures
 
 
-def _checkpoint_runs(measured: Measured, checkpoint: str | Path, test: list[str], skipped: dict[str, str]
-                     ) -> dict[str, Run]:
-    """``ranker`` and ``ranker_rerank`` of the checkpoint on ``test``, and its run config into ``measured.run``;
-    none, and why into ``skipped``, when it cannot be loaded for this zoo.
+def _load_checkpoint(bench: bm.Benchmark, checkpoint: str | Path, skipped: dict[str, str]) -> export.Exported | None:
+    """The checkpoint for the benchmark's zoo; None, and why into ``skipped``, when it cannot be loaded for it.
 
     Raises:
         ValueError: the checkpoint tokenizes tasks with another general encoder than the benchmark.
     """
-    bench = measured.bench
     try:
         exported = export.load(checkpoint, bench.manifest_path)
     except export.ExportError as err:
         skipped["ranker"] = skipped["ranker_rerank"] = str(err)
-        return {}
+        return None
     if exported.config.general_encoder != bench.config.general_encoder:
         raise ValueError(f"checkpoint {checkpoint} tokenizes tasks with {exported.config.general_encoder}, "
                          f"benchmark {bench.config.name!r} with {bench.config.general_encoder}; pass a checkpoint "
                          "trained on this benchmark")
-    measured.run = exported.config.run
-    return _ranker_runs(bench, exported.net, exported.config.rerank_k, test, measured.extraction[measured.at(test)])
+    return exported
 
 
 def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None = None,
              checkpoint: str | Path | None = None, cv: bool = False, fresh_cache: bool = False,
              cv_cache: str | Path | None = None) -> dict:
     """The evaluation JSON (see DESIGN.md's contract): the fixed split, and ``cv`` when ``cv``; per-task wtau under
-    ``per_task``. ``cv_cache``: keep each finished fold there and reuse it (``_cross_validate``), so a stopped run
-    continues where it was. ``checkpoint`` None: the benchmark's own (``export.benchmark_checkpoint``).
+    ``per_task``. ``cv_cache``: keep each finished fold there and reuse it (``_fold_results``), so a stopped run
+    continues where it was. ``checkpoint`` None: the benchmark's own (``export.benchmark_checkpoint``). The folds
+    are trained first: they read no features, so another process may fill the features cache meanwhile.
 
     Raises:
         ValueError: unknown estimator, test tasks without finetune ground truth, a checkpoint of another general
@@ -362,11 +390,17 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         transfer.get(name)  # an unknown name fails here, before any extraction
     test, gt = _test_tasks(bench)
     cv_folds = _cv_folds(bench) if cv else []
-    measured, skipped, failures = _measure(bench, benchmark, names, {t for f in cv_folds for t in f.held_out}
-                                           | set(test), fresh_cache)
+    skipped: dict[str, str] = {}
+    exported = _load_checkpoint(bench, checkpoint, skipped)
+    run = None if exported is None else exported.config.run
+    fold_results = _fold_results(bench, benchmark, run, cv_folds, None if cv_cache is None else Path(cv_cache))
+    measured, not_measured, failures = _measure(bench, names, {t for f in cv_folds for t in f.held_out} | set(test),
+                                                fresh_cache)
+    skipped = not_measured | skipped
     at = measured.at(test)
     runs = {n: Run(r.scores[at], r.seconds[at], r.extraction[at]) for n, r in measured.estimator_runs.items()}
-    runs |= _checkpoint_runs(measured, checkpoint, test, skipped)
+    if exported is not None:
+        runs |= measured.charged(*_ranker_runs(bench, exported.net, exported.config.rerank_k, test), test)
     prior = _prior_run(bench, bench.task_ids("train"), len(test))
     if prior is None:
         skipped["prior"] = "needs finetune or linear-probe history of every model on training tasks"
@@ -377,9 +411,9 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
     else:
         runs[HINDSIGHT] = hindsight
     with tempfile.TemporaryDirectory() as tmp:
-        fitted, not_fitted = _fitted_runs(benchmark, bench, bench.task_ids("train"), _val_tasks(measured.run), test,
-                                          measured.extraction[at], tmp)
-    runs |= fitted
+        fitted, depths, not_fitted = _fitted_runs(benchmark, bench, bench.task_ids("train"), _val_tasks(run), test,
+                                                  tmp)
+    runs |= measured.charged(fitted, depths, test)
     skipped |= not_fitted
     fixed = score_tasks(test, gt, runs)
     result = {
@@ -397,5 +431,5 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         "per_task": fixed["per_task"],
     }
     if cv:
-        result["cv"] = _cross_validate(measured, cv_folds, dict(skipped), None if cv_cache is None else Path(cv_cache))
+        result["cv"] = _cross_validate(measured, cv_folds, fold_results, dict(skipped))
     return result
