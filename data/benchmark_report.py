@@ -52,6 +52,14 @@ def seed_agreement(runs: list[np.ndarray]) -> float:
     return float(np.mean([weighted_tau(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
 
 
+def seed_noise(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One task's seed-to-seed accuracy differences of each model (points, every pair of ``runs`` ``[M]``) and the
+    gaps between neighbouring models in the ranking of the runs' mean (``[M - 1]``): where the first are as large
+    as the second, a seed reorders neighbours, which bounds the noise ceiling."""
+    diffs = np.concatenate([np.abs(a - b) for i, a in enumerate(runs) for b in runs[i + 1:]])
+    return diffs, np.diff(np.sort(np.mean(runs, axis=0)))
+
+
 def winners_by_group(bench: bm.Benchmark, tasks: list[str], gt: np.ndarray) -> list[str]:
     """A table of which models win each task group: the model best most often and the best by mean rank.
 
@@ -171,6 +179,13 @@ def learnability(bench: bm.Benchmark) -> list[str]:
         values = np.array(list(ceilings.values()))
         lines.append(f"- noise ceiling (seed-to-seed weighted tau) over the {len(ceilings)} tasks with 2+ seeds: "
                      f"median **{np.median(values):.3f}**, min {values.min():.3f}, max {values.max():.3f}")
+        diffs, gaps = (np.concatenate(parts) for parts in zip(*(
+            seed_noise([runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()])
+            for i, t in enumerate(test) if t in ceilings), strict=True))
+        lines.append(f"- what bounds it: a seed moves one model's accuracy on a task by a median "
+                     f"{np.median(diffs):.1f} points (75th percentile {np.percentile(diffs, 75):.1f}), and "
+                     f"neighbouring models in a task's ranking (mean over seeds) are a median {np.median(gaps):.1f} "
+                     "points apart")
         lines += ["", "| test task | seed-to-seed weighted tau |", "|---|---|"]
         lines += [f"| {t} | {v:.3f} |" for t, v in ceilings.items()]
     else:

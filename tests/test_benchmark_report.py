@@ -14,6 +14,12 @@ def test_seed_agreement_is_one_for_identical_runs_and_lower_for_swapped_ones() -
     assert report.seed_agreement([run, swapped]) < 1.0
 
 
+def test_seed_noise_measures_each_models_move_against_the_gaps_between_neighbours() -> None:
+    diffs, gaps = report.seed_noise([np.array([80.0, 70.0, 60.0, 50.0]), np.array([78.0, 74.0, 60.0, 50.0])])
+    assert diffs.tolist() == [2.0, 4.0, 0.0, 0.0]
+    assert gaps.tolist() == [10.0, 12.0, 7.0]  # between 50, 60, 72 and 79, the mean runs in ascending order
+
+
 def test_winners_by_group_name_the_planted_best_of_each_group() -> None:
     from ranker.tasks import benchmark as bm
 
