@@ -291,8 +291,12 @@ def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(t
                                                                                tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A stopped --cv run continues where it was: finished folds are read back, not retrained, and give the same
-    result; a fold whose inputs changed (here: the history) is computed again."""
+    result; a fold whose inputs changed (the code it runs, the history) is computed again."""
     bench, folder = grouped_bench(tiny_bench, tmp_path)
+    code = tmp_path / "code"  # stands for the package's folders the folds run
+    code.mkdir()
+    (code / "lit.py").write_text("EPOCHS = 2\n")
+    monkeypatch.setattr(evaluate_runs, "FOLD_SOURCES", (code,))
     monkeypatch.chdir(tmp_path)
     cache = tmp_path / "folds"
     first = evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
@@ -306,10 +310,13 @@ def test_a_cv_cache_resumes_finished_folds_and_misses_when_the_history_changes(t
         assert again["cv"]["methods"][name]["wtau"] == m["wtau"] and again["cv"]["per_task"][name] == \
             first["cv"]["per_task"][name]
     assert again["cv"]["folds"] == first["cv"]["folds"]
+    (code / "lit.py").write_text("EPOCHS = 3\n")
+    evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
+    assert computed == ["a", "b", "c"]
     bench.history.add(Record("a1", bench.models[0], "linear_probe", "top1_accuracy", 50.0))
     bench.history.save(bench.root / "history.csv")
     evaluate.evaluate(str(bench.root), ["logme"], folder, cv=True, cv_cache=cache)
-    assert computed == ["a", "b", "c"]
+    assert computed == ["a", "b", "c"] * 2
 
 
 def test_a_group_bootstrap_is_as_wide_as_the_groups_differ_not_as_the_tasks_number() -> None:

@@ -240,11 +240,24 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, fold:
     return runs, info
 
 
-def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None) -> hashlib._Hash:
-    """A running hash of what every fold's results depend on besides the code and the fold's tasks: the benchmark's
-    history and task statistics and the ranker's run config (``.copy()`` it per fold)."""
+FOLD_SOURCES = tuple(zoo.REPO_ROOT / "ranker" / d for d in ("learn", "evaluate", "tasks", "configs/train"))
+"""The folders whose code and configs a fold's results depend on: a kept fold is computed again once they change."""
+
+
+def _code_digest() -> str:
+    """A hash of the code and training configs in ``FOLD_SOURCES``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for folder in FOLD_SOURCES for p in folder.rglob("*") if p.suffix in (".py", ".yaml")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None, code: str) -> hashlib._Hash:
+    """A running hash of what every fold's results depend on besides the fold's tasks: the ``code``
+    (:func:`_code_digest`), the benchmark's history and task statistics and the ranker's run config (``.copy()`` it
+    per fold)."""
     digest = bench.files_digest()
-    digest.update((to_yaml(run) if run is not None else "no ranker").encode())
+    digest.update((code + (to_yaml(run) if run is not None else "no ranker")).encode())
     return digest
 
 
@@ -271,16 +284,18 @@ def _fold_results(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, cv
     (``<group>-<hash of its inputs>.json``) and read back instead of retrained while its inputs are unchanged.
     Runs that share ``cache`` share the folds: each fold is computed by whichever run takes its lock first, and the
     others go on to the next fold and read it back at the end (computing it themselves if that run stopped). The
-    folds share their inner fits of model selection (``selection.shared_inner_fits``), in ``cache`` when given."""
+    folds share their inner fits of model selection (``selection.shared_inner_fits``), in ``cache`` when given
+    (under ``inner/<hash of the code>``)."""
     results: list[tuple[dict[str, Run], dict] | None] = [None] * len(cv_folds)
     kept: list[Path | None] = [None] * len(cv_folds)
+    code = _code_digest()
     if cache is not None:
-        inputs = _inputs_digest(bench, run)  # read once, not per fold
+        inputs = _inputs_digest(bench, run, code)  # read once, not per fold
         for index, fold in enumerate(cv_folds):
             key = inputs.copy()
             key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
             kept[index] = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
-    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits((cache or Path(tmp)) / "inner"):
+    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits((cache or Path(tmp)) / "inner" / code[:20]):
         for wait in (False, True):  # first the folds no other run is computing, then the rest
             for index, fold in enumerate(cv_folds):
                 if results[index] is not None:
