@@ -240,14 +240,17 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, fold:
     return runs, info
 
 
-FOLD_SOURCES = tuple(zoo.REPO_ROOT / "ranker" / d for d in ("learn", "evaluate", "tasks", "configs/train"))
-"""The folders whose code and configs a fold's results depend on: a kept fold is computed again once they change."""
+FOLD_SOURCES = tuple(zoo.REPO_ROOT / "ranker" / p for p in ("learn", "tasks", "configs/train", "evaluate/runs.py",
+                                                             "evaluate/protocol.py", "zoo/archi2vec.py"))
+"""The code and training configs (folders or files) a fold's results depend on: a kept fold is computed again once
+they change. The reports and command lines are not among them."""
 
 
 def _code_digest() -> str:
     """A hash of the code and training configs in ``FOLD_SOURCES``."""
+    files = [p for source in FOLD_SOURCES for p in (source.rglob("*") if source.is_dir() else [source])]
     digest = hashlib.sha256()
-    for path in sorted(p for folder in FOLD_SOURCES for p in folder.rglob("*") if p.suffix in (".py", ".yaml")):
+    for path in sorted(p for p in files if p.suffix in (".py", ".yaml")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 
