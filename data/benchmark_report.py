@@ -173,15 +173,14 @@ def learnability(bench: bm.Benchmark) -> list[str]:
     lines += winners_by_group(bench, test, gt)
     seeds = history.seeds("finetune")
     runs = {s: history.matrix("finetune", test, models, seed=s)[2] for s in seeds}
-    ceilings = {t: seed_agreement([runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()])
-                for i, t in enumerate(test) if sum(not np.isnan(runs[s][i]).any() for s in seeds) >= 2}
+    whole = {t: [runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()] for i, t in enumerate(test)}
+    repeated = {t: task_runs for t, task_runs in whole.items() if len(task_runs) >= 2}
+    ceilings = {t: seed_agreement(task_runs) for t, task_runs in repeated.items()}
     if ceilings:
         values = np.array(list(ceilings.values()))
         lines.append(f"- noise ceiling (seed-to-seed weighted tau) over the {len(ceilings)} tasks with 2+ seeds: "
                      f"median **{np.median(values):.3f}**, min {values.min():.3f}, max {values.max():.3f}")
-        diffs, gaps = (np.concatenate(parts) for parts in zip(*(
-            seed_noise([runs[s][i] for s in seeds if not np.isnan(runs[s][i]).any()])
-            for i, t in enumerate(test) if t in ceilings), strict=True))
+        diffs, gaps = (np.concatenate(parts) for parts in zip(*map(seed_noise, repeated.values()), strict=True))
         lines.append(f"- what bounds it: a seed moves one model's accuracy on a task by a median "
                      f"{np.median(diffs):.1f} points (75th percentile {np.percentile(diffs, 75):.1f}), and "
                      f"neighbouring models in a task's ranking (mean over seeds) are a median {np.median(gaps):.1f} "
