@@ -44,23 +44,24 @@ def test_the_readme_is_a_short_product_page() -> None:
 
 def test_the_headline_figures_are_the_generated_reports() -> None:
     paragraphs = [" ".join(p.split("\n")) for p in README.read_text().split("\n\n")]
-    headline = next(p for p in paragraphs if p.startswith("**Benchmark v2, grouped"))
-    numbers = re.search(rf"the ranker {FIGURE} mean weighted tau, the prior {FIGURE} \((\+\S+ \[\S+ \S+\])\), "
-                        rf"LogME {FIGURE}", headline)
+    headline = next(p for p in paragraphs if p.startswith("**Benchmark v3, grouped"))
+    numbers = re.search(rf"the ranker {FIGURE} mean weighted tau, the prior {FIGURE} \(([+-]\S+ \[\S+ \S+\])\), "
+                        rf"LogME {FIGURE}, Fennec {FIGURE}", headline)
     assert numbers, headline
-    report = ROOT / "data/benchmarks/v2/EVALUATION.md"
+    report = ROOT / "data/benchmarks/v3/EVALUATION.md"
     cv = evaluation_tables(report)["cv"]
     assert float(numbers.group(1)) == pytest.approx(cv["ranker_rerank"], abs=5e-4)
     assert float(numbers.group(2)) == pytest.approx(cv["prior"], abs=5e-4)
     assert numbers.group(3) == cv_differences(report)["ranker_rerank"]
     assert float(numbers.group(4)) == pytest.approx(cv["logme"], abs=5e-4)
+    assert float(numbers.group(5)) == pytest.approx(cv["fennec"], abs=5e-4)
 
 
 def test_the_results_table_is_the_generated_reports() -> None:
     """Each row of "Results at a glance" links its report (or repeats the row above's) and names its protocol."""
     section = README.read_text().split("## Results at a glance", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| [")]
-    assert len(rows) == 5
+    assert len(rows) == 6
     columns = ["ranker_rerank", "ranker", "fennec", "prior", "logme"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
