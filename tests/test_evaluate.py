@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -328,6 +330,26 @@ def test_a_group_bootstrap_is_as_wide_as_the_groups_differ_not_as_the_tasks_numb
     same = {t: 0.5 for ts in groups.values() for t in ts}
     assert evaluate.group_interval(same, groups) == (pytest.approx(0.5), [pytest.approx(0.5), pytest.approx(0.5)])
 
+
+
+def test_group_bootstrap_prints_the_paired_difference_to_each_method_it_is_set_against(tmp_path: Path) -> None:
+    """``benchmarks/group_bootstrap.py --versus``: one column per reference, blank on the reference's own row."""
+    groups = {"a": ["a0", "a1"], "b": ["b0", "b1"]}
+    per_task = {"prior": {"a0": 0.1, "a1": 0.1, "b0": 0.3, "b1": 0.3},
+                "ranker": {"a0": 0.4, "a1": 0.4, "b0": 0.6, "b1": 0.6},
+                "logme": {"a0": 0.0, "a1": 0.0, "b0": 0.0, "b1": 0.0}}
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"cv": {"folds": [{"group": g, "held_out": t} for g, t in groups.items()],
+                                         "per_task": per_task}}))
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "group_bootstrap.py"),
+              str(report)]
+    rows = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")][1:]
+            for line in subprocess.run([*script, "--versus", "prior", "logme"], capture_output=True, text=True,
+                                       check=True).stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["ranker"][1:] == ["+0.300 [+0.300, +0.300]", "+0.500 [+0.400, +0.600]"]
+    assert rows["prior"][1] == "" and rows["logme"][2] == ""
+    refused = subprocess.run([*script, "--versus", "fennec"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "fennec not in" in refused.stderr
 
 def test_best_constant_ranks_like_tasks_that_all_agree() -> None:
     gt = np.array([[90.0, 80.0, 70.0, 60.0], [95.0, 85.0, 75.0, 65.0]])
