@@ -11,6 +11,7 @@ Prints a markdown table; ``--plot`` draws both curves.
 Run (the figures in docs/results.md):
     python benchmarks/cost_quality.py --cv --plot benchmarks/cost_quality.png
     python benchmarks/cost_quality.py --seeds 3          # three training seeds, fixed split
+    python benchmarks/cost_quality.py --benchmark v3 --cv --cv-cache data/benchmarks/v3/cv   # evaluate's inner fits
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker import evaluate
+from ranker.evaluate import runs
 from ranker.learn import episodes, rankers, selection
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker
@@ -51,10 +53,13 @@ def baselines(bench: bm.Benchmark, tasks: list[str], history: list[str]) -> tupl
 Split = tuple  # (tau [T, M+1], prior [T], LogME [T], k as printed, k per task [T])
 
 
-def cross_validated(exported: export.Exported, bench: bm.Benchmark, benchmark: str) -> Split:
-    """The grouped-CV split: per fold the ranker retrained on the other groups (its own k), the prior and LogME."""
+def cross_validated(exported: export.Exported, bench: bm.Benchmark, benchmark: str, cache: Path | None) -> Split:
+    """The grouped-CV split: per fold the ranker retrained on the other groups (its own k), the prior and LogME.
+    ``cache``: the folder of ``ranker.evaluate --cv --cv-cache``, whose kept inner fits of model selection the folds
+    read back (and add to) while the code they ran is unchanged."""
     taus, priors, logmes, ks = [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits(Path(tmp) / "inner"):
+    with tempfile.TemporaryDirectory() as tmp, \
+            selection.shared_inner_fits((cache or Path(tmp)) / "inner" / runs._code_digest()[:20]):
         for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
             fitted = rankers.fit_again(exported.config.run, benchmark, tmp, f"fold{i}", fold.train)[0]
             taus.append(curve(fitted.net, bench, fold.held_out))
@@ -128,6 +133,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path,
                         help="the ranker measured (default: checkpoints/<benchmark>-default)")
     parser.add_argument("--cv", action="store_true", help="add leave-one-group-out cross-validation")
+    parser.add_argument("--cv-cache", type=Path,
+                        help="with --cv: read back the inner fits that python -m ranker.evaluate --cv --cv-cache kept "
+                             "in this folder, and keep new ones there")
     parser.add_argument("--plot", type=Path, help="write the curves here (PNG)")
     parser.add_argument("--seeds", type=int, default=0,
                         help="also retrain with seeds 0..N-1 on the training tasks: the fixed split's k=0 and chosen-k "
@@ -139,7 +147,7 @@ def main() -> None:
     results = {"fixed split": (curve(exported.net, bench, test), *baselines(bench, test, bench.task_ids("train")),
                                str(exported.config.rerank_k), np.full(len(test), exported.config.rerank_k))}
     if args.cv:
-        results["grouped CV"] = cross_validated(exported, bench, args.benchmark)
+        results["grouped CV"] = cross_validated(exported, bench, args.benchmark, args.cv_cache)
     if args.seeds:
         print_seeds(exported, bench, args.benchmark, args.seeds)
     print_tables(results, bench.config.name, len(bench.models))
