@@ -4,7 +4,8 @@
 are alike, so its intervals are narrower than a new *dataset* warrants. With enough groups (Benchmark v2 has 9)
 the honest interval resamples groups: each resample draws groups with replacement and takes all their tasks; the
 statistic is the task-weighted mean of weighted tau (rank=None) over the drawn tasks, or its paired difference to
-the prior. Reads the JSON that ``python -m ranker.evaluate --cv --json`` wrote (per-task tau, folds' groups).
+the prior (``--versus``: to each of the methods named). Reads the JSON that ``python -m ranker.evaluate --cv --json``
+wrote (per-task tau, folds' groups).
 
 Run (the tables in docs/results.md):
     python benchmarks/group_bootstrap.py runs/eval-v2.json
@@ -43,9 +44,10 @@ def main() -> None:
         cells = [f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"]
         for ref in args.versus:
             diff = {t: v - per_task[ref][t] for t, v in per_task[name].items() if t in per_task[ref]}
-            d, dci = group_interval(diff, groups)
-            cells.append("" if name == ref else f"{d:+.3f} [{dci[0]:+.3f}, {dci[1]:+.3f}]")
+            d, dci = group_interval(diff, groups) if name != ref else (0.0, [])
+            cells.append(f"{d:+.3f} [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
         print(f"| {name} | {' | '.join(cells)} |")
+
 
 if __name__ == "__main__":
     main()
