@@ -43,9 +43,12 @@ def main() -> None:
         mean, ci = group_interval(per_task[name], groups)
         cells = [f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"]
         for ref in args.versus:
+            if name == ref:
+                cells.append("")
+                continue
             diff = {t: v - per_task[ref][t] for t, v in per_task[name].items() if t in per_task[ref]}
-            d, dci = group_interval(diff, groups) if name != ref else (0.0, [])
-            cells.append(f"{d:+.3f} [{dci[0]:+.3f}, {dci[1]:+.3f}]" if dci else "")
+            d, dci = group_interval(diff, groups)
+            cells.append(f"{d:+.3f} [{dci[0]:+.3f}, {dci[1]:+.3f}]")
         print(f"| {name} | {' | '.join(cells)} |")
 
 

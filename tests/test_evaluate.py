@@ -331,7 +331,6 @@ def test_a_group_bootstrap_is_as_wide_as_the_groups_differ_not_as_the_tasks_numb
     assert evaluate.group_interval(same, groups) == (pytest.approx(0.5), [pytest.approx(0.5), pytest.approx(0.5)])
 
 
-
 def test_group_bootstrap_prints_the_paired_difference_to_each_method_it_is_set_against(tmp_path: Path) -> None:
     """``benchmarks/group_bootstrap.py --versus``: one column per reference, blank on the reference's own row."""
     groups = {"a": ["a0", "a1"], "b": ["b0", "b1"]}
@@ -350,6 +349,7 @@ def test_group_bootstrap_prints_the_paired_difference_to_each_method_it_is_set_a
     assert rows["prior"][1] == "" and rows["logme"][2] == ""
     refused = subprocess.run([*script, "--versus", "fennec"], capture_output=True, text=True)
     assert refused.returncode == 2 and "fennec not in" in refused.stderr
+
 
 def test_best_constant_ranks_like_tasks_that_all_agree() -> None:
     gt = np.array([[90.0, 80.0, 70.0, 60.0], [95.0, 85.0, 75.0, 65.0]])
