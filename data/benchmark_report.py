@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from data import build_history  # noqa: E402
 from ranker.evaluate import best_constant, mean_tau  # noqa: E402
-from ranker.learn.metrics import weighted_tau  # noqa: E402
+from ranker.learn.metrics import top1_regret, weighted_tau  # noqa: E402
 from ranker.tasks import benchmark as bm  # noqa: E402
 from ranker.tasks.history import Record  # noqa: E402
 
@@ -50,6 +50,13 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
 def seed_agreement(runs: list[np.ndarray]) -> float:
     """Seed-to-seed weighted tau of one task: the mean over ordered pairs of runs (``rank=None`` is asymmetric)."""
     return float(np.mean([weighted_tau(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
+
+
+def seed_regret(runs: list[np.ndarray]) -> float:
+    """Seed-to-seed top-1 regret of one task (points): the mean over ordered pairs of runs ``[M]`` of what the model
+    one run ranks first loses against the other run's best, the regret a ranking that is itself a fine-tuning run of
+    every model scores against one run."""
+    return float(np.mean([top1_regret(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
 
 
 def seed_noise(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +148,7 @@ def learnability(bench: bm.Benchmark) -> list[str]:
     weighted tau (each model's mean accuracy over the training tasks that cover the zoo), the best constant
     ranking in hindsight, how many distinct models are best, the mean weighted tau between two test tasks' rows,
     the winners per task group, and, per task with several seeds, the seed-to-seed weighted tau (the noise
-    ceiling: how well one run ranks the other).
+    ceiling: how well one run ranks the other) and top-1 regret (what one run's first choice loses on the other).
     """
     history, models = bench.history, bench.models
     test, _, gt = history.matrix("finetune", bench.task_ids("test"), models)
@@ -157,8 +164,9 @@ def learnability(bench: bm.Benchmark) -> list[str]:
     lines.append("")
     if train_full.any():
         prior = train_gt[train_full].mean(0)
+        regret = np.mean([top1_regret(row, prior) for row in gt])
         lines.append(f"- the prior (mean accuracy over the {int(train_full.sum())} training tasks that cover the zoo): "
-                     f"**{mean_tau(gt, prior):.3f}**")
+                     f"**{mean_tau(gt, prior):.3f}**, top-1 regret {regret:.2f} points")
     scores, ceiling = best_constant(gt)
     top = ", ".join(models[j] for j in np.argsort(-scores)[:5])
     lines.append(f"- the best constant ranking in hindsight (fitted on these test tasks): **{ceiling:.3f}** "
@@ -185,6 +193,9 @@ def learnability(bench: bm.Benchmark) -> list[str]:
                      f"{np.median(diffs):.1f} points (75th percentile {np.percentile(diffs, 75):.1f}), and "
                      f"neighbouring models in a task's ranking (mean over seeds) are a median {np.median(gaps):.1f} "
                      "points apart")
+        regrets = np.array([seed_regret(task_runs) for task_runs in repeated.values()])
+        lines.append(f"- the noise floor of top-1 regret: ranking by one seed's accuracies loses a mean "
+                     f"**{regrets.mean():.2f}** points (median {np.median(regrets):.2f}) of the other seed's best")
         lines += ["", "| test task | seed-to-seed weighted tau |", "|---|---|"]
         lines += [f"| {t} | {v:.3f} |" for t, v in ceilings.items()]
     else:

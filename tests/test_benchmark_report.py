@@ -14,6 +14,13 @@ def test_seed_agreement_is_one_for_identical_runs_and_lower_for_swapped_ones() -
     assert report.seed_agreement([run, swapped]) < 1.0
 
 
+def test_seed_regret_is_zero_for_agreeing_runs_and_the_lost_points_where_their_best_differ() -> None:
+    run = np.array([80.0, 70.0, 60.0, 50.0])
+    assert report.seed_regret([run, run + 1.0]) == 0.0
+    other = np.array([72.0, 75.0, 60.0, 50.0])  # ranks model 1 first, 10 points behind run's best; run costs it 3
+    assert np.isclose(report.seed_regret([run, other]), (10.0 + 3.0) / 2)
+
+
 def test_seed_noise_measures_each_models_move_against_the_gaps_between_neighbours() -> None:
     diffs, gaps = report.seed_noise([np.array([80.0, 70.0, 60.0, 50.0]), np.array([78.0, 74.0, 60.0, 50.0])])
     assert diffs.tolist() == [2.0, 4.0, 0.0, 0.0]
