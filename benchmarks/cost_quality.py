@@ -59,7 +59,7 @@ def cross_validated(exported: export.Exported, bench: bm.Benchmark, benchmark: s
     read back (and add to) while the code they ran is unchanged."""
     taus, priors, logmes, ks = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, \
-            selection.shared_inner_fits((cache or Path(tmp)) / "inner" / runs._code_digest()[:20]):
+            selection.shared_inner_fits(runs.inner_fits_folder(cache, tmp)):
         for i, fold in enumerate(evaluate.folds(bench, evaluate.measured_tasks(bench))):
             fitted = rankers.fit_again(exported.config.run, benchmark, tmp, f"fold{i}", fold.train)[0]
             taus.append(curve(fitted.net, bench, fold.held_out))

@@ -53,8 +53,8 @@ def _cv_section(cv: dict) -> list[str]:
              "training s |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {f['group']} | {len(f['held_out'])} | {f['n_train_tasks']} | {len(f.get('val_tasks', []))} | "
-              f"{f.get('rerank_k', '')} | {f.get('spider_factor', f.get('spider_shrink', ''))} | "  # the old key:
-              f"{f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]  # results and cached folds of before
+              f"{f['depths'].get('ranker_rerank', '')} | {f.get('spider_factor', '')} | "
+              f"{f.get('train_seconds', 0):.0f} |" for f in cv["folds"]]
     lines += ["", *_table(cv["methods"])]
     lines += [f"\n- `{name}` not evaluated: {why}." for name, why in cv["skipped"].items()]
     if trained:

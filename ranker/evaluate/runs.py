@@ -38,7 +38,7 @@ from ranker.evaluate.protocol import (
 )
 from ranker.files import locked, write_atomic
 from ranker.learn import rankers, selection
-from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, load_run_config, to_yaml
+from ranker.learn.config import DEFAULT_TRAIN_CONFIG, RunConfig, learning_yaml, load_run_config
 from ranker.learn.episodes import collate, load_episodes
 from ranker.learn.protocol import LearnedRanker
 from ranker.serve import export
@@ -135,16 +135,16 @@ def ranker_scores(bench: bm.Benchmark, net: LearnedRanker, task_ids: list[str], 
     return net.rerank(batch["prototypes"], batch["class_mask"], batch["specific"], k, batch["evidence"]).numpy()
 
 
+Depths = dict[str, int]
+"""A learned method's name -> its re-ranking depth: what :func:`_charge_extraction` needs to charge its run."""
+
+
 def _ranker_runs(bench: bm.Benchmark, net: LearnedRanker, k: int, task_ids: list[str]
-                 ) -> tuple[dict[str, Run], dict[str, int]]:
+                 ) -> tuple[dict[str, Run], Depths]:
     """The checkpoint's ranker as ``ranker`` (general-encoder prototypes only) and ``ranker_rerank`` (its top
     ``k`` re-scored), as :func:`_ranker_run` scores them, and each one's re-ranking depth."""
     depths = {"ranker": 0, "ranker_rerank": k}
     return {name: _ranker_run(bench, net, depth, task_ids) for name, depth in depths.items()}, depths
-
-
-Depths = dict[str, int]
-"""A learned method's name -> its re-ranking depth: what :func:`_charge_extraction` needs to charge its run."""
 
 
 def _fitted_runs(benchmark: str, bench: bm.Benchmark, history: list[str], val_tasks: list[str], held_out: list[str],
@@ -232,7 +232,7 @@ def _fold_runs(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, fold:
               file=sys.stderr)
         start = time.perf_counter()
         trained, data = rankers.fit_again(run, benchmark, tmp, f"fold{index}", fold.train)
-        info |= {"val_tasks": data.val_ids, "rerank_k": trained.rerank_k, "spider_factor": trained.spider_factor,
+        info |= {"val_tasks": data.val_ids, "spider_factor": trained.spider_factor,
                  "train_seconds": time.perf_counter() - start}
         ranker_runs, ranker_depths = _ranker_runs(bench, trained.net, trained.rerank_k, fold.held_out)
         runs, depths = runs | ranker_runs, depths | ranker_depths
@@ -255,12 +255,19 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def inner_fits_folder(cache: Path | None, tmp: str) -> Path:
+    """Where folds keep their inner fits of model selection (``selection.shared_inner_fits``): under ``cache`` (a
+    ``--cv-cache`` folder; else ``tmp``), in ``inner/<hash of the code>``, so a change of the code they run starts
+    an empty folder."""
+    return (cache or Path(tmp)) / "inner" / _code_digest()[:20]
+
+
 def _inputs_digest(bench: bm.Benchmark, run: RunConfig | None, code: str) -> hashlib._Hash:
     """A running hash of what every fold's results depend on besides the fold's tasks: the ``code``
-    (:func:`_code_digest`), the benchmark's history and task statistics and the ranker's run config (``.copy()`` it
-    per fold)."""
+    (:func:`_code_digest`), the benchmark's history and task statistics and the ranker's run config without where
+    its run was written (``learning_yaml``); ``.copy()`` it per fold."""
     digest = bench.files_digest()
-    digest.update((code + (to_yaml(run) if run is not None else "no ranker")).encode())
+    digest.update((code + (learning_yaml(run) if run is not None else "no ranker")).encode())
     return digest
 
 
@@ -291,14 +298,13 @@ def _fold_results(bench: bm.Benchmark, benchmark: str, run: RunConfig | None, cv
     (under ``inner/<hash of the code>``)."""
     results: list[tuple[dict[str, Run], dict] | None] = [None] * len(cv_folds)
     kept: list[Path | None] = [None] * len(cv_folds)
-    code = _code_digest()
     if cache is not None:
-        inputs = _inputs_digest(bench, run, code)  # read once, not per fold
+        inputs = _inputs_digest(bench, run, _code_digest())  # read once, not per fold
         for index, fold in enumerate(cv_folds):
             key = inputs.copy()
             key.update(json.dumps([fold.group, fold.held_out, fold.train]).encode())
             kept[index] = cache / f"{fold.group}-{key.hexdigest()[:20]}.json"
-    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits((cache or Path(tmp)) / "inner" / code[:20]):
+    with tempfile.TemporaryDirectory() as tmp, selection.shared_inner_fits(inner_fits_folder(cache, tmp)):
         for wait in (False, True):  # first the folds no other run is computing, then the rest
             for index, fold in enumerate(cv_folds):
                 if results[index] is not None:

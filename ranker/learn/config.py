@@ -6,6 +6,7 @@ or a value of the wrong type is an error. The resolved config is saved beside ev
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +122,13 @@ def load_run_config(yaml_path: str | Path | None = DEFAULT_TRAIN_CONFIG, overrid
 def to_yaml(cfg: RunConfig) -> str:
     """The resolved config as YAML (what is saved beside a run and inside an export)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def learning_yaml(cfg: RunConfig) -> str:
+    """``to_yaml`` of ``cfg`` with the fields that say where its run is written or resumed from blanked (``name``,
+    ``out_dir``, ``export_dir``, ``ckpt_path``, ``overwrite``): the same for two runs that learn the same, which
+    makes it a cache key of what a fit learns."""
+    anonymous = copy.deepcopy(cfg)
+    anonymous.name = anonymous.out_dir = anonymous.export_dir = ""
+    anonymous.ckpt_path, anonymous.overwrite = None, False
+    return to_yaml(anonymous)

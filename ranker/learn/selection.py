@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ranker.files import write_atomic
 from ranker.learn import lit
-from ranker.learn.config import RunConfig, to_yaml
+from ranker.learn.config import RunConfig, learning_yaml
 from ranker.learn.episodes import Episode, EpisodeDataModule, collate, load_episodes
 from ranker.learn.metrics import weighted_tau
 from ranker.learn.modelspider import Ranker
@@ -58,9 +58,7 @@ def _inner_fit(net_class: type[Ranker], cfg: RunConfig, data: EpisodeDataModule)
     if folder is None:
         return lit.train(cfg, data, net_class, inner=True)[0]
     key = data.bench.files_digest()
-    anonymous = copy.deepcopy(cfg)
-    anonymous.name = anonymous.out_dir = ""  # where it is written, not what it learns
-    key.update(to_yaml(anonymous).encode())
+    key.update(learning_yaml(cfg).encode())
     key.update(json.dumps([data.train_ids, data.val_ids]).encode())
     kept = folder / f"inner-{key.hexdigest()[:24]}.safetensors"
     if kept.is_file():
