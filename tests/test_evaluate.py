@@ -280,6 +280,9 @@ def test_intervals_hold_the_mean_and_a_copy_of_the_prior_differs_from_it_by_zero
             lo, hi = m[f"{key}_ci"]
             assert lo <= m[key] <= hi
     assert split["methods"]["noisy"]["n_tasks"] == 11 and "t3" not in split["per_task"]["noisy"]
+    regrets = split["per_task_regret"]["noisy"]
+    assert "t3" not in regrets and regrets["t0"] == pytest.approx(gt[0].max() - gt[0, np.argmax(noisy[0])])
+    assert np.mean(list(regrets.values())) == pytest.approx(split["methods"]["noisy"]["regret"])
     assert split["methods"]["copy"]["vs_prior"]["wtau_ci"] == [0.0, 0.0]
     noisy = split["methods"]["noisy"]
     assert noisy["vs_prior"]["wtau_ci"][0] > 0  # ranking by noisy ground truth beats a constant ranking
@@ -349,6 +352,25 @@ def test_group_bootstrap_prints_the_paired_difference_to_each_method_it_is_set_a
     assert rows["prior"][1] == "" and rows["logme"][2] == ""
     refused = subprocess.run([*script, "--versus", "fennec"], capture_output=True, text=True)
     assert refused.returncode == 2 and "fennec not in" in refused.stderr
+    refused = subprocess.run([*script, "--metric", "regret"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "no per_task_regret" in refused.stderr
+
+
+def test_group_bootstrap_reads_regret_and_lists_the_lowest_first(tmp_path: Path) -> None:
+    """``--metric regret``: the per-task regrets of the evaluation JSON, best (lowest) first, two decimals."""
+    groups = {"a": ["a0", "a1"], "b": ["b0", "b1"]}
+    regret = {"prior": {"a0": 4.0, "a1": 4.0, "b0": 2.0, "b1": 2.0},
+              "ranker": {"a0": 1.0, "a1": 1.0, "b0": 2.0, "b1": 2.0}}
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"cv": {"folds": [{"group": g, "held_out": t} for g, t in groups.items()],
+                                         "per_task": {n: dict.fromkeys(v, 0.5) for n, v in regret.items()},
+                                         "per_task_regret": regret}}))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks"
+                                              / "group_bootstrap.py"), str(report), "--metric", "regret"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[0].startswith("| ranker | 1.50 [1.00, 2.00] | -1.50 [-3.00, +0.00] |")
+    assert rows[1].startswith("| prior | 3.00 [2.00, 4.00] |")
 
 
 def test_best_constant_ranks_like_tasks_that_all_agree() -> None:

@@ -144,7 +144,8 @@ def interval(values: np.ndarray, picks: np.ndarray) -> list[float]:
 
 def score_tasks(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> dict:
     """``methods`` (means over the tasks each method scored, with bootstrap intervals and the paired difference to
-    ``prior``), ``per_task`` wtau, and ``skipped`` for methods that failed on every task."""
+    ``prior``), ``per_task`` wtau and ``per_task_regret`` (method -> task -> value), and ``skipped`` for methods that
+    failed on every task."""
     per_task, methods, skipped = {}, {}, {}
     for name, run in runs.items():
         values = {m: np.full(len(gt), np.nan) for m in METRICS}
@@ -172,8 +173,9 @@ def score_tasks(task_ids: list[str], gt: np.ndarray, runs: dict[str, Run]) -> di
     return {
         "methods": methods,
         "skipped": skipped,
-        "per_task": {name: {t: float(v) for t, v in zip(task_ids, values["wtau"], strict=True) if not np.isnan(v)}
-                     for name, values in per_task.items()},
+        **{key: {name: {t: float(v) for t, v in zip(task_ids, values[metric], strict=True) if not np.isnan(v)}
+                 for name, values in per_task.items()}
+           for key, metric in (("per_task", "wtau"), ("per_task_regret", "regret"))},
     }
 
 

@@ -453,6 +453,7 @@ def evaluate(benchmark: str = bm.DEFAULT_BENCHMARK, estimators: list[str] | None
         "skipped": skipped | fixed["skipped"],
         "failures": failures,
         "per_task": fixed["per_task"],
+        "per_task_regret": fixed["per_task_regret"],
     }
     if cv:
         result["cv"] = _cross_validate(measured, cv_folds, fold_results, dict(skipped))
