@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import matplotlib
 
@@ -47,16 +48,22 @@ def _heatmap(bench: bm.Benchmark, models: list[str], path) -> None:
     plt.close(fig)
 
 
+def _over_ordered_pairs(metric: Callable[[np.ndarray, np.ndarray], float], runs: list[np.ndarray]) -> float:
+    """The mean of ``metric(truth, ranking)`` over ordered pairs of one task's runs ``[M]`` (both metrics are
+    asymmetric: one run is the truth, the other ranks)."""
+    return float(np.mean([metric(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
+
+
 def seed_agreement(runs: list[np.ndarray]) -> float:
     """Seed-to-seed weighted tau of one task: the mean over ordered pairs of runs (``rank=None`` is asymmetric)."""
-    return float(np.mean([weighted_tau(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
+    return _over_ordered_pairs(weighted_tau, runs)
 
 
 def seed_regret(runs: list[np.ndarray]) -> float:
     """Seed-to-seed top-1 regret of one task (points): the mean over ordered pairs of runs ``[M]`` of what the model
     one run ranks first loses against the other run's best, the regret a ranking that is itself a fine-tuning run of
     every model scores against one run."""
-    return float(np.mean([top1_regret(a, b) for i, a in enumerate(runs) for j, b in enumerate(runs) if i != j]))
+    return _over_ordered_pairs(top1_regret, runs)
 
 
 def seed_noise(runs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

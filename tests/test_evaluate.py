@@ -334,17 +334,23 @@ def test_a_group_bootstrap_is_as_wide_as_the_groups_differ_not_as_the_tasks_numb
     assert evaluate.group_interval(same, groups) == (pytest.approx(0.5), [pytest.approx(0.5), pytest.approx(0.5)])
 
 
+def group_bootstrap_script(tmp_path: Path, groups: dict[str, list[str]], per_task: dict) -> list[str]:
+    """The command line of ``benchmarks/group_bootstrap.py`` on an evaluation JSON with these folds and ``per_task``
+    parts (``per_task``, ``per_task_regret``) of its ``cv``."""
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"cv": {"folds": [{"group": g, "held_out": t} for g, t in groups.items()],
+                                         **per_task}}))
+    return [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "group_bootstrap.py"),
+            str(report)]
+
+
 def test_group_bootstrap_prints_the_paired_difference_to_each_method_it_is_set_against(tmp_path: Path) -> None:
     """``benchmarks/group_bootstrap.py --versus``: one column per reference, blank on the reference's own row."""
     groups = {"a": ["a0", "a1"], "b": ["b0", "b1"]}
     per_task = {"prior": {"a0": 0.1, "a1": 0.1, "b0": 0.3, "b1": 0.3},
                 "ranker": {"a0": 0.4, "a1": 0.4, "b0": 0.6, "b1": 0.6},
                 "logme": {"a0": 0.0, "a1": 0.0, "b0": 0.0, "b1": 0.0}}
-    report = tmp_path / "eval.json"
-    report.write_text(json.dumps({"cv": {"folds": [{"group": g, "held_out": t} for g, t in groups.items()],
-                                         "per_task": per_task}}))
-    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "group_bootstrap.py"),
-              str(report)]
+    script = group_bootstrap_script(tmp_path, groups, {"per_task": per_task})
     rows = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split("|")][1:]
             for line in subprocess.run([*script, "--versus", "prior", "logme"], capture_output=True, text=True,
                                        check=True).stdout.splitlines() if line.startswith("| ") and "---" not in line}
@@ -361,13 +367,9 @@ def test_group_bootstrap_reads_regret_and_lists_the_lowest_first(tmp_path: Path)
     groups = {"a": ["a0", "a1"], "b": ["b0", "b1"]}
     regret = {"prior": {"a0": 4.0, "a1": 4.0, "b0": 2.0, "b1": 2.0},
               "ranker": {"a0": 1.0, "a1": 1.0, "b0": 2.0, "b1": 2.0}}
-    report = tmp_path / "eval.json"
-    report.write_text(json.dumps({"cv": {"folds": [{"group": g, "held_out": t} for g, t in groups.items()],
-                                         "per_task": {n: dict.fromkeys(v, 0.5) for n, v in regret.items()},
-                                         "per_task_regret": regret}}))
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks"
-                                              / "group_bootstrap.py"), str(report), "--metric", "regret"],
-                         capture_output=True, text=True, check=True).stdout
+    taus = {n: dict.fromkeys(v, 0.5) for n, v in regret.items()}
+    script = group_bootstrap_script(tmp_path, groups, {"per_task": taus, "per_task_regret": regret})
+    out = subprocess.run([*script, "--metric", "regret"], capture_output=True, text=True, check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows[0].startswith("| ranker | 1.50 [1.00, 2.00] | -1.50 [-3.00, +0.00] |")
     assert rows[1].startswith("| prior | 3.00 [2.00, 4.00] |")
